@@ -1,0 +1,132 @@
+"""Assemble UniGR from parts: a Qwen2.5-VL folder, a SAM2 config + official checkpoint, head configs.
+
+The same code path serves real sizes (a downloaded ``Qwen2.5-VL-7B-Instruct`` folder and
+``sam2.1_hiera_large.pt``) and the tiny quick start, whose parts are first written to disk in
+exactly those formats by :func:`save_tiny_backbone` and :func:`save_tiny_sam2`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from model.configuration_unigr import UniGRConfig
+from model.heads.seg_sam2 import SAM2SegHead, SegHeadConfig
+from model.modeling_unigr import UniGRForConditionalGeneration
+from model.sam2_builder import build_sam2, load_sam2_checkpoint, save_sam2_checkpoint
+from model.tokenizer import add_seg_token, train_tiny_tokenizer
+
+VOCAB_PAD_MULTIPLE = 64
+
+
+def save_tiny_backbone(model_cfg: dict, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny Qwen2.5-VL in the stock Hugging Face folder layout (model, tokenizer, processor)."""
+    tokenizer = train_tiny_tokenizer(model_cfg["tokenizer"]["corpus"], model_cfg["tokenizer"]["vocab_size"])
+    ids = tokenizer.convert_tokens_to_ids
+    backbone_cfg = model_cfg["backbone"]
+    text_config = dict(backbone_cfg["text_config"])
+    text_config["vocab_size"] = -(-len(tokenizer) // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
+    text_config.update(bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"))
+    text_config["pad_token_id"] = tokenizer.pad_token_id
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=backbone_cfg["vision_config"],
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    processor = build_processor(tokenizer, **model_cfg["processor"])
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> Qwen2_5_VLProcessor:
+    """A Qwen2.5-VL processor around ``tokenizer`` with the given per-frame pixel budget."""
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(size=size),
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def save_tiny_sam2(model_cfg: dict, path: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny SAM2 as an official-format checkpoint (``{"model": state_dict}``)."""
+    torch.manual_seed(seed)
+    seg = model_cfg["seg"]
+    sam2 = build_sam2(seg["sam2_config"], seg.get("sam2_overrides"))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_sam2_checkpoint(sam2, path)
+    return Path(path)
+
+
+def load_backbone(
+    path: str | Path, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a stock Qwen2.5-VL / Qwen2-VL folder and add ``[SEG]`` (the embedding never shrinks)."""
+    processor = AutoProcessor.from_pretrained(path)
+    backbone = AutoModelForImageTextToText.from_pretrained(path, attn_implementation=attn_implementation, dtype=dtype)
+    add_seg_token(processor.tokenizer)
+    rows = backbone.get_input_embeddings().weight.shape[0]
+    if len(processor.tokenizer) > rows:
+        backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
+    return backbone, processor
+
+
+def build_unigr(
+    backbone_path: str | Path,
+    seg: dict | None,
+    sam2_checkpoint: str | Path | None = None,
+    lora: dict | None = None,
+    attn_implementation: str = "sdpa",
+) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
+    """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint."""
+    backbone, processor = load_backbone(backbone_path, attn_implementation)
+    config = UniGRConfig(
+        backbone_config=backbone.config.to_dict(),
+        seg=SegHeadConfig.from_dict(seg).to_dict() if seg is not None else None,
+        lora=None,
+        seg_token_id=processor.tokenizer.convert_tokens_to_ids("[SEG]"),
+    )
+    config._attn_implementation = attn_implementation
+    with torch.device("meta"):  # a shell: its backbone and head are replaced by real ones below
+        model = UniGRForConditionalGeneration(config)
+    model.backbone = backbone
+    if model.seg_config is not None and model.seg_config.enabled:
+        model.seg_head = SAM2SegHead(model.seg_config, backbone.config.get_text_config().hidden_size)
+        model._init_weights(model.seg_head)
+        if sam2_checkpoint is not None:
+            load_sam2_checkpoint(model.seg_head.sam2, sam2_checkpoint)
+    if lora is not None:
+        model.config.lora = lora
+        model._inject_lora(lora)
+    meta = [name for name, p in model.state_dict().items() if p.is_meta]
+    if meta:
+        raise RuntimeError(f"parameters left uninitialised: {meta[:5]}")
+    return model, processor
+
+
+def load_unigr(path: str | Path, attn_implementation: str = "sdpa") -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
+    """A UniGR folder written by ``save_pretrained`` (model and processor side by side)."""
+    model = UniGRForConditionalGeneration.from_pretrained(path, attn_implementation=attn_implementation)
+    return model, AutoProcessor.from_pretrained(path)

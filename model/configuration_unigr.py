@@ -1,0 +1,31 @@
+"""UniGR configuration: a Qwen2.5-VL (or Qwen2-VL) backbone config plus one sub-config per head."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+class UniGRConfig(PreTrainedConfig):
+    """Configuration of :class:`~model.modeling_unigr.UniGRForConditionalGeneration`.
+
+    Args:
+        backbone_config: the Hugging Face config of the vision-language backbone (``qwen2_5_vl``
+            by default; ``qwen2_vl`` also works), as a dict or a config object.
+        seg: :class:`~model.heads.seg_sam2.SegHeadConfig` fields (SAM2 config name and overrides,
+            prompt tokens, propagation mode, loss weights); ``None`` disables the head.
+        lora: ``{"r", "alpha", "dropout", "target_modules"}`` for LoRA adapters on the LLM only;
+            ``None`` means no adapters.
+        seg_token_id: id of ``[SEG]`` in the tokenizer.
+    """
+
+    model_type = "unigr"
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2_5_vl"),
+    }
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    seg: dict | None = None
+    lora: dict | None = None
+    seg_token_id: int | None = None
+    tie_word_embeddings: bool = False

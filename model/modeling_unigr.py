@@ -1,0 +1,204 @@
+"""UniGR: a Qwen2.5-VL backbone whose ``[SEG]`` tokens are decoded into video masks by SAM2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from transformers import AutoModelForImageTextToText, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from model.configuration_unigr import UniGRConfig
+from model.heads.seg_sam2 import SAM2SegHead, SegHeadConfig, mask_losses
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class UniGROutput(ModelOutput):
+    """Output of :meth:`UniGRForConditionalGeneration.forward`.
+
+    Attributes:
+        loss: weighted sum of the terms below (training only).
+        ce_loss, bce_loss, dice_loss, objectness_loss: scalar loss terms.
+        logits: ``(B, L, V)`` language-model logits.
+        pred_masks: one ``(O_i, T_i, S, S)`` mask-logit tensor per sample (``O_i`` = its number of
+            ``[SEG]`` tokens; samples without ``[SEG]`` give ``O_i = 0``); S = SAM2 image size.
+    """
+
+    loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    bce_loss: torch.Tensor | None = None
+    dice_loss: torch.Tensor | None = None
+    objectness_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pred_masks: list[torch.Tensor] | None = None
+
+
+class UniGRPreTrainedModel(PreTrainedModel):
+    config_class = UniGRConfig
+    base_model_prefix = "unigr"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock", "Qwen2VLDecoderLayer"]
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # The backbone initialises itself (it is a PreTrainedModel); SAM2's modules keep the
+        # sam2 package's own initialisation. Only the projection into SAM2's prompt space is ours.
+        if isinstance(module, SAM2SegHead):
+            for layer in module.text_hidden_proj:
+                if isinstance(layer, torch.nn.Linear):
+                    torch.nn.init.normal_(layer.weight, std=self.config.backbone_config.get_text_config().initializer_range)
+                    torch.nn.init.zeros_(layer.bias)
+
+
+class UniGRForConditionalGeneration(UniGRPreTrainedModel):
+    """Backbone + optional heads; one class for every task.
+
+    The backbone is the installed transformers Qwen2.5-VL / Qwen2-VL model, built from
+    ``config.backbone_config``; LoRA adapters (if configured) go on its language model only.
+    """
+
+    def __init__(self, config: UniGRConfig):
+        super().__init__(config)
+        backbone_config = config.backbone_config
+        backbone_config._attn_implementation = config._attn_implementation
+        self.backbone = AutoModelForImageTextToText.from_config(backbone_config)
+        self.seg_config = SegHeadConfig.from_dict(config.seg) if config.seg is not None else None
+        self.seg_head = (
+            SAM2SegHead(self.seg_config, backbone_config.get_text_config().hidden_size)
+            if self.seg_config is not None and self.seg_config.enabled
+            else None
+        )
+        if config.lora is not None:
+            self._inject_lora(config.lora)
+        self.post_init()
+
+    def _inject_lora(self, lora: dict) -> None:
+        lora_config = LoraConfig(
+            r=lora.get("r", 8),
+            lora_alpha=lora.get("alpha", 16),
+            lora_dropout=lora.get("dropout", 0.05),
+            target_modules=lora.get("target_modules", LORA_TARGETS),
+        )
+        inject_adapter_in_model(lora_config, self.language_model)
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self.backbone.model.language_model
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        sam_frames: list[torch.Tensor] | None = None,
+        gt_masks: list[torch.Tensor] | None = None,
+        **backbone_kwargs,
+    ) -> UniGROutput:
+        """Language modelling plus ``[SEG]`` segmentation.
+
+        Args:
+            input_ids, attention_mask: ``(B, L)``.
+            pixel_values_videos, video_grid_thw, second_per_grid_ts: Qwen video inputs.
+            labels: ``(B, L)`` with -100 on non-target tokens; gives the CE term.
+            sam_frames: per sample ``(T_i, 3, S, S)`` frames in [0, 1] for SAM2; needed to segment.
+            gt_masks: per sample ``(O_i, T_i, S, S)`` targets; with ``labels`` gives the mask terms.
+        """
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            second_per_grid_ts=second_per_grid_ts,
+            labels=labels,
+            output_hidden_states=sam_frames is not None,
+            **backbone_kwargs,
+        )
+        result = UniGROutput(logits=out.logits, ce_loss=out.loss)
+        if sam_frames is None or self.seg_head is None:
+            result.loss = out.loss
+            return result
+
+        segmented = self.segment(out.hidden_states[-1], input_ids, sam_frames)
+        result.pred_masks = [mask_logits for mask_logits, _ in segmented]
+        if labels is None or gt_masks is None:
+            return result
+        cfg = self.seg_config
+        terms = [mask_losses(*pred, gt) for pred, gt in zip(segmented, gt_masks) if gt.shape[0] > 0]
+        result.loss = cfg.ce_weight * out.loss
+        if terms:
+            for name in ("bce", "dice", "objectness"):
+                setattr(result, f"{name}_loss", torch.stack([t[name] for t in terms]).mean())
+            result.loss = (
+                result.loss
+                + cfg.bce_weight * result.bce_loss
+                + cfg.dice_weight * result.dice_loss
+                + cfg.objectness_weight * result.objectness_loss
+            )
+        return result
+
+    def segment(
+        self, last_hidden: torch.Tensor, input_ids: torch.Tensor, sam_frames: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Decode every ``[SEG]`` of each sample into masks on that sample's frames.
+
+        Args:
+            last_hidden: ``(B, L, D)`` last hidden states; input_ids: ``(B, L)``.
+            sam_frames: per sample ``(T_i, 3, S, S)``.
+        Returns:
+            per sample ``(mask_logits (O_i, T_i, S, S), object_logits (O_i, T_i))``.
+        """
+        head = self.seg_head
+        lengths = [f.shape[0] for f in sam_frames]
+        seg_positions = input_ids == self.config.seg_token_id  # (B, L)
+        objects_per_sample = seg_positions.sum(1).tolist()
+        size = head.image_size
+        results: list = [None] * len(sam_frames)
+        for num_frames in sorted(set(lengths)):  # videos of equal length share one SAM2 batch
+            samples = [i for i, n in enumerate(lengths) if n == num_frames and objects_per_sample[i] > 0]
+            for i in range(len(lengths)):
+                if lengths[i] == num_frames and objects_per_sample[i] == 0:
+                    empty = last_hidden.new_zeros(0, num_frames, size, size)
+                    results[i] = (empty, empty[:, :, 0, 0])
+            if not samples:
+                continue
+            frames = torch.cat([sam_frames[i] for i in samples]).to(last_hidden.device)  # (V*T, 3, S, S)
+            seg_hidden = torch.cat([last_hidden[i][seg_positions[i]] for i in samples])  # (O, D)
+            counts = [objects_per_sample[i] for i in samples]
+            video_index = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor(counts))
+            masks = head.segment_videos(
+                head.encode_frames(frames), num_frames, head.prompts_from_hidden(seg_hidden.float()), video_index
+            )
+            mask_logits = masks["mask_logits"].split(counts)
+            object_logits = masks["object_logits"].split(counts)
+            for j, i in enumerate(samples):
+                results[i] = (mask_logits[j], object_logits[j])
+        return results
+
+    @torch.no_grad()
+    def generate_and_segment(
+        self, inputs: dict[str, torch.Tensor], sam_frames: list[torch.Tensor], max_new_tokens: int = 32
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Generate an answer, then segment every ``[SEG]`` it contains.
+
+        Args:
+            inputs: processor outputs for the prompt (``input_ids``, ``attention_mask``, video inputs).
+            sam_frames: per sample ``(T_i, 3, S, S)`` frames for SAM2.
+        Returns:
+            ``(sequences (B, L'), [mask logits (O_i, T_i, S, S)])`` with ``O_i`` = ``[SEG]`` generated.
+        """
+        sequences = self.backbone.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        attention_mask = torch.ones_like(sequences)
+        attention_mask[:, : inputs["attention_mask"].shape[1]] = inputs["attention_mask"]
+        video_inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        out = self.forward(sequences, attention_mask=attention_mask, sam_frames=sam_frames, **video_inputs)
+        return sequences, out.pred_masks
