@@ -126,7 +126,9 @@ def build_unigr(
     return model, processor
 
 
-def load_unigr(path: str | Path, attn_implementation: str = "sdpa") -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
+def load_unigr(
+    path: str | Path, attn_implementation: str = "sdpa"
+) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
     """A UniGR folder written by ``save_pretrained`` (model and processor side by side)."""
     model = UniGRForConditionalGeneration.from_pretrained(path, attn_implementation=attn_implementation)
     return model, AutoProcessor.from_pretrained(path)

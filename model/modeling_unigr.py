@@ -50,7 +50,9 @@ class UniGRPreTrainedModel(PreTrainedModel):
         if isinstance(module, SAM2SegHead):
             for layer in module.text_hidden_proj:
                 if isinstance(layer, torch.nn.Linear):
-                    torch.nn.init.normal_(layer.weight, std=self.config.backbone_config.get_text_config().initializer_range)
+                    torch.nn.init.normal_(
+                        layer.weight, std=self.config.backbone_config.get_text_config().initializer_range
+                    )
                     torch.nn.init.zeros_(layer.bias)
 
 

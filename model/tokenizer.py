@@ -67,4 +67,3 @@ def add_seg_token(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add ``[SEG]`` as a special token (idempotent) and return its id."""
     tokenizer.add_tokens([SEG_TOKEN], special_tokens=True)
     return tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-

@@ -62,19 +62,13 @@ def conditioning_frames(num_frames: int, num_cond: int, propagation: str) -> lis
     return sorted({round(i * step) for i in range(num_cond)})
 
 
-class SAM2SegHead(nn.Module):
-    """SAM2 plus the projection from LLM hidden states into its prompt space."""
+class PromptableVideoSAM2(nn.Module):
+    """SAM2 that takes any sparse prompt tokens on conditioning frames and propagates by memory."""
 
-    def __init__(self, config: SegHeadConfig, llm_hidden_size: int):
+    def __init__(self, config: SegHeadConfig):
         super().__init__()
         self.config = config
         self.sam2: SAM2Base = build_sam2(config.sam2_config, config.sam2_overrides)
-        prompt_dim = self.sam2.sam_prompt_embed_dim
-        self.text_hidden_proj = nn.Sequential(
-            nn.Linear(llm_hidden_size, llm_hidden_size),
-            nn.ReLU(inplace=True),
-            nn.Linear(llm_hidden_size, prompt_dim * config.num_prompt_tokens),
-        )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -82,10 +76,13 @@ class SAM2SegHead(nn.Module):
     def image_size(self) -> int:
         return self.sam2.image_size
 
-    def prompts_from_hidden(self, seg_hidden: torch.Tensor) -> torch.Tensor:
-        """``(O, D_llm)`` [SEG] hidden states -> ``(O, K, C_sam)`` SAM2 sparse prompt tokens."""
-        prompts = self.text_hidden_proj(seg_hidden)
-        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, -1)
+    def click_prompts(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """SAM2's own encoding of clicks/boxes: ``(O, P, 2)`` pixel coords, ``(O, P)`` labels -> ``(O, P+1, C)``.
+
+        Labels follow SAM2: 1 positive, 0 negative, 2/3 box corners, -1 padding.
+        """
+        sparse, _ = self.sam2.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        return sparse
 
     def encode_frames(self, frames: torch.Tensor) -> dict:
         """Run SAM2's image encoder on ``(T, 3, S, S)`` frames in [0, 1]; returns SAM2's backbone output."""
@@ -199,6 +196,24 @@ class SAM2SegHead(nn.Module):
             "obj_ptr": obj_ptr,
             "object_score_logits": object_logits,
         }
+
+
+class SAM2SegHead(PromptableVideoSAM2):
+    """SAM2 plus the projection from LLM ``[SEG]`` hidden states into its prompt space."""
+
+    def __init__(self, config: SegHeadConfig, llm_hidden_size: int):
+        super().__init__(config)
+        prompt_dim = self.sam2.sam_prompt_embed_dim
+        self.text_hidden_proj = nn.Sequential(
+            nn.Linear(llm_hidden_size, llm_hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(llm_hidden_size, prompt_dim * config.num_prompt_tokens),
+        )
+
+    def prompts_from_hidden(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """``(O, D_llm)`` [SEG] hidden states -> ``(O, K, C_sam)`` SAM2 sparse prompt tokens."""
+        prompts = self.text_hidden_proj(seg_hidden)
+        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, -1)
 
 
 def mask_losses(

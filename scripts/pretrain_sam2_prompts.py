@@ -1,0 +1,119 @@
+"""Teach a (tiny) SAM2 to follow prompts: clicks or a box on frame 0, masks on every frame by memory.
+
+Real UniGR starts from an official SAM2 that already follows prompts; a random tiny SAM2 does not,
+and then its decoder ignores whatever ``[SEG]`` says. This recipe gives the quick start the same
+starting point: it trains SAM2 alone on point/box prompts and writes an official-format checkpoint
+(``{"model": state_dict}``) that ``train.py`` loads strictly, like ``sam2.1_hiera_*.pt``.
+
+    python scripts/pretrain_sam2_prompts.py --config configs/quickstart_sam2_prompts.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses  # noqa: E402
+from model.sam2_builder import load_sam2_checkpoint, save_sam2_checkpoint  # noqa: E402
+from train import build_dataset  # noqa: E402
+from utils.data.collate import resize_frames, resize_masks  # noqa: E402
+from utils.data.schema import Sample  # noqa: E402
+from utils.training.config import load_config, save_config  # noqa: E402
+from utils.training.distributed import init_distributed  # noqa: E402
+from utils.training.trainer import TrainConfig, Trainer  # noqa: E402
+
+PADDING_LABEL = -1
+
+
+def random_prompt(mask: torch.Tensor, box_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A positive click inside ``mask`` ``(S, S)`` or its jittered box: ``(2, 2)`` xy coords, ``(2,)`` labels.
+
+    An empty mask gives two padding points (no prompt: the model must predict "no object").
+    """
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(xs) == 0:
+        return torch.zeros(2, 2), torch.full((2,), PADDING_LABEL)
+    if torch.rand(()) < box_prob:
+        box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+        extent = (box[2:] - box[:2]).repeat(2)
+        box = (box + 0.1 * extent * torch.randn(4)).clamp(0, mask.shape[-1])
+        return box.view(2, 2), torch.tensor([2, 3])
+    pick = torch.randint(len(xs), ())
+    point = torch.stack([xs[pick], ys[pick]]).float() + 0.5
+    return torch.stack([point, torch.zeros(2)]), torch.tensor([1, PADDING_LABEL])
+
+
+class ClickCollator:
+    """SAM2 frames and the target's masks; the first object of each sample is the one prompted."""
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+
+    def __call__(self, samples: list[Sample]) -> dict:
+        return {
+            "frames": [resize_frames(s.frames, self.image_size) for s in samples],
+            "masks": [resize_masks(s, self.image_size)[:1] for s in samples],
+        }
+
+
+def click_step(model: torch.nn.Module, batch: dict, weights: SegHeadConfig) -> tuple[torch.Tensor, dict]:
+    """Prompt frame 0 of each video with a random click or box; losses on all frames."""
+    sam = model.module if hasattr(model, "module") else model
+    masks = torch.cat(batch["masks"])  # (V, T, S, S)
+    prompts = [random_prompt(m[0].bool()) for m in masks]
+    coords = torch.stack([c for c, _ in prompts]).to(masks.device)
+    labels = torch.stack([lab for _, lab in prompts]).to(masks.device)
+    out = sam.segment_videos(
+        sam.encode_frames(torch.cat(batch["frames"])),
+        masks.shape[1],
+        sam.click_prompts(coords, labels),
+        torch.arange(masks.shape[0]),
+    )
+    terms = mask_losses(out["mask_logits"], out["object_logits"], masks)
+    loss = weights.bce_weight * terms["bce"] + weights.dice_weight * terms["dice"]
+    loss = loss + weights.objectness_weight * terms["objectness"]
+    return loss, {name: value.item() for name, value in terms.items()}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    out_path = Path(cfg.sam2_output_checkpoint)
+    env = init_distributed(cfg.device)
+    if env.is_main:
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    dataset = build_dataset(cfg.data, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    seg_config = SegHeadConfig.from_dict(OmegaConf.to_container(cfg.model.seg))
+    model = PromptableVideoSAM2(seg_config)
+    if cfg.sam2_init_checkpoint:
+        load_sam2_checkpoint(model.sam2, cfg.sam2_init_checkpoint)
+    model.to(env.device)
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
+    Trainer(
+        model,
+        lambda m, b: click_step(m, b, seg_config),
+        dataset,
+        ClickCollator(model.image_size),
+        train_cfg,
+        cfg.output_dir,
+        env,
+    ).fit()
+    if env.is_main:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        save_sam2_checkpoint(model.sam2, out_path)
+        print(f"saved {out_path}")
+    return out_path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install requirements.txt into it; a no-op when nothing changed since last time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch first, from the pinned release; sam2 then builds without CUDA extensions and without
+  # rebuilding torch in an isolated environment.
+  .venv/bin/pip install -q "$(grep '^torch==' requirements.txt)" "$(grep '^torchvision==' requirements.txt)" \
+    "$(grep '^numpy==' requirements.txt)" setuptools wheel
+  SAM2_BUILD_CUDA=0 .venv/bin/pip install -q --no-build-isolation -r requirements.txt
+  echo "$want" > "$stamp"
+fi
