@@ -53,7 +53,8 @@ MIN_VISIBLE_FRACTION = 0.5
 """Each object shows at least this fraction of its area in the first frame."""
 BACKGROUND_LEVEL = 24.0
 BACKGROUND_TEXTURE_STD = 5.0
-PIXEL_NOISE_STD = 4.0
+PIXEL_NOISE_AMPLITUDE = 7.0
+"""Per-pixel, per-frame noise is uniform in +-this many grey levels (uniform: cheaper than Gaussian)."""
 MAX_TRIES = 1000
 
 MOTION_TEMPLATES = (
@@ -80,7 +81,9 @@ class WorldConfig:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {self.num_frames}")
         if not 3 <= self.min_objects <= self.max_objects:
-            raise ValueError(f"need 3 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
+            raise ValueError(
+                f"need 3 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
+            )
 
     @property
     def scale(self) -> float:
@@ -181,23 +184,23 @@ def render_video(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw the video: frames ``(T, H, W, 3)`` uint8 RGB and visible masks ``(N, T, H, W)`` bool."""
     shape_hw = (config.height, config.width)
-    background = BACKGROUND_LEVEL + rng.normal(0.0, BACKGROUND_TEXTURE_STD, (*shape_hw, 1))
-    palette = np.array([COLOURS[obj.colour] for obj in objects], dtype=np.float64)
-    frames = np.empty((config.num_frames, *shape_hw, 3), dtype=np.uint8)
+    background = BACKGROUND_LEVEL + BACKGROUND_TEXTURE_STD * rng.standard_normal((*shape_hw, 1), np.float32)
+    palette = np.array([COLOURS[obj.colour] for obj in objects], dtype=np.float32)
+    images = rng.random((config.num_frames, *shape_hw, 3), np.float32)
+    images = (2 * images - 1) * PIXEL_NOISE_AMPLITUDE
     masks = np.empty((len(objects), config.num_frames, *shape_hw), dtype=bool)
     for t in range(config.num_frames):
         labels = label_map(objects, t, *shape_hw)
         masks[:, t] = labels[None] == np.arange(len(objects))[:, None, None]
-        image = np.where(labels[..., None] >= 0, palette[labels], background)
-        image += rng.normal(0.0, PIXEL_NOISE_STD, image.shape)
-        frames[t] = np.clip(np.rint(image), 0, 255)
-    return frames, masks
+        images[t] += np.where(labels[..., None] >= 0, palette[labels], background)
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8), masks
 
 
 def _has_partial_distractors(looks: list[tuple[str, str]]) -> bool:
     """Whether every object has another sharing exactly one of its colour and shape."""
     return all(
-        any((a[0] == b[0]) != (a[1] == b[1]) for j, b in enumerate(looks) if j != i) for i, a in enumerate(looks)
+        any((a[0] == b[0]) != (a[1] == b[1]) for j, b in enumerate(looks) if j != i)
+        for i, a in enumerate(looks)
     )
 
 
@@ -249,7 +252,8 @@ def sample_objects(rng: np.random.Generator, config: WorldConfig) -> list[ShapeO
             objects.append(ShapeObject(colour, shape, size, x, y, direction, float(speed)))
         labels = label_map(objects, 0, config.height, config.width)
         if all(
-            (labels == i).sum() >= MIN_VISIBLE_FRACTION * shape_mask(obj, 0, config.height, config.width).sum()
+            (labels == i).sum()
+            >= MIN_VISIBLE_FRACTION * shape_mask(obj, 0, config.height, config.width).sum()
             for i, obj in enumerate(objects)
         ):
             return objects

@@ -1,0 +1,147 @@
+"""MeViS-format referring video segmentation (also ReVOS, which shares the layout).
+
+On disk, ``<root>/<split>/``: ``meta_expressions.json`` (``{"videos": {video_id: {"expressions":
+{exp_id: {"exp", "obj_id", "anno_id", ...}}, "frames": [names]}}}``), ``mask_dict.json``
+(``{anno_id: [COCO RLE or null per frame]}``; absent for splits without public masks, e.g.
+MeViS ``valid``) and ``JPEGImages/<video_id>/<frame>.jpg``.
+
+One item per (video, expression), in sorted order. An expression naming several annotations
+targets their union, as in MeViS's own evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from utils.data.frame_sampling import sample_frame_indices
+from utils.data.prompts import referring_seg_answer, referring_seg_question
+from utils.data.rle import decode_rle
+from utils.data.schema import Sample
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+class MeViSDataset(Dataset):
+    """Samples of one split.
+
+    Args:
+        root: folder holding the split folders.
+        split: ``train``, ``valid_u``, ``valid``, ...
+        num_frames: frames per sample, one per equal segment of the video; ``None`` = every frame.
+        train: jitter the frame choice inside each segment and allow ``expressions_per_sample > 1``.
+        seed: with ``train``, item ``i`` always draws the same frames and extra expressions for a seed.
+        expressions_per_sample: (training) ask for this many objects of the same video in one
+            sample, the item's own expression first; capped at the video's expression count.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        num_frames: int | None = None,
+        train: bool = False,
+        seed: int = 0,
+        expressions_per_sample: int = 1,
+    ):
+        self.split_dir = Path(root) / split
+        self.split, self.num_frames, self.train, self.seed = split, num_frames, train, seed
+        self.expressions_per_sample = expressions_per_sample if train else 1
+        meta_path = self.split_dir / "meta_expressions.json"
+        meta = _read_json(meta_path)
+        if not isinstance(meta.get("videos"), dict):
+            raise ValueError(f"{meta_path} has no 'videos' mapping (keys: {sorted(meta)})")
+        self.videos: dict[str, dict] = meta["videos"]
+        self.mask_path = self.split_dir / "mask_dict.json"
+        self.mask_dict: dict | None = _read_json(self.mask_path) if self.mask_path.is_file() else None
+        self.items: list[tuple[str, str]] = [
+            (video_id, exp_id)
+            for video_id in sorted(self.videos)
+            for exp_id in sorted(self.videos[video_id]["expressions"], key=int)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """``(video_id, exp_id)`` of every item, in item order."""
+        return self.items
+
+    def frame_names(self, video_id: str) -> list[str]:
+        """All frame names of a video in time order (from the meta file, else the sorted JPEG folder)."""
+        names = self.videos[video_id].get("frames")
+        if names is None:
+            names = sorted(p.stem for p in (self.split_dir / "JPEGImages" / video_id).glob("*.jpg"))
+        return list(names)
+
+    def __getitem__(self, index: int) -> Sample:
+        video_id, exp_id = self.items[index]
+        expressions = self.videos[video_id]["expressions"]
+        all_names = self.frame_names(video_id)
+        rng = np.random.default_rng([self.seed, index]) if self.train else None
+        indices = sample_frame_indices(len(all_names), self.num_frames, jitter=self.train, rng=rng)
+        exp_ids = [exp_id]
+        if self.expressions_per_sample > 1:
+            others = [e for e in sorted(expressions, key=int) if e != exp_id]
+            count = min(self.expressions_per_sample - 1, len(others))
+            exp_ids += [others[i] for i in rng.choice(len(others), size=count, replace=False)]
+
+        where = f"MeViS {self.split} video {video_id}, expression {exp_id}"
+        names = [all_names[i] for i in indices]
+        frames = np.stack([self._read_frame(video_id, name, where) for name in names])
+        masks = None
+        if self.mask_dict is not None:
+            height, width = frames.shape[1:3]
+            masks = np.stack(
+                [self.union_mask(expressions[e]["anno_id"], indices, height, width, where) for e in exp_ids]
+            )
+        texts = [expressions[e]["exp"] for e in exp_ids]
+        meta = {"video": video_id, "exp_id": exp_id, "exp": texts[0], "exp_ids": exp_ids}
+        if "type" in expressions[exp_id]:
+            meta["type"] = expressions[exp_id]["type"]
+        meta["frame_indices"] = indices
+        return Sample(
+            sample_id=f"mevis/{self.split}/{video_id}/{exp_id}",
+            frames=frames,
+            frame_names=names,
+            conversation=[
+                {"role": "user", "content": referring_seg_question(texts)},
+                {"role": "assistant", "content": referring_seg_answer(len(exp_ids))},
+            ],
+            masks=masks,
+            meta=meta,
+        )
+
+    def _read_frame(self, video_id: str, name: str, where: str) -> np.ndarray:
+        path = self.split_dir / "JPEGImages" / video_id / f"{name}.jpg"
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: missing frame {path}")
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def union_mask(
+        self, anno_ids: list, indices: list[int], height: int, width: int, where: str
+    ) -> np.ndarray:
+        """``(T, H, W)`` union of the expression's annotations on the chosen frames."""
+        union = np.zeros((len(indices), height, width), dtype=bool)
+        for anno_id in anno_ids:
+            track = self.mask_dict.get(str(anno_id))
+            if track is None:
+                raise KeyError(f"{where}: anno_id {anno_id} is not in {self.mask_path}")
+            for t, frame in enumerate(indices):
+                try:
+                    union[t] |= decode_rle(track[frame], height, width)
+                except (ValueError, IndexError) as error:
+                    raise ValueError(
+                        f"{where}: malformed RLE in {self.mask_path} (anno_id {anno_id}, frame {frame}): {error}"
+                    ) from error
+        return union

@@ -1,0 +1,28 @@
+"""Prompt templates shared by training, evaluation and the demo, so the model sees the same words everywhere."""
+
+from __future__ import annotations
+
+SEG_TOKEN = "[SEG]"
+"""The token whose last hidden state is decoded into a mask by the segmentation head."""
+
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+"""Where the video goes in a user turn; Qwen's processor expands ``<|video_pad|>`` to the video tokens."""
+
+
+def referring_seg_question(expressions: list[str]) -> str:
+    """The user turn asking to segment one object per expression (the video placeholder is added by the collator)."""
+    if not expressions:
+        raise ValueError("a referring segmentation question needs at least one expression")
+    if len(expressions) == 1:
+        return f"Please segment {expressions[0]} in this video."
+    listed = "; ".join(f"{i + 1}. {text}" for i, text in enumerate(expressions))
+    return f"Please segment each of these objects in this video, in order: {listed}."
+
+
+def referring_seg_answer(num_objects: int) -> str:
+    """The assistant turn: one ``[SEG]`` per object, in the order the question lists them."""
+    if num_objects < 1:
+        raise ValueError(f"num_objects must be positive, got {num_objects}")
+    if num_objects == 1:
+        return f"Sure, {SEG_TOKEN}."
+    return "Sure, " + ", ".join(SEG_TOKEN for _ in range(num_objects)) + "."
