@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from utils.data.mevis import MeViSDataset
 
 from model.builder import build_unigr, load_unigr
 from utils.data.collate import VideoChatCollator
+from utils.data.mevis import MeViSDataset
 from utils.training.config import load_config, save_config
 from utils.training.distributed import init_distributed
 from utils.training.trainable import configure_trainable

@@ -24,12 +24,8 @@ SPLITS = ("train", "valid_u")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="dataset root; the splits go in its subfolders"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="dataset root; the splits go in its subfolders")
     parser.add_argument("--num-train", type=int, required=True, help="videos in the train split")
     parser.add_argument("--num-valid", type=int, required=True, help="videos in the valid_u split")
     parser.add_argument("--seed", type=int, required=True, help="non-negative generation seed")
@@ -60,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     existing = [d for d in split_dirs if d.exists()]
     if existing and not record.is_file():
-        sys.exit(
-            f"{', '.join(map(str, existing))} exist but were not written by this script; choose another --out"
-        )
+        sys.exit(f"{', '.join(map(str, existing))} exist but were not written by this script; choose another --out")
     # Stale output of this script (other settings, or an interrupted run): replace it.
     for d in existing:
         shutil.rmtree(d)

@@ -37,7 +37,16 @@ def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path
     args = ["--predictor", predictor, "--data-root", str(data), "--split", EVAL_SPLIT, "--out", str(out)]
     inference.main(args + (["--model", str(model)] if model else []))
     return evaluate.main(
-        ["--pred", str(out / "Annotations"), "--data-root", str(data), "--split", EVAL_SPLIT, "--out", str(out / "metrics.json")]
+        [
+            "--pred",
+            str(out / "Annotations"),
+            "--data-root",
+            str(data),
+            "--split",
+            EVAL_SPLIT,
+            "--out",
+            str(out / "metrics.json"),
+        ]
     )
 
 
@@ -102,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = results_table(rows)
     (work / "results.md").write_text(table + "\n")
-    (work / "results.json").write_text(json.dumps({k: {"overall": v["overall"], "by_type": v["by_type"]} for k, v in rows.items()}, indent=1))
+    (work / "results.json").write_text(
+        json.dumps({k: {"overall": v["overall"], "by_type": v["by_type"]} for k, v in rows.items()}, indent=1)
+    )
     print(f"\n{table}\n\nquick start took {(time.monotonic() - start) / 60:.1f} min; table in {work / 'results.md'}")
 
 

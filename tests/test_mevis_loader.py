@@ -89,9 +89,7 @@ def test_sampling_rejects_empty_video() -> None:
 def test_items_are_sorted_video_expression_pairs(source: Path) -> None:
     meta = _meta(source)
     dataset = MeViSDataset(source, "train")
-    expected = [
-        (v, e) for v in sorted(meta["videos"]) for e in sorted(meta["videos"][v]["expressions"], key=int)
-    ]
+    expected = [(v, e) for v in sorted(meta["videos"]) for e in sorted(meta["videos"][v]["expressions"], key=int)]
     assert dataset.items == expected and len(dataset) == len(expected)
 
 
@@ -141,9 +139,7 @@ def test_multi_anno_expression_mask_is_union(root: Path) -> None:
 
     dataset = MeViSDataset(root, "train", num_frames=None)
     sample = dataset[dataset.items.index((video_id, "99"))]
-    union = np.stack(
-        [_decode(a) | _decode(b) for a, b in zip(*(mask_dict[str(i)] for i in anno_ids), strict=True)]
-    )
+    union = np.stack([_decode(a) | _decode(b) for a, b in zip(*(mask_dict[str(i)] for i in anno_ids), strict=True)])
     assert sample.masks.shape == (1, NUM_FRAMES, SIZE, SIZE)
     np.testing.assert_array_equal(sample.masks[0], union)
     assert "type" not in sample.meta

@@ -121,9 +121,7 @@ def test_object_attributes_in_range(videos: list) -> None:
 def test_every_expression_text_resolves_to_exactly_one_object(videos: list) -> None:
     for video in videos:
         for expression in video.expressions:
-            assert resolve_referents(video.objects, **parse_expression(expression.text)) == {
-                expression.target
-            }
+            assert resolve_referents(video.objects, **parse_expression(expression.text)) == {expression.target}
 
 
 def test_resolver_returns_every_match() -> None:

@@ -15,10 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
-from utils.data.mevis import MeViSDataset
 
 from evaluation.mask_predictions import is_done, read_masks
 from evaluation.metrics.jf import jf_scores, summarize
+from utils.data.mevis import MeViSDataset
 
 
 class IncompletePredictions(RuntimeError):

@@ -13,12 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
-from baselines.all_objects import AllObjectsPredictor
 from tqdm import tqdm
-from utils.data.mevis import MeViSDataset
 
+from baselines.all_objects import AllObjectsPredictor
 from evaluation.mask_predictions import is_done, write_masks
 from evaluation.video_seg_predictor import UniGRVideoSegPredictor
+from utils.data.mevis import MeViSDataset
 
 
 def build_predictor(args: argparse.Namespace):

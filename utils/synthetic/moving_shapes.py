@@ -81,9 +81,7 @@ class WorldConfig:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {self.num_frames}")
         if not 3 <= self.min_objects <= self.max_objects:
-            raise ValueError(
-                f"need 3 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
-            )
+            raise ValueError(f"need 3 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
 
     @property
     def scale(self) -> float:
@@ -199,8 +197,7 @@ def render_video(
 def _has_partial_distractors(looks: list[tuple[str, str]]) -> bool:
     """Whether every object has another sharing exactly one of its colour and shape."""
     return all(
-        any((a[0] == b[0]) != (a[1] == b[1]) for j, b in enumerate(looks) if j != i)
-        for i, a in enumerate(looks)
+        any((a[0] == b[0]) != (a[1] == b[1]) for j, b in enumerate(looks) if j != i) for i, a in enumerate(looks)
     )
 
 
@@ -216,8 +213,7 @@ def _sample_looks(rng: np.random.Generator, config: WorldConfig) -> list[tuple[s
         num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
         twin = (colours[rng.integers(len(colours))], SHAPES[rng.integers(len(SHAPES))])
         looks = [twin, twin] + [
-            (colours[rng.integers(len(colours))], SHAPES[rng.integers(len(SHAPES))])
-            for _ in range(num_objects - 2)
+            (colours[rng.integers(len(colours))], SHAPES[rng.integers(len(SHAPES))]) for _ in range(num_objects - 2)
         ]
         if (
             _has_partial_distractors(looks)
@@ -237,9 +233,7 @@ def sample_objects(rng: np.random.Generator, config: WorldConfig) -> list[ShapeO
     looks = _sample_looks(rng, config)
     directions = list(DIRECTIONS)
     sizes = {look: float(rng.uniform(*SIZE_RANGE)) * config.scale for look in sorted(set(looks))}
-    look_directions = {
-        look: [directions[i] for i in rng.permutation(len(directions))] for look in sorted(set(looks))
-    }
+    look_directions = {look: [directions[i] for i in rng.permutation(len(directions))] for look in sorted(set(looks))}
     # The k-th look-alike of a look takes that look's k-th direction, so look-alikes move differently.
     moves = [look_directions[look][looks[:i].count(look)] for i, look in enumerate(looks)]
     speeds = rng.uniform(*SPEED_RANGE, size=len(looks)) * config.scale
@@ -252,8 +246,7 @@ def sample_objects(rng: np.random.Generator, config: WorldConfig) -> list[ShapeO
             objects.append(ShapeObject(colour, shape, size, x, y, direction, float(speed)))
         labels = label_map(objects, 0, config.height, config.width)
         if all(
-            (labels == i).sum()
-            >= MIN_VISIBLE_FRACTION * shape_mask(obj, 0, config.height, config.width).sum()
+            (labels == i).sum() >= MIN_VISIBLE_FRACTION * shape_mask(obj, 0, config.height, config.width).sum()
             for i, obj in enumerate(objects)
         ):
             return objects
@@ -278,9 +271,7 @@ def describe_objects(objects: list[ShapeObject], rng: np.random.Generator) -> li
                 options.append("the {colour} object")
             if len(resolve_referents(objects, shape=obj.shape)) == 1:
                 options.append("the {shape}")
-        text = options[rng.integers(len(options))].format(
-            colour=obj.colour, shape=obj.shape, direction=obj.direction
-        )
+        text = options[rng.integers(len(options))].format(colour=obj.colour, shape=obj.shape, direction=obj.direction)
         referents = resolve_referents(objects, **parse_expression(text))
         if referents != {index}:
             raise RuntimeError(f"expression {text!r} refers to objects {sorted(referents)}, not just {index}")
@@ -311,9 +302,7 @@ def encode_masks(masks: np.ndarray) -> list[list[dict[str, Any] | None]]:
         rles = mask_utils.encode(np.asfortranarray(object_masks.transpose(1, 2, 0).astype(np.uint8)))
         encoded.append(
             [
-                {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-                if mask.any()
-                else None
+                {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} if mask.any() else None
                 for rle, mask in zip(rles, object_masks, strict=True)
             ]
         )
