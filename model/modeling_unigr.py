@@ -188,17 +188,23 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
 
     @torch.no_grad()
     def generate_and_segment(
-        self, inputs: dict[str, torch.Tensor], sam_frames: list[torch.Tensor], max_new_tokens: int = 32
+        self,
+        inputs: dict[str, torch.Tensor],
+        sam_frames: list[torch.Tensor],
+        max_new_tokens: int = 32,
+        **generate_kwargs,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Generate an answer, then segment every ``[SEG]`` it contains.
+        """Generate an answer (greedy unless ``generate_kwargs`` say otherwise), then segment every ``[SEG]`` in it.
 
         Args:
             inputs: processor outputs for the prompt (``input_ids``, ``attention_mask``, video inputs).
             sam_frames: per sample ``(T_i, 3, S, S)`` frames for SAM2.
+            generate_kwargs: passed to ``generate`` (e.g. ``prefix_allowed_tokens_fn``, ``num_beams``).
         Returns:
             ``(sequences (B, L'), [mask logits (O_i, T_i, S, S)])`` with ``O_i`` = ``[SEG]`` generated.
         """
-        sequences = self.backbone.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        generate_kwargs = {"do_sample": False, **generate_kwargs}
+        sequences = self.backbone.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
         attention_mask = torch.ones_like(sequences)
         attention_mask[:, : inputs["attention_mask"].shape[1]] = inputs["attention_mask"]
         video_inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}

@@ -22,8 +22,6 @@ sys.path.insert(0, str(ROOT))
 from evaluation.ref_vos import evaluate, inference  # noqa: E402
 from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
 
-NUM_TRAIN_VIDEOS = 400
-NUM_VALID_VIDEOS = 40
 EVAL_SPLIT = "valid_u"
 
 
@@ -52,13 +50,13 @@ def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path
 
 def results_table(rows: dict[str, dict]) -> str:
     types = sorted({t for metrics in rows.values() for t in metrics["by_type"]})
-    header = ["model", "J&F", *[f"J&F {t}" for t in types], "J", "F"]
+    header = ["model", "J&F", *[f"J&F {t}" for t in types], "J", "F", "distinct pairs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
         overall = metrics["overall"]
         cells = [name, f"{overall['J&F']:.3f}"]
         cells += [f"{metrics['by_type'][t]['J&F']:.3f}" if t in metrics["by_type"] else "-" for t in types]
-        cells += [f"{overall['J']:.3f}", f"{overall['F']:.3f}"]
+        cells += [f"{overall['J']:.3f}", f"{overall['F']:.3f}", f"{overall['distinct_pairs']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -67,15 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--work-dir", default="work_dirs/quickstart")
+    parser.add_argument("--num-train", type=int, default=400, help="synthetic training videos")
+    parser.add_argument("--num-valid", type=int, default=40, help="synthetic valid_u videos")
+    parser.add_argument("--sam2-steps", type=int, default=None, help="stage-1 steps (default: its config)")
+    parser.add_argument("--steps", type=int, default=None, help="joint-training steps (default: its config)")
     args = parser.parse_args(argv)
     data = Path(args.data_root) / "synthetic_mevis"
     work = Path(args.work_dir)
     overrides = [f"output_dir={work}", f"parts_dir={work / 'parts'}", f"data.mevis_root={data}"]
+    joint_overrides = overrides + ([f"train.max_steps={args.steps}"] if args.steps is not None else [])
     start = time.monotonic()
 
     stage("synthetic MeViS-format data")
     generate_synthetic_mevis.main(
-        ["--out", str(data), "--num-train", str(NUM_TRAIN_VIDEOS), "--num-valid", str(NUM_VALID_VIDEOS)]
+        ["--out", str(data), "--num-train", str(args.num_train), "--num-valid", str(args.num_valid), "--seed", "0"]
     )
     stage("tiny parts (stock Qwen2.5-VL folder, official-format SAM2 checkpoint)")
     build_tiny_parts.main(["--config", "configs/quickstart.yaml", *overrides])
@@ -84,12 +87,23 @@ def main(argv: list[str] | None = None) -> None:
     stage("stage 1: SAM2 learns to follow clicks and boxes")
     if not prompted.is_file():
         sam2_overrides = [*overrides, f"output_dir={work / 'sam2_prompts'}"]
+        if args.sam2_steps is not None:
+            sam2_overrides.append(f"train.max_steps={args.sam2_steps}")
         pretrain_sam2_prompts.main(["--config", "configs/quickstart_sam2_prompts.yaml", *sam2_overrides])
 
     stage("stage 2: joint training under torchrun")
     final = work / "final"
     if not (final / "config.json").is_file():
-        command = ["torchrun", "--nproc_per_node=1", "train.py", "--config", "configs/quickstart.yaml", *overrides]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=1",
+            "train.py",
+            "--config",
+            "configs/quickstart.yaml",
+            *joint_overrides,
+        ]
         subprocess.run(command, check=True, cwd=ROOT)
 
     stage("the same model before joint training")

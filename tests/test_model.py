@@ -1,0 +1,187 @@
+"""UniGR's model: losses, QA-only samples, several objects, memory propagation, generation, LoRA, round trips."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from model.builder import build_unigr, load_unigr
+from model.heads.seg_sam2 import SegHeadConfig, conditioning_frames
+from utils.data.collate import VideoChatCollator
+from utils.data.mevis import MeViSDataset
+from utils.data.prompts import SEG_TOKEN
+from utils.data.schema import Sample
+
+
+def _batch(processor, model, samples: list[Sample], inference: bool = False) -> dict:
+    return VideoChatCollator(processor, model.seg_head.image_size, 6.0, inference=inference)(samples)
+
+
+def _qa_only(sample: Sample) -> Sample:
+    conversation = [{"role": "user", "content": "What moves left?"}, {"role": "assistant", "content": "A square."}]
+    return dataclasses.replace(sample, conversation=conversation, masks=sample.masks[:0])
+
+
+@pytest.fixture(scope="module")
+def samples(mevis_root: Path) -> list[Sample]:
+    dataset = MeViSDataset(mevis_root, "train", num_frames=4, train=True, expressions_per_sample=2)
+    return [dataset[0], dataset[5]]
+
+
+def test_loss_is_weighted_sum_of_ce_bce_dice_objectness(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    with torch.no_grad():
+        out = model(**_batch(processor, model, samples))
+    cfg = model.seg_config
+    expected = (
+        cfg.ce_weight * out.ce_loss
+        + cfg.bce_weight * out.bce_loss
+        + cfg.dice_weight * out.dice_loss
+        + cfg.objectness_weight * out.objectness_loss
+    )
+    torch.testing.assert_close(out.loss, expected)
+    assert all(term > 0 for term in (out.ce_loss, out.bce_loss, out.dice_loss, out.objectness_loss))
+    assert [m.shape for m in out.pred_masks] == [(2, 4, 128, 128)] * 2
+
+
+def test_gradients_reach_llm_projection_and_sam2(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    trained = copy.deepcopy(model).train()
+    trained(**_batch(processor, trained, samples)).loss.backward()
+    grads = {name: p.grad for name, p in trained.named_parameters()}
+    for prefix in ("backbone.model.language_model.layers.0.", "seg_head.text_hidden_proj.", "seg_head.sam2.sam_mask"):
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
+
+
+def test_qa_only_samples_skip_sam2(tiny_model, samples, monkeypatch) -> None:
+    model, processor = tiny_model
+    batch = _batch(processor, model, [_qa_only(s) for s in samples])
+    monkeypatch.setattr(model.seg_head, "encode_frames", lambda *_: pytest.fail("SAM2 ran on a QA-only batch"))
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.bce_loss is None and torch.equal(out.loss, out.ce_loss)
+    assert [m.shape[0] for m in out.pred_masks] == [0, 0]
+
+
+def test_mixed_batch_segments_only_seg_samples(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    with torch.no_grad():
+        out = model(**_batch(processor, model, [samples[0], _qa_only(samples[1])]))
+    assert [m.shape[0] for m in out.pred_masks] == [2, 0] and out.bce_loss is not None
+
+
+def test_each_seg_token_is_its_own_object(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    with torch.no_grad():
+        masks = model(**_batch(processor, model, samples[:1])).pred_masks[0]
+    assert masks.shape[0] == samples[0].conversation[1]["content"].count(SEG_TOKEN) == 2
+    assert not torch.allclose(masks[0], masks[1])
+
+
+def test_conditioning_frames() -> None:
+    assert conditioning_frames(8, 1, "memory") == [0]
+    assert conditioning_frames(8, 3, "memory") == [0, 4, 7]
+    assert conditioning_frames(8, 2, "independent") == list(range(8))
+    assert conditioning_frames(3, 5, "memory") == [0, 1, 2]
+
+
+def _head_outputs(head, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = head.segment_videos(
+            head.encode_frames(frames), frames.shape[0], prompts, torch.zeros(1, dtype=torch.long)
+        )
+    return out["mask_logits"][0]  # (T, S, S)
+
+
+def test_memory_carries_the_prompted_frame_to_later_frames(tiny_model) -> None:
+    """With memory, a later frame's mask depends on the conditioning frame; prompted independently, it does not."""
+    head = tiny_model[0].seg_head
+    independent = copy.deepcopy(head)
+    independent.config = dataclasses.replace(head.config, propagation="independent")
+    torch.manual_seed(0)
+    frames = torch.rand(4, 3, head.image_size, head.image_size)
+    prompts = torch.randn(1, head.config.num_prompt_tokens, head.sam2.sam_prompt_embed_dim)
+    changed = frames.clone()
+    changed[0] = torch.rand_like(frames[0])
+    memory_a, memory_b = _head_outputs(head, frames, prompts), _head_outputs(head, changed, prompts)
+    assert not torch.allclose(memory_a[3], memory_b[3])
+    independent_a, independent_b = (
+        _head_outputs(independent, frames, prompts),
+        _head_outputs(independent, changed, prompts),
+    )
+    torch.testing.assert_close(independent_a[3], independent_b[3])
+    torch.testing.assert_close(memory_a[0], independent_a[0])  # frame 0 is prompted the same way in both modes
+
+
+def test_seg_head_config_rejects_unknown_options() -> None:
+    with pytest.raises(ValueError, match="unknown seg head options"):
+        SegHeadConfig.from_dict({"propagate": "memory"})
+    with pytest.raises(ValueError, match="propagation"):
+        SegHeadConfig.from_dict({"propagation": "every"})
+
+
+def test_generate_then_segment_every_generated_seg(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    tokenizer = processor.tokenizer
+    batch = _batch(processor, model, samples[:1], inference=True)
+    sam_frames = batch.pop("sam_frames")
+    answer = tokenizer.encode(f"Sure, {SEG_TOKEN}, {SEG_TOKEN}.<|im_end|>", add_special_tokens=False)
+    prompt_length = batch["input_ids"].shape[1]
+
+    def force_answer(_, generated: torch.Tensor) -> list[int]:
+        return [answer[min(len(generated) - prompt_length, len(answer) - 1)]]
+
+    sequences, masks = model.generate_and_segment(
+        batch, sam_frames, max_new_tokens=len(answer), prefix_allowed_tokens_fn=force_answer
+    )
+    assert sequences[0, prompt_length:].tolist() == answer
+    assert masks[0].shape == (2, 4, 128, 128)
+    # Same masks as a teacher-forced pass over the generated sequence.
+    video = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        forced = model(sequences, attention_mask=torch.ones_like(sequences), sam_frames=sam_frames, **video)
+    torch.testing.assert_close(forced.pred_masks[0], masks[0])
+
+
+def test_lora_adapters_sit_on_the_llm_only(tiny_parts, tiny_cfg) -> None:
+    model, _ = build_unigr(tiny_parts["backbone"], tiny_cfg["seg"], tiny_parts["sam2"], lora={"r": 4, "alpha": 8})
+    lora = [name for name, _ in model.named_parameters() if "lora_" in name]
+    assert lora and all(name.startswith("backbone.model.language_model.layers.") for name in lora)
+    num_layers = model.backbone.config.text_config.num_hidden_layers
+    assert len(lora) == num_layers * 7 * 2  # q, k, v, o, gate, up, down; A and B each
+
+
+def test_seg_token_added_without_shrinking_the_embedding(tiny_model, tiny_parts) -> None:
+    model, processor = tiny_model
+    rows = model.get_input_embeddings().weight.shape[0]
+    with safe_open(tiny_parts["backbone"] / "model.safetensors", "pt") as f:
+        stock_rows = f.get_slice("model.language_model.embed_tokens.weight").get_shape()[0]
+    assert rows >= stock_rows and rows >= len(processor.tokenizer)
+    assert model.config.seg_token_id == processor.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+
+
+def test_save_and_load_round_trip_in_safetensors(tiny_parts, tiny_cfg, samples, tmp_path: Path) -> None:
+    model, processor = build_unigr(tiny_parts["backbone"], tiny_cfg["seg"], tiny_parts["sam2"], lora={"r": 4})
+    with torch.no_grad():  # LoRA B starts at zero; make the adapters matter for the comparison
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+    model.eval().save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    loaded, loaded_processor = load_unigr(tmp_path)
+    loaded.eval()
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], msg=key)
+    batch = _batch(processor, model, samples)
+    with torch.no_grad():
+        a, b = model(**batch), loaded(**_batch(loaded_processor, loaded, samples))
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.pred_masks, b.pred_masks)

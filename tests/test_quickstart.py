@@ -1,0 +1,38 @@
+"""The quick start runs end to end (tiny budget here; the full run is `bash run_torchrun.sh`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scripts import quickstart
+
+
+def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys) -> None:
+    args = [
+        "--data-root",
+        str(tmp_path / "data"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--num-train",
+        "3",
+        "--num-valid",
+        "1",
+        "--sam2-steps",
+        "2",
+        "--steps",
+        "2",
+    ]
+    quickstart.main(args)
+    work = tmp_path / "work"
+    assert (work / "parts" / "qwen2_5_vl_tiny" / "model.safetensors").is_file()
+    assert (work / "parts" / "sam2.1_hiera_tiny_prompted.pt").is_file()
+    assert (work / "final" / "model.safetensors").is_file() and (work / "untrained" / "model.safetensors").is_file()
+    results = json.loads((work / "results.json").read_text())
+    assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, untrained", "segment every object"]
+    assert all(set(r["by_type"]) == {"attribute", "motion"} for r in results.values())
+    table = (work / "results.md").read_text()
+    assert table in capsys.readouterr().out and "| segment every object |" in table
+    # A second run finds every stage done and only re-prints the table.
+    quickstart.main(args)
+    assert "already predicted" in capsys.readouterr().out

@@ -1,0 +1,110 @@
+"""Training: typed config overrides, the schedule, resumable sampling, and train.py end to end (also under torchrun)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.training.config import load_config
+from utils.training.distributed import DistEnv
+from utils.training.trainer import ResumableBatchSampler, warmup_cosine
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def test_overrides_keep_their_field_types() -> None:
+    cfg = load_config(QUICKSTART, ["train.lr=3e-4", "train.max_steps=7", "model.lora={r: 4}", "device=cpu"])
+    assert cfg.train.lr == 3e-4 and cfg.train.max_steps == 7 and cfg.model.lora.r == 4
+    with pytest.raises(TypeError, match="expected int"):
+        load_config(QUICKSTART, ["train.max_steps=many"])
+    with pytest.raises(TypeError, match="expected int"):
+        load_config(QUICKSTART, ["train.max_steps=false"])  # a bool is not an int here
+    with pytest.raises(KeyError, match="names no field"):
+        load_config(QUICKSTART, ["train.learning_rate=1e-4"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(QUICKSTART, ["train.lr"])
+
+
+def test_quickstart_config_inherits_the_tiny_model() -> None:
+    cfg = load_config(QUICKSTART)
+    assert cfg.model.seg.sam2_config == "configs/sam2.1/sam2.1_hiera_t.yaml"
+    assert cfg.model.backbone.text_config.hidden_size == 128
+
+
+def test_warmup_then_cosine_to_min_ratio() -> None:
+    assert warmup_cosine(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.55)
+    assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def _batches(sampler: ResumableBatchSampler, count: int) -> list[list[int]]:
+    stream = iter(sampler)
+    return [next(stream) for _ in range(count)]
+
+
+def test_sampler_resumes_mid_stream_and_splits_ranks() -> None:
+    single = DistEnv(0, 1, 0, torch.device("cpu"))
+    full = _batches(ResumableBatchSampler(10, 4, single, seed=3), 8)
+    assert _batches(ResumableBatchSampler(10, 4, single, seed=3, start_step=5), 3) == full[5:]
+    assert sorted(i for batch in full[:5] for i in batch) == sorted(list(range(10)) * 2)  # whole epochs, no repeats
+    ranks = [_batches(ResumableBatchSampler(10, 2, DistEnv(r, 2, r, torch.device("cpu")), seed=3), 8) for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks)] == full
+
+
+def _train(
+    tmp_path: Path, data_root: Path, parts: dict, steps: int, launcher: list[str]
+) -> subprocess.CompletedProcess:
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.mevis_root={data_root}",
+        f"model.backbone_path={parts['backbone']}",
+        f"model.sam2_checkpoint={parts['sam2']}",
+        "data.num_frames=4",
+        "data.expressions_per_sample=2",
+        "train.batch_size=2",
+        f"train.max_steps={steps}",
+        "train.save_every=2",
+        "train.num_workers=0",
+        "train.log_every=1",
+        "device=cpu",
+    ]
+    command = [*launcher, str(ROOT / "train.py"), "--config", str(QUICKSTART), *overrides]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_train_script_checkpoints_logs_and_resumes(tmp_path: Path, mevis_root: Path, tiny_parts) -> None:
+    result = _train(tmp_path, mevis_root, tiny_parts, 2, [sys.executable])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "config.yaml").is_file() and (run / "final" / "model.safetensors").is_file()
+    first = load_file(run / "checkpoints" / "step_0000002" / "model.safetensors")
+
+    result = _train(tmp_path, mevis_root, tiny_parts, 4, [sys.executable])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout and "at step 2" in result.stdout
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+    second = load_file(run / "checkpoints" / "step_0000004" / "model.safetensors")
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_train_script_runs_under_torchrun(tmp_path: Path, mevis_root: Path, tiny_parts) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29571"]
+    result = _train(tmp_path, mevis_root, tiny_parts, 1, launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+def test_missing_training_data_fails_before_building_the_model(tmp_path: Path, tiny_parts) -> None:
+    result = _train(tmp_path, tmp_path / "nowhere", tiny_parts, 1, [sys.executable])
+    assert result.returncode != 0 and "training data missing" in result.stderr
+    assert "Loading weights" not in result.stderr
