@@ -44,6 +44,15 @@ class UniGRPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _no_split_modules = ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock", "Qwen2VLDecoderLayer"]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then SAM2's derived (non-weight) state is rebuilt."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if getattr(model, "seg_head", None) is not None:
+            model.seg_head.rebuild_rope_tables()
+        return loaded
+
     def _init_weights(self, module: torch.nn.Module) -> None:
         # The backbone initialises itself (it is a PreTrainedModel); SAM2's modules keep the
         # sam2 package's own initialisation. Only the projection into SAM2's prompt space is ours.
@@ -205,8 +214,12 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         """
         generate_kwargs = {"do_sample": False, **generate_kwargs}
         sequences = self.backbone.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-        attention_mask = torch.ones_like(sequences)
-        attention_mask[:, : inputs["attention_mask"].shape[1]] = inputs["attention_mask"]
-        video_inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        out = self.forward(sequences, attention_mask=attention_mask, sam_frames=sam_frames, **video_inputs)
+        # Per-token inputs cover the prompt; the generated tokens are text, attended to.
+        new_tokens = sequences.shape[1] - inputs["input_ids"].shape[1]
+        forward_inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
+        for key, fill in (("attention_mask", 1), ("mm_token_type_ids", 0)):
+            if key in forward_inputs:
+                value = forward_inputs[key]
+                forward_inputs[key] = torch.cat([value, value.new_full((value.shape[0], new_tokens), fill)], dim=1)
+        out = self.forward(sequences, sam_frames=sam_frames, **forward_inputs)
         return sequences, out.pred_masks

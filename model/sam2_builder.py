@@ -54,12 +54,15 @@ def load_sam2_checkpoint(model: SAM2Base, checkpoint: str | Path) -> None:
     """Strictly load an official SAM2 checkpoint (``{"model": state_dict}``) into ``model``."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("model", state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    mismatch = f"SAM2 checkpoint {checkpoint} does not match the configured model"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensor shapes differ: another model size
+        raise RuntimeError(f"{mismatch}: {error}") from error
     if missing or unexpected:
         raise RuntimeError(
-            f"SAM2 checkpoint {checkpoint} does not match the configured model: "
-            f"missing {sorted(missing)[:10]} ({len(missing)}), unexpected {sorted(unexpected)[:10]} "
-            f"({len(unexpected)})"
+            f"{mismatch}: missing {sorted(missing)[:10]} ({len(missing)}), "
+            f"unexpected {sorted(unexpected)[:10]} ({len(unexpected)})"
         )
 
 

@@ -77,10 +77,14 @@ def test_mixed_batch_segments_only_seg_samples(tiny_model, samples) -> None:
 
 def test_each_seg_token_is_its_own_object(tiny_model, samples) -> None:
     model, processor = tiny_model
+    batch = _batch(processor, model, samples[:1])
+    sam_frames = batch.pop("sam_frames")
+    batch.pop("gt_masks")
     with torch.no_grad():
-        masks = model(**_batch(processor, model, samples[:1])).pred_masks[0]
-    assert masks.shape[0] == samples[0].conversation[1]["content"].count(SEG_TOKEN) == 2
-    assert not torch.allclose(masks[0], masks[1])
+        hidden = model.backbone(**batch, output_hidden_states=True).hidden_states[-1]
+        ((mask_logits, object_logits),) = model.segment(hidden, batch["input_ids"], sam_frames)
+    assert mask_logits.shape[0] == samples[0].conversation[1]["content"].count(SEG_TOKEN) == 2
+    assert not torch.allclose(object_logits[0], object_logits[1])
 
 
 def test_conditioning_frames() -> None:
@@ -95,7 +99,8 @@ def _head_outputs(head, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Te
         out = head.segment_videos(
             head.encode_frames(frames), frames.shape[0], prompts, torch.zeros(1, dtype=torch.long)
         )
-    return out["mask_logits"][0]  # (T, S, S)
+    # Per frame: mask logits (S*S) and the object score, which gates the mask.
+    return torch.cat([out["mask_logits"][0].flatten(1), out["object_logits"][0][:, None]], dim=1)  # (T, S*S+1)
 
 
 def test_memory_carries_the_prompted_frame_to_later_frames(tiny_model) -> None:
@@ -142,9 +147,27 @@ def test_generate_then_segment_every_generated_seg(tiny_model, samples) -> None:
     assert sequences[0, prompt_length:].tolist() == answer
     assert masks[0].shape == (2, 4, 128, 128)
     # Same masks as a teacher-forced pass over the generated sequence.
-    video = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+    forced_batch = _batch(
+        processor,
+        model,
+        [
+            dataclasses.replace(
+                samples[0],
+                conversation=[
+                    samples[0].conversation[0],
+                    {"role": "assistant", "content": f"Sure, {SEG_TOKEN}, {SEG_TOKEN}."},
+                ],
+            )
+        ],
+    )
+    assert torch.equal(forced_batch["input_ids"][0, :-1], sequences[0])  # all but the template's final newline
+    forced_batch = {
+        k: v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v
+        for k, v in forced_batch.items()
+        if k not in ("labels", "gt_masks")
+    }
     with torch.no_grad():
-        forced = model(sequences, attention_mask=torch.ones_like(sequences), sam_frames=sam_frames, **video)
+        forced = model(**forced_batch)
     torch.testing.assert_close(forced.pred_masks[0], masks[0])
 
 
@@ -160,7 +183,7 @@ def test_seg_token_added_without_shrinking_the_embedding(tiny_model, tiny_parts)
     model, processor = tiny_model
     rows = model.get_input_embeddings().weight.shape[0]
     with safe_open(tiny_parts["backbone"] / "model.safetensors", "pt") as f:
-        stock_rows = f.get_slice("model.language_model.embed_tokens.weight").get_shape()[0]
+        stock_rows = f.get_slice("model.embed_tokens.weight").get_shape()[0]
     assert rows >= stock_rows and rows >= len(processor.tokenizer)
     assert model.config.seg_token_id == processor.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from model.builder import VOCAB_PAD_MULTIPLE, save_tiny_sam2
@@ -19,6 +20,8 @@ def test_tiny_backbone_is_a_stock_qwen2_5_vl_folder(tiny_parts) -> None:
     folder = tiny_parts["backbone"]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_vl" and config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    with safe_open(folder / "model.safetensors", "pt") as f:  # the key layout of the released checkpoints
+        assert {"model.embed_tokens.weight", "visual.patch_embed.proj.weight", "lm_head.weight"} <= set(f.keys())
     model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert sum(p.numel() for p in model.parameters()) < 5_000_000

@@ -9,10 +9,12 @@ tracks a clicked object. ``propagation="independent"`` prompts every frame on it
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.sam.transformer import RoPEAttention
 from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 from torch import nn
 
@@ -69,8 +71,16 @@ class PromptableVideoSAM2(nn.Module):
         super().__init__()
         self.config = config
         self.sam2: SAM2Base = build_sam2(config.sam2_config, config.sam2_overrides)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def rebuild_rope_tables(self) -> None:
+        """Recompute the rotary tables of SAM2's memory attention (plain attributes, not weights).
+
+        A model built on the meta device (as ``from_pretrained`` does) leaves them empty.
+        """
+        for module in self.sam2.modules():
+            if isinstance(module, RoPEAttention):
+                side = math.isqrt(module.freqs_cis.shape[0])  # square feature maps, as SAM2 assumes
+                module.freqs_cis = module.compute_cis(end_x=side, end_y=side)
 
     @property
     def image_size(self) -> int:
@@ -86,7 +96,9 @@ class PromptableVideoSAM2(nn.Module):
 
     def encode_frames(self, frames: torch.Tensor) -> dict:
         """Run SAM2's image encoder on ``(T, 3, S, S)`` frames in [0, 1]; returns SAM2's backbone output."""
-        frames = (frames - self.pixel_mean) / self.pixel_std
+        mean = frames.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = frames.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        frames = (frames - mean) / std
         return self.sam2.forward_image(frames)
 
     def segment_videos(
