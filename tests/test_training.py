@@ -108,3 +108,17 @@ def test_missing_training_data_fails_before_building_the_model(tmp_path: Path, t
     result = _train(tmp_path, tmp_path / "nowhere", tiny_parts, 1, [sys.executable])
     assert result.returncode != 0 and "training data missing" in result.stderr
     assert "Loading weights" not in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_run_config_is_complete(path: Path) -> None:
+    from model.heads.seg_sam2 import SegHeadConfig
+    from model.sam2_builder import resolve_sam2_config
+    from utils.training.trainer import TrainConfig
+
+    cfg = load_config(path)
+    seg = SegHeadConfig.from_dict(dict(cfg.model.seg))
+    assert resolve_sam2_config(seg.sam2_config).is_file()
+    TrainConfig.from_dict(dict(cfg.train))
+    assert cfg.data.split not in ("valid_u", "valid"), "an evaluated split is in the training data"
+    assert "/" not in str(cfg.output_dir)[:1], "output_dir must be relative or from a variable"
