@@ -122,3 +122,49 @@ def test_every_shipped_run_config_is_complete(path: Path) -> None:
     TrainConfig.from_dict(dict(cfg.train))
     assert cfg.data.split not in ("valid_u", "valid"), "an evaluated split is in the training data"
     assert "/" not in str(cfg.output_dir)[:1], "output_dir must be relative or from a variable"
+
+
+class _Numbers(torch.utils.data.Dataset):
+    """Item i is the number i, except the listed bad ones, which raise as a missing file would."""
+
+    def __init__(self, size: int, bad: set[int]):
+        self.size, self.bad = size, bad
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index in self.bad:
+            raise FileNotFoundError(f"sample {index}: missing frame /data/{index}.jpg")
+        return torch.tensor([float(index)])
+
+
+def _fit_numbers(tmp_path: Path, bad: set[int], steps: int) -> tuple:
+    from utils.training.trainer import TrainConfig, Trainer
+
+    model = torch.nn.Linear(1, 1)
+    cfg = TrainConfig(batch_size=4, max_steps=steps, lr=1e-3, num_workers=0, save_every=100)
+    trainer = Trainer(
+        model,
+        lambda m, batch: (m(batch["x"]).pow(2).mean(), {}),
+        _Numbers(50, bad),
+        lambda items: {"x": torch.stack(items)},
+        cfg,
+        tmp_path,
+        DistEnv(0, 1, 0, torch.device("cpu")),
+    )
+    return trainer, trainer.fit()
+
+
+def test_unreadable_samples_are_skipped_counted_and_listed(tmp_path: Path) -> None:
+    trainer, losses = _fit_numbers(tmp_path, bad={3, 17}, steps=25)  # two epochs: each bad sample seen twice
+    assert len(losses) == 25 and trainer.num_skipped == 4
+    lines = (tmp_path / "skipped_samples.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all("missing frame /data/" in line for line in lines)
+    state = torch.load(tmp_path / "checkpoints" / "step_0000025" / "trainer_state.pt", weights_only=True)
+    assert state["num_skipped"] == 4
+
+
+def test_training_stops_when_too_many_samples_are_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="could not be loaded"):
+        _fit_numbers(tmp_path, bad=set(range(0, 50, 2)), steps=25)

@@ -6,6 +6,7 @@ Recipes (``train.py``, ``scripts/pretrain_sam2_prompts.py``) build a model, a da
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable, Iterator
@@ -19,7 +20,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from utils.data.robust import SkipBadSamples, skipping_collate
 from utils.training.distributed import DistEnv
+
+MIN_SKIPS_BEFORE_ABORT = 10
 
 StepFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
@@ -40,6 +44,7 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 2
     seed: int = 0
+    max_skipped_fraction: float = 0.01  # stop when more unreadable samples than this (and more than 10)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -102,6 +107,7 @@ class Trainer:
         self.model, self.step_fn, self.dataset, self.collate_fn = model, step_fn, dataset, collate_fn
         self.cfg, self.env = cfg, env
         self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -109,6 +115,8 @@ class Trainer:
             self.optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
         )
         self.step = 0
+        self.samples_seen = 0
+        self.num_skipped = 0
         self.wrapped = DistributedDataParallel(model, find_unused_parameters=True) if env.world_size > 1 else model
 
     def fit(self) -> list[float]:
@@ -118,9 +126,9 @@ class Trainer:
             len(self.dataset), self.cfg.batch_size, self.env, self.cfg.seed, start_step=self.step
         )
         loader = DataLoader(
-            self.dataset,
+            SkipBadSamples(self.dataset),
             batch_sampler=sampler,
-            collate_fn=self.collate_fn,
+            collate_fn=skipping_collate(self.collate_fn),
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )
@@ -132,7 +140,7 @@ class Trainer:
         self.model.train()
         batches = iter(loader)
         while self.step < self.cfg.max_steps:
-            batch = _to_device(next(batches), self.env.device)
+            batch = _to_device(self._next_batch(batches, progress), self.env.device)
             loss, metrics = self.step_fn(self.wrapped, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -147,6 +155,7 @@ class Trainer:
                 for name, value in metrics.items():
                     writer.add_scalar(f"train/{name}", value, self.step)
                 writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                writer.add_scalar("train/skipped_samples", self.num_skipped, self.step)
                 progress.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
             if self.step % self.cfg.save_every == 0 or self.step == self.cfg.max_steps:
                 self.save_checkpoint()
@@ -154,6 +163,29 @@ class Trainer:
         if writer is not None:
             writer.close()
         return losses
+
+    def _next_batch(self, batches: Iterator[dict], progress: tqdm) -> dict:
+        """The next batch with a good sample; unreadable samples are counted and listed in ``skipped_samples.jsonl``."""
+        while True:
+            batch = next(batches)
+            skipped = batch.pop("skipped")
+            self.samples_seen += self.cfg.batch_size
+            if skipped:
+                self.num_skipped += len(skipped)
+                with open(self.output_dir / "skipped_samples.jsonl", "a") as log:
+                    for index, error in skipped:
+                        log.write(
+                            json.dumps({"rank": self.env.rank, "step": self.step, "index": index, "error": error})
+                        )
+                        log.write("\n")
+                        progress.write(f"skipped sample {index}: {error}")
+                if self.num_skipped > max(MIN_SKIPS_BEFORE_ABORT, self.cfg.max_skipped_fraction * self.samples_seen):
+                    raise RuntimeError(
+                        f"{self.num_skipped} of {self.samples_seen} samples could not be loaded; "
+                        f"see {self.output_dir / 'skipped_samples.jsonl'}"
+                    )
+            if batch:
+                return batch
 
     def save_checkpoint(self) -> None:
         """Model weights (safetensors) + optimizer, scheduler, step and RNG; written atomically."""
@@ -169,6 +201,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "samples_seen": self.samples_seen,
+            "num_skipped": self.num_skipped,
         }
         torch.save(state, tmp / "trainer_state.pt")
         shutil.rmtree(final, ignore_errors=True)
@@ -187,6 +221,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+        self.samples_seen, self.num_skipped = state["samples_seen"], state["num_skipped"]
         if self.env.is_main:
             print(f"resumed from {latest} at step {self.step}")
 

@@ -1,0 +1,53 @@
+"""Training never dies on one bad sample: unreadable samples become recorded skips, not crashes.
+
+:class:`SkipBadSamples` wraps a dataset so that a sample whose files are missing or malformed
+comes back as a :class:`BadSample` carrying the loader's error (which names the sample and file);
+:func:`skipping_collate` batches the good ones and lists the bad ones under ``"skipped"``, for the
+trainer to count, log and write down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+LOAD_ERRORS = (OSError, ValueError, KeyError, IndexError)
+"""What a loader raises for bad input (missing or corrupt files, malformed annotations)."""
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """Item ``index`` could not be loaded; ``error`` says why (sample and file)."""
+
+    index: int
+    error: str
+
+
+class SkipBadSamples(Dataset):
+    """``dataset`` with load errors turned into :class:`BadSample` items."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except LOAD_ERRORS as error:
+            return BadSample(index, f"{type(error).__name__}: {error}")
+
+
+def skipping_collate(collate_fn: Callable[[list], dict]) -> Callable[[list], dict]:
+    """Wrap ``collate_fn``: bad items go to ``batch["skipped"]`` as ``[(index, error)]``; ``{}`` if none is good."""
+
+    def collate(items: list) -> dict:
+        good = [item for item in items if not isinstance(item, BadSample)]
+        batch = collate_fn(good) if good else {}
+        batch["skipped"] = [(item.index, item.error) for item in items if isinstance(item, BadSample)]
+        return batch
+
+    return collate
