@@ -102,22 +102,15 @@ class PromptableVideoSAM2(nn.Module):
         return self.sam2.forward_image(frames)
 
     def segment_videos(
-        self,
-        backbone_out: dict,
-        num_frames: int,
-        prompts: torch.Tensor,
-        video_index: torch.Tensor,
-        mask_prompts: torch.Tensor | None = None,
+        self, backbone_out: dict, num_frames: int, prompts: torch.Tensor, video_index: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Masks of ``O`` objects on all ``T`` frames of their videos, all objects in one SAM2 batch.
 
         Args:
             backbone_out: ``encode_frames`` output for ``V`` videos of ``T`` frames, video-major ``(V*T, ...)``.
             num_frames: ``T``.
-            prompts: ``(O, K, C_sam)`` sparse prompt tokens, one row per object.
+            prompts: ``(O, K, C_sam)`` prompt tokens, one row per object.
             video_index: ``(O,)`` which of the ``V`` videos each object lives in.
-            mask_prompts: optional dense prompts, ``(O, 1, h, w)`` mask logits of any size (resized
-                to SAM2's mask-input size), used on every conditioning frame; SAM2's "no mask" otherwise.
         Returns:
             ``{"mask_logits": (O, T, S, S), "object_logits": (O, T)}``; S = SAM2 image size.
         """
@@ -135,7 +128,7 @@ class PromptableVideoSAM2(nn.Module):
         outputs: dict[int, dict] = {}
         for t in cond:
             frame_feats, frame_pos = frame_features(t)
-            out = self._decode_prompted_frame(t, frame_feats, frame_pos, feat_sizes, prompts, mask_prompts, output_dict)
+            out = self._decode_prompted_frame(t, frame_feats, frame_pos, feat_sizes, prompts, output_dict)
             if use_memory:
                 out["maskmem_features"], out["maskmem_pos_enc"] = sam._encode_new_memory(
                     frame_feats, feat_sizes, out["pred_masks_high_res"], out["object_score_logits"], False
@@ -169,10 +162,9 @@ class PromptableVideoSAM2(nn.Module):
         frame_pos: list[torch.Tensor],
         feat_sizes: list[tuple[int, int]],
         prompts: torch.Tensor,
-        mask_prompts: torch.Tensor | None,
         output_dict: dict,
     ) -> dict[str, torch.Tensor]:
-        """SAM2's mask decoder on a conditioning frame with ``prompts`` (and ``mask_prompts``) as its prompt.
+        """SAM2's mask decoder on a conditioning frame with ``prompts`` as the sparse prompt.
 
         Mirrors ``SAM2Base._forward_sam_heads`` (single-mask output, object-score gating, object
         pointer) with language tokens in place of encoded clicks.
@@ -187,14 +179,9 @@ class PromptableVideoSAM2(nn.Module):
             for x, size in zip(frame_feats[:-1], feat_sizes[:-1])
         ]
         prompt_encoder = sam.sam_prompt_encoder
-        if mask_prompts is None:
-            dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-                num_objects, -1, *prompt_encoder.image_embedding_size
-            )
-        else:
-            size = prompt_encoder.mask_input_size
-            mask_input = F.interpolate(mask_prompts.to(pix_feat.dtype), size=size, mode="bilinear", align_corners=False)
-            dense = prompt_encoder.mask_downscaling(mask_input)  # (O, C, H/16, W/16)
+        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            num_objects, -1, *prompt_encoder.image_embedding_size
+        )
         low_res, _, sam_tokens, object_logits = sam.sam_mask_decoder(
             image_embeddings=pix_feat,
             image_pe=prompt_encoder.get_dense_pe(),
