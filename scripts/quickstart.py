@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.ref_vos import evaluate, inference  # noqa: E402
+from evaluation.visualize import plot_training_curves, save_sample_overlay  # noqa: E402
 from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
 
 EVAL_SPLIT = "valid_u"
@@ -123,6 +124,21 @@ def main(argv: list[str] | None = None) -> None:
         "UniGR-tiny, untrained": evaluate_predictor("untrained", "unigr", untrained, data, work),
         "segment every object": evaluate_predictor("all_objects", "all_objects", None, data, work),
     }
+    stage("pictures")
+    curves = plot_training_curves(
+        {"stage 1: SAM2 prompts": work / "sam2_prompts" / "tb", "stage 2: joint": work / "tb"},
+        ["train/loss", "train/ce", "train/bce", "train/dice", "train/objectness"],
+        work / "curves.png",
+    )
+    predictions = {name: work / "eval" / name / "Annotations" for name in ("trained", "untrained", "all_objects")}
+    per_expression = rows["UniGR-tiny, trained"]["per_expression"]
+    for kind in ("attribute", "motion"):
+        sample_id = next(key for key, scores in per_expression.items() if scores["type"] == kind)
+        video_exp = "/".join(sample_id.split("/")[-2:])
+        out = save_sample_overlay(data, EVAL_SPLIT, video_exp, predictions, work / "overlays" / f"{kind}.png")
+        print(f"wrote {out}")
+    print(f"wrote {curves}")
+
     table = results_table(rows)
     (work / "results.md").write_text(table + "\n")
     (work / "results.json").write_text(

@@ -31,6 +31,8 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     results = json.loads((work / "results.json").read_text())
     assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, untrained", "segment every object"]
     assert all(set(r["by_type"]) == {"attribute", "motion"} for r in results.values())
+    assert (work / "curves.png").is_file()
+    assert sorted(p.name for p in (work / "overlays").iterdir()) == ["attribute.png", "motion.png"]
     table = (work / "results.md").read_text()
     assert table in capsys.readouterr().out and "| segment every object |" in table
     # A second run finds every stage done and only re-prints the table.
