@@ -23,10 +23,18 @@ LABEL_HEIGHT = 14
 LABEL_WIDTH = 110
 
 
+def mask_boundary(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: mask pixels with a 4-neighbour outside the mask (or on the image border)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
+
+
 def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """``(H, W, 3)`` uint8 frame with ``(H, W)`` bool mask blended in magenta."""
+    """``(H, W, 3)`` uint8 frame with ``(H, W)`` bool mask blended in magenta and outlined in white."""
     out = frame.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * MASK_COLOUR
+    out[mask_boundary(mask)] = 255
     return out.round().astype(np.uint8)
 
 
