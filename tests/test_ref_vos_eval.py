@@ -106,13 +106,16 @@ def test_unigr_predictor_writes_full_size_masks_and_answers(tiny_model, mevis_ro
 def test_overlay_grid_has_a_row_per_source_and_a_column_per_frame(all_objects: Path, mevis_root: Path, tmp_path: Path):
     from PIL import Image
 
-    from evaluation.visualize import LABEL_HEIGHT, LABEL_WIDTH, MASK_COLOUR, save_sample_overlay
+    from evaluation.visualize import LABEL_HEIGHT, LABEL_WIDTH, MASK_COLOUR, mask_boundary, save_sample_overlay
 
     video, exp_id = MeViSDataset(mevis_root, "valid_u").keys()[0]
     out = save_sample_overlay(mevis_root, "valid_u", f"{video}/{exp_id}", {"all": all_objects}, tmp_path / "o.png")
     image = np.asarray(Image.open(out))
     assert image.shape == (LABEL_HEIGHT + 2 * 64, LABEL_WIDTH + 6 * 64, 3)
     sample = MeViSDataset(mevis_root, "valid_u")[0]
-    y, x = np.argwhere(sample.masks[0, 0])[0]
+    mask = sample.masks[0, 0]
+    y, x = np.argwhere(mask & ~mask_boundary(mask))[0]  # inside: tinted towards the mask colour
     pixel = image[LABEL_HEIGHT + y, LABEL_WIDTH + x].astype(float)
     assert np.linalg.norm(pixel - MASK_COLOUR) < np.linalg.norm(sample.frames[0, y, x] - MASK_COLOUR)
+    y, x = np.argwhere(mask_boundary(mask))[0]  # outline: white
+    assert (image[LABEL_HEIGHT + y, LABEL_WIDTH + x] == 255).all()
