@@ -62,10 +62,18 @@ class ClickCollator:
         }
 
 
-def click_step(model: torch.nn.Module, batch: dict, weights: SegHeadConfig) -> tuple[torch.Tensor, dict]:
-    """Prompt frame 0 of each video with a random click or box; losses on all frames."""
+def click_step(
+    model: torch.nn.Module, batch: dict, weights: SegHeadConfig, every_frame: bool
+) -> tuple[torch.Tensor, dict]:
+    """Random click or box prompts; losses on all frames.
+
+    ``every_frame``: each frame is prompted on its own (from its own mask), as SAM is trained on
+    images; otherwise frame 0 of each video is prompted and memory carries the object on.
+    """
     sam = model.module if hasattr(model, "module") else model
     masks = torch.cat(batch["masks"])  # (V, T, S, S)
+    if every_frame:
+        masks = masks.flatten(0, 1)[:, None]  # (V*T, 1, S, S): one-frame videos
     prompts = [random_prompt(m[0].bool()) for m in masks]
     coords = torch.stack([c for c, _ in prompts]).to(masks.device)
     labels = torch.stack([lab for _, lab in prompts]).to(masks.device)
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
     Trainer(
         model,
-        lambda m, b: click_step(m, b, seg_config),
+        lambda m, b: click_step(m, b, seg_config, cfg.prompt_every_frame),
         dataset,
         ClickCollator(model.image_size),
         train_cfg,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,9 @@ from evaluation.visualize import plot_training_curves, save_sample_overlay  # no
 from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
 
 EVAL_SPLIT = "valid_u"
+SHIPPED_SAM2 = ROOT / "assets" / "sam2.1_hiera_tiny_prompted.pt"
+"""The tiny SAM2 after stage 1, as made by ``--train-sam2-prompts`` (see README): the quick start's
+stand-in for an official prompt-following SAM2 checkpoint."""
 
 
 def stage(name: str):
@@ -68,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", default="work_dirs/quickstart")
     parser.add_argument("--num-train", type=int, default=400, help="synthetic training videos")
     parser.add_argument("--num-valid", type=int, default=40, help="synthetic valid_u videos")
+    parser.add_argument(
+        "--train-sam2-prompts",
+        action="store_true",
+        help="run stage 1 here instead of starting from the shipped prompt-following tiny SAM2",
+    )
     parser.add_argument("--sam2-steps", type=int, default=None, help="stage-1 steps (default: its config)")
     parser.add_argument("--steps", type=int, default=None, help="joint-training steps (default: its config)")
     args = parser.parse_args(argv)
@@ -85,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     build_tiny_parts.main(["--config", "configs/quickstart.yaml", *overrides])
 
     prompted = work / "parts" / "sam2.1_hiera_tiny_prompted.pt"
-    stage("stage 1: SAM2 learns to follow clicks and boxes")
+    stage("stage 1: a tiny SAM2 that follows clicks and boxes")
+    if not prompted.is_file() and not args.train_sam2_prompts:
+        shutil.copyfile(SHIPPED_SAM2, prompted)
+        print(f"copied {SHIPPED_SAM2.relative_to(ROOT)} (stage 1 run once; --train-sam2-prompts runs it here)")
     if not prompted.is_file():
         sam2_overrides = [*overrides, f"output_dir={work / 'sam2_prompts'}"]
         if args.sam2_steps is not None:
@@ -125,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         "segment every object": evaluate_predictor("all_objects", "all_objects", None, data, work),
     }
     stage("pictures")
+    logs = {"stage 1: SAM2 prompts": work / "sam2_prompts" / "tb", "stage 2: joint": work / "tb"}
     curves = plot_training_curves(
-        {"stage 1: SAM2 prompts": work / "sam2_prompts" / "tb", "stage 2: joint": work / "tb"},
+        {name: log_dir for name, log_dir in logs.items() if log_dir.is_dir()},
         ["train/loss", "train/ce", "train/bce", "train/dice", "train/objectness"],
         work / "curves.png",
     )

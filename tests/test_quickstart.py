@@ -18,6 +18,7 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
         "3",
         "--num-valid",
         "1",
+        "--train-sam2-prompts",
         "--sam2-steps",
         "2",
         "--steps",
@@ -38,3 +39,10 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     # A second run finds every stage done and only re-prints the table.
     quickstart.main(args)
     assert "already predicted" in capsys.readouterr().out
+
+
+def test_shipped_sam2_checkpoint_loads_strictly_into_the_tiny_config(tiny_cfg) -> None:
+    from model.sam2_builder import build_sam2
+
+    seg = tiny_cfg["seg"]
+    build_sam2(seg["sam2_config"], seg["sam2_overrides"], checkpoint=quickstart.SHIPPED_SAM2)
