@@ -53,10 +53,9 @@ def overlay_grid(frames: np.ndarray, rows: dict[str, np.ndarray], title: str) ->
 
 
 def save_sample_overlay(
-    data_root: str | Path, split: str, sample_key: str, predictions: dict[str, str | Path], out: str | Path
+    dataset: MeViSDataset, sample_key: str, predictions: dict[str, str | Path], out: str | Path
 ) -> Path:
     """Overlay grid of one expression (``"<video>/<exp_id>"``): ground truth, then each prediction folder."""
-    dataset = MeViSDataset(data_root, split)
     video, exp_id = sample_key.split("/")
     sample = dataset[dataset.keys().index((video, exp_id))]
     rows = {"ground truth": sample.masks.any(0)} if sample.masks is not None else {}
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args(argv)
     predictions = dict(item.split("=", 1) for item in args.pred)
-    return save_sample_overlay(args.data_root, args.split, args.sample, predictions, args.out)
+    return save_sample_overlay(MeViSDataset(args.data_root, args.split), args.sample, predictions, args.out)
 
 
 if __name__ == "__main__":

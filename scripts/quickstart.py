@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation.ref_vos import evaluate, inference  # noqa: E402
 from evaluation.visualize import plot_training_curves, save_sample_overlay  # noqa: E402
 from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
+from utils.data.mevis import MeViSDataset  # noqa: E402
 
 EVAL_SPLIT = "valid_u"
 SHIPPED_SAM2 = ROOT / "assets" / "sam2.1_hiera_tiny_prompted.pt"
@@ -30,9 +31,8 @@ SHIPPED_SAM2 = ROOT / "assets" / "sam2.1_hiera_tiny_prompted.pt"
 stand-in for an official prompt-following SAM2 checkpoint."""
 
 
-def stage(name: str):
+def stage(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
-    return time.monotonic()
 
 
 def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path, work: Path) -> dict:
@@ -145,10 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     predictions = {name: work / "eval" / name / "Annotations" for name in ("trained", "untrained", "all_objects")}
     per_expression = rows["UniGR-tiny, trained"]["per_expression"]
+    valid = MeViSDataset(data, EVAL_SPLIT)
     for kind in ("attribute", "motion"):
         sample_id = next(key for key, scores in per_expression.items() if scores["type"] == kind)
         video_exp = "/".join(sample_id.split("/")[-2:])
-        out = save_sample_overlay(data, EVAL_SPLIT, video_exp, predictions, work / "overlays" / f"{kind}.png")
+        out = save_sample_overlay(valid, video_exp, predictions, work / "overlays" / f"{kind}.png")
         print(f"wrote {out}")
     print(f"wrote {curves}")
 

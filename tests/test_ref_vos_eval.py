@@ -109,7 +109,9 @@ def test_overlay_grid_has_a_row_per_source_and_a_column_per_frame(all_objects: P
     from evaluation.visualize import LABEL_HEIGHT, LABEL_WIDTH, MASK_COLOUR, mask_boundary, save_sample_overlay
 
     video, exp_id = MeViSDataset(mevis_root, "valid_u").keys()[0]
-    out = save_sample_overlay(mevis_root, "valid_u", f"{video}/{exp_id}", {"all": all_objects}, tmp_path / "o.png")
+    out = save_sample_overlay(
+        MeViSDataset(mevis_root, "valid_u"), f"{video}/{exp_id}", {"all": all_objects}, tmp_path / "o.png"
+    )
     image = np.asarray(Image.open(out))
     assert image.shape == (LABEL_HEIGHT + 2 * 64, LABEL_WIDTH + 6 * 64, 3)
     sample = MeViSDataset(mevis_root, "valid_u")[0]

@@ -21,10 +21,10 @@ from evaluation.video_seg_predictor import UniGRVideoSegPredictor
 from utils.data.mevis import MeViSDataset
 
 
-def build_predictor(args: argparse.Namespace):
+def build_predictor(args: argparse.Namespace, dataset: MeViSDataset):
     if args.predictor == "unigr":
         return UniGRVideoSegPredictor(args.model, args.num_frames, args.video_fps, args.device)
-    return AllObjectsPredictor(args.data_root, args.split)
+    return AllObjectsPredictor(dataset)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> Path:
     masks_root = out / "Annotations"
     todo = [i for i, key in enumerate(dataset.keys()) if not is_done(masks_root, *key)]
     print(f"{len(dataset) - len(todo)} of {len(dataset)} expressions already predicted")
-    predictor = build_predictor(args) if todo else None
+    predictor = build_predictor(args, dataset) if todo else None
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "answers.jsonl", "a") as answers:
         for i in tqdm(todo, desc=f"{args.predictor} on {args.split}", dynamic_ncols=True):
