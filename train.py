@@ -14,34 +14,27 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from model.builder import build_unigr, load_unigr
-from utils.data.collate import VideoChatCollator
-from utils.data.mevis import MeViSDataset
+from utils.data.collate import IGNORE_INDEX, VideoChatCollator
+from utils.data.mixture import build_training_mixture
 from utils.training.config import load_config, save_config
 from utils.training.distributed import init_distributed
-from utils.training.trainable import configure_trainable
+from utils.training.trainable import configure_trainable, parameter_counts
 from utils.training.trainer import TrainConfig, Trainer
 
 
 def unigr_step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """One forward pass; the loss and its terms for logging."""
+    """One forward pass; the loss and its terms for logging (sums over the global batch's counts)."""
     out = model(**batch)
     terms = {"ce": out.ce_loss, "bce": out.bce_loss, "dice": out.dice_loss, "objectness": out.objectness_loss}
     return out.loss, {name: value.item() for name, value in terms.items() if value is not None}
 
 
-def build_dataset(data: DictConfig, seed: int) -> MeViSDataset:
-    """The training set named by ``data`` (checked before any model is built)."""
-    meta = Path(data.mevis_root) / data.split / "meta_expressions.json"
-    if not meta.is_file():
-        raise FileNotFoundError(f"training data missing: {meta} (data.mevis_root={data.mevis_root})")
-    return MeViSDataset(
-        data.mevis_root,
-        data.split,
-        num_frames=data.num_frames,
-        train=True,
-        seed=seed,
-        expressions_per_sample=data.expressions_per_sample,
-    )
+def unigr_counts(batch: dict) -> dict[str, int]:
+    """What UniGR's losses average over: label tokens (CE, after the one-token shift) and objects (masks)."""
+    return {
+        "num_items_in_batch": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),
+        "num_objects_in_batch": sum(masks.shape[0] for masks in batch.get("gt_masks", [])),
+    }
 
 
 def build_model(model_cfg: DictConfig):
@@ -68,21 +61,35 @@ def main(argv: list[str] | None = None) -> Path:
     if env.is_main:
         save_config(cfg, output_dir / "config.yaml")
 
-    dataset = build_dataset(cfg.data, cfg.seed)
+    dataset = build_training_mixture(cfg.data, cfg.seed)  # every dataset checked before any compute
     torch.manual_seed(cfg.seed)
     model, processor = build_model(cfg.model)
-    counts = configure_trainable(model, cfg.model.trainable)
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
+    optimizer_groups = configure_trainable(
+        model,
+        OmegaConf.to_container(cfg.model.groups),
+        train_cfg.lr,
+        train_cfg.weight_decay,
+        new_token_ids=[model.config.seg_token_id],
+    )
+    if train_cfg.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(env.device)
     if env.is_main:
-        print(f"{len(dataset)} training samples; {counts['trainable']:,} of {counts['total']:,} parameters train")
+        counts = parameter_counts(model)
+        print(dataset.describe())
+        print(f"{counts['trainable']:,} of {counts['total']:,} parameters train")
 
     collate = VideoChatCollator(processor, model.seg_head.image_size, cfg.data.video_fps)
-    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
-    Trainer(model, unigr_step, dataset, collate, train_cfg, output_dir, env).fit()
+    trainer = Trainer(
+        model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=unigr_counts
+    )
+    trainer.fit()
 
     final = output_dir / "final"
+    weights = trainer.engine.full_state_dict()
     if env.is_main:
-        model.save_pretrained(final)
+        model.save_pretrained(final, state_dict=weights)
         processor.save_pretrained(final)
         print(f"saved {final}")
     if env.world_size > 1:

@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     ProcessorMixin,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -21,6 +22,7 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
 )
+from transformers.initialization import meta_device_safe_creation_ops
 
 from model.configuration_unigr import UniGRConfig
 from model.heads.seg_sam2 import SAM2SegHead, SegHeadConfig
@@ -34,29 +36,43 @@ VOCAB_PAD_MULTIPLE = 64
 def save_tiny_backbone(model_cfg: dict, out_dir: str | Path, seed: int = 0) -> Path:
     """Write a random tiny Qwen2.5-VL in the stock Hugging Face folder layout (model, tokenizer, processor)."""
     tokenizer = train_tiny_tokenizer(model_cfg["tokenizer"]["corpus"], model_cfg["tokenizer"]["vocab_size"])
-    ids = tokenizer.convert_tokens_to_ids
-    backbone_cfg = model_cfg["backbone"]
-    text_config = dict(backbone_cfg["text_config"])
-    text_config["vocab_size"] = -(-len(tokenizer) // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
-    text_config.update(bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"))
-    text_config["pad_token_id"] = tokenizer.pad_token_id
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=backbone_cfg["vision_config"],
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-    )
+    config = backbone_config(model_cfg["backbone"], tokenizer)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids("<|im_end|>")
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = build_processor(tokenizer, **model_cfg["processor"])
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def backbone_config(backbone_cfg: dict, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLConfig:
+    """A model config's ``backbone`` section as a Qwen2.5-VL config using ``tokenizer``'s special-token ids.
+
+    ``text_config.vocab_size`` is kept when given (real sizes: the embedding gets the real
+    vocabulary's rows whichever tokenizer stands in); otherwise it is ``len(tokenizer)`` rounded up
+    to a multiple of 64. Keys beside ``text_config`` / ``vision_config`` (e.g.
+    ``tie_word_embeddings``) go to ``Qwen2_5_VLConfig`` as they are.
+    """
+    ids = tokenizer.convert_tokens_to_ids
+    text_config = dict(backbone_cfg["text_config"])
+    text_config.setdefault("vocab_size", -(-len(tokenizer) // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE)
+    if text_config["vocab_size"] < len(tokenizer):
+        raise ValueError(f"text_config.vocab_size {text_config['vocab_size']} < tokenizer size {len(tokenizer)}")
+    text_config.update(bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"))
+    text_config["pad_token_id"] = tokenizer.pad_token_id
+    extra = {key: value for key, value in backbone_cfg.items() if key not in ("text_config", "vision_config")}
+    return Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=backbone_cfg["vision_config"],
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        **extra,
+    )
 
 
 def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> Qwen2_5_VLProcessor:
@@ -102,6 +118,23 @@ def build_unigr(
 ) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
     """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint."""
     backbone, processor = load_backbone(backbone_path, attn_implementation)
+    model = assemble_unigr(backbone, processor, seg, sam2_checkpoint, lora, attn_implementation)
+    return model, processor
+
+
+def assemble_unigr(
+    backbone: PreTrainedModel,
+    processor: ProcessorMixin,
+    seg: dict | None,
+    sam2_checkpoint: str | Path | None = None,
+    lora: dict | None = None,
+    attn_implementation: str = "sdpa",
+) -> UniGRForConditionalGeneration:
+    """UniGR around an in-memory backbone whose tokenizer (``processor.tokenizer``) has ``[SEG]``.
+
+    The SAM2 head is built on the default device in float32, randomly initialised unless
+    ``sam2_checkpoint`` (an official SAM2 file) is given; the backbone stays where and as it is.
+    """
     config = UniGRConfig(
         backbone_config=backbone.config.to_dict(),
         seg=SegHeadConfig.from_dict(seg).to_dict() if seg is not None else None,
@@ -109,7 +142,9 @@ def build_unigr(
         seg_token_id=processor.tokenizer.convert_tokens_to_ids("[SEG]"),
     )
     config._attn_implementation = attn_implementation
-    with torch.device("meta"):  # a shell: its backbone and head are replaced by real ones below
+    # A shell whose backbone and head are replaced by real ones below. SAM2 calls ``.item()`` on a
+    # ``torch.linspace`` while it builds; transformers' context keeps that one op off the meta device.
+    with torch.device("meta"), meta_device_safe_creation_ops():
         model = UniGRForConditionalGeneration(config)
     model.backbone = backbone
     if model.seg_config is not None and model.seg_config.enabled:
@@ -123,7 +158,7 @@ def build_unigr(
     meta = [name for name, p in model.state_dict().items() if p.is_meta]
     if meta:
         raise RuntimeError(f"parameters left uninitialised: {meta[:5]}")
-    return model, processor
+    return model
 
 
 def load_unigr(

@@ -113,6 +113,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         labels: torch.Tensor | None = None,
         sam_frames: list[torch.Tensor] | None = None,
         gt_masks: list[torch.Tensor] | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        num_objects_in_batch: torch.Tensor | int | None = None,
         **backbone_kwargs,
     ) -> UniGROutput:
         """Language modelling plus ``[SEG]`` segmentation.
@@ -123,6 +125,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             labels: ``(B, L)`` with -100 on non-target tokens; gives the CE term.
             sam_frames: per sample ``(T_i, 3, S, S)`` frames in [0, 1] for SAM2; needed to segment.
             gt_masks: per sample ``(O_i, T_i, S, S)`` targets; with ``labels`` gives the mask terms.
+            num_items_in_batch, num_objects_in_batch: what the CE sum and the mask-loss sums are
+                divided by (label tokens, objects); default: those of this batch. A trainer passes
+                the counts of its whole global batch so that losses do not depend on how the
+                batch is split over processes and accumulation steps.
         """
         out = self.backbone(
             input_ids=input_ids,
@@ -132,6 +138,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             second_per_grid_ts=second_per_grid_ts,
             labels=labels,
             output_hidden_states=sam_frames is not None,
+            num_items_in_batch=num_items_in_batch,
             **backbone_kwargs,
         )
         result = UniGROutput(logits=out.logits, ce_loss=out.loss)
@@ -147,14 +154,12 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         terms = [mask_losses(*pred, gt) for pred, gt in zip(segmented, gt_masks) if gt.shape[0] > 0]
         result.loss = cfg.ce_weight * out.loss
         if terms:
-            for name in ("bce", "dice", "objectness"):
-                setattr(result, f"{name}_loss", torch.stack([t[name] for t in terms]).mean())
-            result.loss = (
-                result.loss
-                + cfg.bce_weight * result.bce_loss
-                + cfg.dice_weight * result.dice_loss
-                + cfg.objectness_weight * result.objectness_loss
-            )
+            num_objects = sum(len(t["bce"]) for t in terms) if num_objects_in_batch is None else num_objects_in_batch
+            weights = {"bce": cfg.bce_weight, "dice": cfg.dice_weight, "objectness": cfg.objectness_weight}
+            for name, weight in weights.items():
+                value = torch.cat([t[name] for t in terms]).sum() / num_objects
+                setattr(result, f"{name}_loss", value)
+                result.loss = result.loss + weight * value
         return result
 
     def segment(
@@ -172,6 +177,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         lengths = [f.shape[0] for f in sam_frames]
         seg_positions = input_ids == self.config.seg_token_id  # (B, L)
         objects_per_sample = seg_positions.sum(1).tolist()
+        if self.seg_config.seg_hidden == "previous":  # the state that predicted [SEG] (LISA / RGA3)
+            seg_positions = torch.cat([seg_positions[:, 1:], seg_positions[:, :1] & False], dim=1)
         size = head.image_size
         results: list = [None] * len(sam_frames)
         for num_frames in sorted(set(lengths)):  # videos of equal length share one SAM2 batch
@@ -184,11 +191,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 continue
             frames = torch.cat([sam_frames[i] for i in samples]).to(last_hidden.device)  # (V*T, 3, S, S)
             seg_hidden = torch.cat([last_hidden[i][seg_positions[i]] for i in samples])  # (O, D)
+            prompts = head.prompts_from_hidden(seg_hidden.to(head.text_hidden_proj[0].weight.dtype))
             counts = [objects_per_sample[i] for i in samples]
             video_index = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor(counts))
-            masks = head.segment_videos(
-                head.encode_frames(frames), num_frames, head.prompts_from_hidden(seg_hidden.float()), video_index
-            )
+            masks = head.segment_videos(head.encode_frames(frames), num_frames, prompts, video_index)
             mask_logits = masks["mask_logits"].split(counts)
             object_logits = masks["object_logits"].split(counts)
             for j, i in enumerate(samples):

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses  # noqa: E402
 from model.sam2_builder import load_sam2_checkpoint, save_sam2_checkpoint  # noqa: E402
-from train import build_dataset  # noqa: E402
 from utils.data.collate import resize_frames, resize_masks  # noqa: E402
+from utils.data.mixture import build_training_mixture  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
 from utils.training.config import load_config, save_config  # noqa: E402
 from utils.training.distributed import init_distributed  # noqa: E402
@@ -83,7 +83,10 @@ def click_step(
         sam.click_prompts(coords, labels),
         torch.arange(masks.shape[0]),
     )
-    terms = mask_losses(out["mask_logits"], out["object_logits"], masks)
+    terms = {
+        name: per_object.mean()
+        for name, per_object in mask_losses(out["mask_logits"], out["object_logits"], masks).items()
+    }
     loss = weights.bce_weight * terms["bce"] + weights.dice_weight * terms["dice"]
     loss = loss + weights.objectness_weight * terms["objectness"]
     return loss, {name: value.item() for name, value in terms.items()}
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
     env = init_distributed(cfg.device)
     if env.is_main:
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    dataset = build_dataset(cfg.data, cfg.seed)
+    dataset = build_training_mixture(cfg.data, cfg.seed)
     torch.manual_seed(cfg.seed)
     seg_config = SegHeadConfig.from_dict(OmegaConf.to_container(cfg.model.seg))
     model = PromptableVideoSAM2(seg_config)

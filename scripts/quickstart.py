@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data = Path(args.data_root) / "synthetic_mevis"
     work = Path(args.work_dir)
-    overrides = [f"output_dir={work}", f"parts_dir={work / 'parts'}", f"data.mevis_root={data}"]
+    overrides = [f"output_dir={work}", f"parts_dir={work / 'parts'}", f"data.datasets.synthetic_mevis.root={data}"]
     joint_overrides = overrides + ([f"train.max_steps={args.steps}"] if args.steps is not None else [])
     start = time.monotonic()
 

@@ -208,3 +208,19 @@ def test_save_and_load_round_trip_in_safetensors(tiny_parts, tiny_cfg, samples, 
         a, b = model(**batch), loaded(**_batch(loaded_processor, loaded, samples))
     torch.testing.assert_close(a.logits, b.logits)
     torch.testing.assert_close(a.pred_masks, b.pred_masks)
+
+
+def test_seg_hidden_previous_projects_the_state_before_each_seg(tiny_model, samples, monkeypatch) -> None:
+    model, processor = tiny_model
+    batch = _batch(processor, model, samples[:1])
+    hidden = torch.arange(batch["input_ids"].shape[1], dtype=torch.float32)[None, :, None].expand(1, -1, 128)
+    seen = []
+    monkeypatch.setattr(
+        model.seg_head, "prompts_from_hidden", lambda h: seen.append(h[:, 0]) or torch.zeros(len(h), 2, 64)
+    )
+    seg_at = (batch["input_ids"][0] == model.config.seg_token_id).nonzero().flatten().float()
+    for mode, expected in (("self", seg_at), ("previous", seg_at - 1)):
+        monkeypatch.setattr(model.seg_config, "seg_hidden", mode)
+        with torch.no_grad():
+            model.segment(hidden, batch["input_ids"], batch["sam_frames"])
+        assert torch.equal(seen[-1], expected)

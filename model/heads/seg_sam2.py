@@ -34,6 +34,7 @@ class SegHeadConfig:
     num_prompt_tokens: int = 1
     propagation: str = "memory"  # "memory" | "independent"
     num_cond_frames: int = 1  # frames prompted by [SEG] when propagating, spread uniformly
+    seg_hidden: str = "self"  # "self": the [SEG] token's last hidden state; "previous": the token before it
     ce_weight: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
@@ -48,6 +49,8 @@ class SegHeadConfig:
         config = cls(**(values or {}))
         if config.propagation not in ("memory", "independent"):
             raise ValueError(f"seg.propagation must be 'memory' or 'independent', got {config.propagation!r}")
+        if config.seg_hidden not in ("self", "previous"):
+            raise ValueError(f"seg.seg_hidden must be 'self' or 'previous', got {config.seg_hidden!r}")
         return config
 
     def to_dict(self) -> dict:
@@ -231,22 +234,24 @@ class SAM2SegHead(PromptableVideoSAM2):
 def mask_losses(
     mask_logits: torch.Tensor, object_logits: torch.Tensor, gt_masks: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """BCE and DICE on frames where the object is present, objectness on every frame (as SAM2 trains).
+    """Per-object BCE and DICE on frames where the object is present, objectness on every frame (as SAM2 trains).
 
     Args:
         mask_logits: ``(O, T, S, S)``; object_logits: ``(O, T)``; gt_masks: ``(O, T, S, S)`` in {0, 1}.
     Returns:
-        scalar ``bce``, ``dice`` (means over present frames) and ``objectness`` (mean over frames).
+        ``bce``, ``dice`` (means over each object's present frames) and ``objectness`` (mean over
+        frames), each ``(O,)``; callers sum them and divide by the number of objects.
     """
     gt = gt_masks.float()
     present = (gt.flatten(2).amax(2) > 0).float()  # (O, T)
-    num_present = present.sum().clamp(min=1)
+    num_present = present.sum(1).clamp(min=1)  # (O,)
     bce = F.binary_cross_entropy_with_logits(mask_logits, gt, reduction="none").flatten(2).mean(2)
     prob = mask_logits.sigmoid().flatten(2)
     target = gt.flatten(2)
     dice = 1 - (2 * (prob * target).sum(2) + 1) / (prob.sum(2) + target.sum(2) + 1)  # (O, T)
+    objectness = F.binary_cross_entropy_with_logits(object_logits, present, reduction="none")
     return {
-        "bce": (bce * present).sum() / num_present,
-        "dice": (dice * present).sum() / num_present,
-        "objectness": F.binary_cross_entropy_with_logits(object_logits, present),
+        "bce": (bce * present).sum(1) / num_present,
+        "dice": (dice * present).sum(1) / num_present,
+        "objectness": objectness.mean(1),
     }

@@ -72,7 +72,7 @@ class VideoChatCollator:
     Returns ``input_ids``/``attention_mask`` ``(B, L)``, Qwen's ``pixel_values_videos``,
     ``video_grid_thw`` ``(B, 3)`` and ``second_per_grid_ts`` ``(B,)``; ``sam_frames`` (per sample
     ``(T, 3, S, S)``); and when training, ``labels`` ``(B, L)`` and ``gt_masks`` (per sample
-    ``(O, T, S, S)``) if the samples have masks.
+    ``(O, T, S, S)``, ``O = 0`` for QA-only samples) if any sample has masks.
 
     Args:
         processor: a Qwen2.5-VL / Qwen2-VL processor (its pixel budget sets the LLM's frame size).
@@ -103,6 +103,10 @@ class VideoChatCollator:
         batch["sam_frames"] = [resize_frames(s.frames, self.sam_image_size) for s in samples]
         if not self.inference:
             batch["labels"] = assistant_labels(batch["input_ids"], tokenizer)
-            if all(s.masks is not None for s in samples):
-                batch["gt_masks"] = [resize_masks(s, self.sam_image_size) for s in samples]
+            if any(s.masks is not None for s in samples):  # QA-only samples get (0, T, S, S)
+                size = self.sam_image_size
+                batch["gt_masks"] = [
+                    resize_masks(s, size) if s.masks is not None else torch.zeros(0, len(s.frames), size, size)
+                    for s in samples
+                ]
         return batch

@@ -1,9 +1,10 @@
-"""MeViS-format referring video segmentation (also ReVOS, which shares the layout).
+"""MeViS-format referring video segmentation (also ReVOS, which shares the format).
 
 On disk, ``<root>/<split>/``: ``meta_expressions.json`` (``{"videos": {video_id: {"expressions":
 {exp_id: {"exp", "obj_id", "anno_id", ...}}, "frames": [names]}}}``), ``mask_dict.json``
 (``{anno_id: [COCO RLE or null per frame]}``; absent for splits without public masks, e.g.
-MeViS ``valid``) and ``JPEGImages/<video_id>/<frame>.jpg``.
+MeViS ``valid``) and ``JPEGImages/<video_id>/<frame>.jpg``. ReVOS keeps the same files at its
+root for all splits, one expression file per split: ``meta_expressions_<split>_.json``.
 
 One item per (video, expression), in sorted order. An expression naming several annotations
 targets their union, as in MeViS's own evaluation.
@@ -31,6 +32,13 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
+LAYOUTS = {
+    "mevis": ("{split}", "meta_expressions.json"),
+    "revos": ("", "meta_expressions_{split}_.json"),
+}
+"""Layout name -> (split folder under the root, expression file in it); ``{split}`` is the split."""
+
+
 class MeViSDataset(Dataset):
     """Samples of one split.
 
@@ -42,6 +50,7 @@ class MeViSDataset(Dataset):
         seed: with ``train``, item ``i`` always draws the same frames and extra expressions for a seed.
         expressions_per_sample: (training) ask for this many objects of the same video in one
             sample, the item's own expression first; capped at the video's expression count.
+        layout: a key of :data:`LAYOUTS`; also the first part of every ``sample_id``.
     """
 
     def __init__(
@@ -52,11 +61,16 @@ class MeViSDataset(Dataset):
         train: bool = False,
         seed: int = 0,
         expressions_per_sample: int = 1,
+        layout: str = "mevis",
     ):
-        self.split_dir = Path(root) / split
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
+        folder, meta_file = (part.format(split=split) for part in LAYOUTS[layout])
+        self.split_dir = Path(root) / folder
         self.split, self.num_frames, self.train, self.seed = split, num_frames, train, seed
+        self.layout = layout
         self.expressions_per_sample = expressions_per_sample if train else 1
-        meta_path = self.split_dir / "meta_expressions.json"
+        meta_path = self.split_dir / meta_file
         meta = _read_json(meta_path)
         if not isinstance(meta.get("videos"), dict):
             raise ValueError(f"{meta_path} has no 'videos' mapping (keys: {sorted(meta)})")
@@ -95,7 +109,7 @@ class MeViSDataset(Dataset):
             count = min(self.expressions_per_sample - 1, len(others))
             exp_ids += [others[i] for i in rng.choice(len(others), size=count, replace=False)]
 
-        where = f"MeViS {self.split} video {video_id}, expression {exp_id}"
+        where = f"{self.layout} {self.split} video {video_id}, expression {exp_id}"
         names = [all_names[i] for i in indices]
         frames = np.stack([self._read_frame(video_id, name, where) for name in names])
         masks = None
@@ -110,7 +124,7 @@ class MeViSDataset(Dataset):
             meta["type"] = expressions[exp_id]["type"]
         meta["frame_indices"] = indices
         return Sample(
-            sample_id=f"mevis/{self.split}/{video_id}/{exp_id}",
+            sample_id=f"{self.layout}/{self.split}/{video_id}/{exp_id}",
             frames=frames,
             frame_names=names,
             conversation=[
@@ -128,9 +142,7 @@ class MeViSDataset(Dataset):
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
 
-    def union_mask(
-        self, anno_ids: list, indices: list[int], height: int, width: int, where: str
-    ) -> np.ndarray:
+    def union_mask(self, anno_ids: list, indices: list[int], height: int, width: int, where: str) -> np.ndarray:
         """``(T, H, W)`` union of the expression's annotations on the chosen frames."""
         union = np.zeros((len(indices), height, width), dtype=bool)
         for anno_id in anno_ids:

@@ -1,28 +1,139 @@
-"""Which parameters train: the whole model, or LoRA adapters plus the new heads."""
+"""What trains: module groups, each frozen / LoRA / full, with its own learning rate and weight decay.
+
+Every parameter of UniGR belongs to exactly one group (first matching prefix wins):
+
+==============  ==========================================================================
+group           parameters
+==============  ==========================================================================
+embeddings      the LLM's input embedding and output matrix (``new_tokens`` mode: only the
+                rows of tokens UniGR added, e.g. ``[SEG]``, train)
+llm             the rest of the language model (``lora``: only its LoRA adapters train)
+merger          Qwen's vision-to-LLM projector (``visual.merger``)
+vision          the rest of Qwen's vision tower
+seg_proj        the projection from ``[SEG]`` hidden states into SAM2's prompt space
+sam2_encoder    SAM2's Hiera image encoder and FPN neck
+sam2_decoder    SAM2's prompt encoder, mask decoder and object-pointer projections
+sam2_memory     the rest of SAM2 (memory attention, memory encoder, memory embeddings)
+==============  ==========================================================================
+
+Weight decay never applies to biases, norms (any 1-D tensor) or embedding rows.
+"""
 
 from __future__ import annotations
 
-from model.modeling_unigr import UniGRForConditionalGeneration
+from dataclasses import dataclass
 
-TRAINABLE_MODES = ("all", "lora_and_heads")
+import torch
+from torch import nn
+
+GROUP_PREFIXES: dict[str, tuple[str, ...]] = {
+    "embeddings": ("backbone.model.language_model.embed_tokens.", "backbone.lm_head."),
+    "llm": ("backbone.model.language_model.",),
+    "merger": ("backbone.model.visual.merger.",),
+    "vision": ("backbone.model.visual.",),
+    "seg_proj": ("seg_head.text_hidden_proj.",),
+    "sam2_encoder": ("seg_head.sam2.image_encoder.",),
+    "sam2_decoder": (
+        "seg_head.sam2.sam_prompt_encoder.",
+        "seg_head.sam2.sam_mask_decoder.",
+        "seg_head.sam2.obj_ptr_proj.",
+        "seg_head.sam2.obj_ptr_tpos_proj.",
+        "seg_head.sam2.no_obj_ptr",
+    ),
+    "sam2_memory": ("seg_head.sam2.",),
+}
+MODES = ("frozen", "lora", "full", "new_tokens")
 
 
-def configure_trainable(model: UniGRForConditionalGeneration, mode: str) -> dict[str, int]:
-    """Set ``requires_grad`` by ``mode``; returns parameter counts ``{"trainable", "total"}``.
+@dataclass
+class GroupConfig:
+    """One row of a run config's ``model.groups``: ``{mode, lr, weight_decay}`` (``None`` = the ``train`` value)."""
 
-    ``all``: everything (tiny random models, which have nothing pretrained to keep).
-    ``lora_and_heads``: LoRA adapters on the LLM, the [SEG] projection and SAM2's mask decoder.
+    mode: str = "full"
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"group mode must be one of {MODES}, got {self.mode!r}")
+
+
+def group_of(name: str) -> str:
+    """The group a parameter name belongs to (LoRA adapters belong to the layer they adapt)."""
+    for group, prefixes in GROUP_PREFIXES.items():
+        if name.startswith(prefixes):
+            return group
+    raise ValueError(f"parameter {name} is in no trainable group; add its prefix to GROUP_PREFIXES")
+
+
+def configure_trainable(
+    model: nn.Module,
+    groups: dict[str, dict],
+    lr: float,
+    weight_decay: float,
+    new_token_ids: list[int],
+) -> list[dict]:
+    """Set ``requires_grad`` per group and return AdamW parameter groups with their own LR / decay.
+
+    Args:
+        model: UniGR; ``model.config.lora`` must be set exactly when the ``llm`` group is ``lora``.
+        groups: ``{group: {mode, lr, weight_decay}}``; every group must be listed.
+        lr, weight_decay: defaults for groups that leave theirs ``None``.
+        new_token_ids: embedding rows that train in ``new_tokens`` mode.
+    Returns:
+        optimizer groups ``{"name", "params", "lr", "weight_decay"}`` (``name`` is ``<group>`` or
+        ``<group>/no_decay``), empty ones dropped.
     """
-    if mode not in TRAINABLE_MODES:
-        raise ValueError(f"trainable must be one of {TRAINABLE_MODES}, got {mode!r}")
+    unknown, missing = set(groups) - set(GROUP_PREFIXES), set(GROUP_PREFIXES) - set(groups)
+    if unknown or missing:
+        raise ValueError(f"model.groups: unknown {sorted(unknown)}, missing {sorted(missing)}")
+    configs = {name: GroupConfig(**dict(values)) for name, values in groups.items()}
+    for name, config in configs.items():
+        if config.mode == "lora" and name != "llm":
+            raise ValueError(f"group {name}: LoRA adapters exist on the LLM only")
+        if config.mode == "new_tokens" and name != "embeddings":
+            raise ValueError(f"group {name}: new_tokens mode is for the embeddings group only")
+    has_lora = getattr(model.config, "lora", None) is not None
+    if has_lora != (configs["llm"].mode == "lora"):
+        raise ValueError("model.lora must be set exactly when model.groups.llm.mode is 'lora'")
+
+    buckets: dict[str, list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if mode == "all":
-            param.requires_grad = True
-        else:
-            param.requires_grad = "lora_" in name or name.startswith(
-                ("seg_head.text_hidden_proj.", "seg_head.sam2.sam_mask_decoder.")
-            )
-    if mode == "lora_and_heads" and model.config.lora is None:
-        raise ValueError("trainable=lora_and_heads needs model.lora settings")
+        group = group_of(name)
+        mode = configs[group].mode
+        param.requires_grad = mode in ("full", "new_tokens") or (mode == "lora" and "lora_" in name)
+        if not param.requires_grad:
+            continue
+        if mode == "new_tokens":
+            _train_rows_only(param, new_token_ids)
+        decays = param.dim() > 1 and group != "embeddings"
+        buckets.setdefault(group if decays else f"{group}/no_decay", []).append(param)
+
+    optimizer_groups = []
+    for bucket, params in buckets.items():
+        config = configs[bucket.split("/")[0]]
+        decay = config.weight_decay if config.weight_decay is not None else weight_decay
+        optimizer_groups.append(
+            {
+                "name": bucket,
+                "params": params,
+                "lr": config.lr if config.lr is not None else lr,
+                "weight_decay": 0.0 if bucket.endswith("/no_decay") else decay,
+            }
+        )
+    return optimizer_groups
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``{"trainable", "total"}`` parameter counts."""
     params = list(model.parameters())
     return {"trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
+
+
+def _train_rows_only(param: nn.Parameter, rows: list[int]) -> None:
+    """Zero the gradient of every row of a ``(V, D)`` matrix except ``rows``."""
+    if not rows:
+        raise ValueError("embeddings mode new_tokens needs the ids of the added tokens")
+    keep = torch.zeros(param.shape[0], 1, dtype=param.dtype, device=param.device)
+    keep[rows] = 1
+    param.register_hook(lambda grad: grad * keep.to(grad.device, grad.dtype))
