@@ -148,11 +148,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
 
         segmented = self.segment(out.hidden_states[-1], input_ids, sam_frames)
         result.pred_masks = [mask_logits for mask_logits, _ in segmented]
-        if labels is None or gt_masks is None:
+        if labels is None:
             return result
         cfg = self.seg_config
-        terms = [mask_losses(*pred, gt) for pred, gt in zip(segmented, gt_masks) if gt.shape[0] > 0]
-        result.loss = cfg.ce_weight * out.loss
+        result.loss = cfg.ce_weight * out.loss  # a batch of QA-only samples has no gt_masks
+        terms = [mask_losses(*pred, gt) for pred, gt in zip(segmented, gt_masks or []) if gt.shape[0] > 0]
         if terms:
             num_objects = sum(len(t["bce"]) for t in terms) if num_objects_in_batch is None else num_objects_in_batch
             weights = {"bce": cfg.bce_weight, "dice": cfg.dice_weight, "objectness": cfg.objectness_weight}

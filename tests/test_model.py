@@ -224,3 +224,12 @@ def test_seg_hidden_previous_projects_the_state_before_each_seg(tiny_model, samp
         with torch.no_grad():
             model.segment(hidden, batch["input_ids"], batch["sam_frames"])
         assert torch.equal(seen[-1], expected)
+
+
+def test_a_batch_of_qa_only_samples_still_has_its_ce_loss(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    batch = _batch(processor, model, [_qa_only(samples[0])])
+    batch.pop("gt_masks", None)
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.loss is not None and torch.isfinite(out.loss) and out.bce_loss is None
