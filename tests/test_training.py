@@ -188,13 +188,18 @@ def _torchrun(nproc: int, port: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}"]
 
 
-def test_two_gloo_processes_give_the_loss_of_one_with_the_same_global_batch(
+def test_two_gloo_processes_give_the_loss_of_one_with_the_same_global_batch_under_every_engine(
     tmp_path: Path, mevis_root: Path, tiny_parts
 ) -> None:
     runs = {
         "one": (_torchrun(1, 29581), ("train.batch_size=4",)),
         "two": (_torchrun(2, 29582), ("train.batch_size=2",)),
         "accumulated": (_torchrun(1, 29583), ("train.batch_size=2", "train.grad_accum_steps=2")),
+        "fsdp": (_torchrun(2, 29584), ("train.batch_size=2", "train.engine=fsdp")),
+        "zero2": (
+            _torchrun(2, 29585),
+            ("train.batch_size=2", "train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero2.json"),
+        ),
     }
     losses = {}
     for name, (launcher, extra) in runs.items():
@@ -203,7 +208,7 @@ def test_two_gloo_processes_give_the_loss_of_one_with_the_same_global_batch(
         assert result.returncode == 0, result.stderr[-3000:]
         losses[name] = [row[term] for row in _logged_losses(tmp_path / name) for term in ("loss", "ce", "dice")]
     assert len(losses["one"]) == 3 * 3
-    for name in ("two", "accumulated"):
+    for name in ("two", "accumulated", "fsdp", "zero2"):
         assert losses[name] == pytest.approx(losses["one"], rel=1e-5, abs=1e-6), name
 
 

@@ -140,6 +140,9 @@ class FSDPEngine(_TorchOptimizerEngine):
     """PyTorch FSDP2: each layer named in the model's ``_no_split_modules`` (Qwen decoder layers and
     vision blocks), then the whole model, is ``fully_shard``-ed over all ranks.
 
+    A parameter that some ranks did not use reduces zeros there, as under DDP; every rank must
+    still run each sharded layer. Gradient hooks on parameters are refused: sharding drops them.
+
     Args:
         dtype: ``bf16`` computes in bfloat16 (gradients reduced in fp32) over fp32 sharded weights.
 
@@ -231,6 +234,8 @@ class DeepSpeedEngine(Engine):
     DeepSpeed runs with ``managed_gradient_accumulation: false``, so ``backward`` only accumulates
     (ZeRO-2/3 reduce-scatter each micro-step into their gradient partitions) and every ``step`` is
     an optimizer step; the loss is never divided by DeepSpeed's ``gradient_accumulation_steps``.
+    Unlike DDP and FSDP, ZeRO needs every rank to give a gradient to the same parameters in each
+    micro-step (a rank whose batch leaves a head unused makes the reduction fail or hang).
 
     Args:
         deepspeed_config: JSON path; see :func:`resolve_deepspeed_config` for its ``"auto"`` values.
@@ -276,6 +281,11 @@ class DeepSpeedEngine(Engine):
 
     def step(self) -> float:
         self.wrapped.step()  # clips to gradient_clipping, steps optimizer and schedule, zeroes gradients
+        if self.wrapped.zero_optimization_partition_weights():
+            # ZeRO-3 overwrites a parameter's gradient partition only in the first micro-step and adds to
+            # it after that, so a parameter first used in a later micro-step would get the last step's
+            # gradient added (DeepSpeed 0.19.8); every step starts from zero instead.
+            self.optimizer.grad_partitions_flat_buffer.zero_()
         return float(self.wrapped.get_global_grad_norm())
 
     def save(self, directory: Path) -> None:

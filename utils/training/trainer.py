@@ -150,7 +150,7 @@ class Trainer:
             lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio),
             cfg.grad_clip,
             env,
-            **({"deepspeed_config": cfg.deepspeed_config} if cfg.engine == "deepspeed" else {}),
+            **_engine_options(cfg),
         )
         self.step = 0
         self.samples_seen = 0
@@ -305,6 +305,15 @@ class Trainer:
             self.loss_log.write_text("".join(kept))  # a line cut short by a kill is dropped too
         if self.env.is_main:
             print(f"resumed from {checkpoint} at step {self.step}")
+
+
+def _engine_options(cfg: TrainConfig) -> dict:
+    """The ``train`` settings each engine needs beyond the common ones."""
+    if cfg.engine == "deepspeed":
+        return {"deepspeed_config": cfg.deepspeed_config, "dtype": cfg.dtype, "batch_size": cfg.batch_size}
+    if cfg.engine == "fsdp":
+        return {"dtype": cfg.dtype}
+    return {}
 
 
 def _rng_state() -> dict:
