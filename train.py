@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
         new_token_ids=[model.config.seg_token_id],
     )
     if train_cfg.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(env.device)
     if env.is_main:
         counts = parameter_counts(model)

@@ -203,11 +203,10 @@ class Trainer:
         """Forward and backward over one global batch; its loss and loss terms, reduced over ranks."""
         world, accum = self.env.world_size, len(micro_batches)
         if self.count_fn is not None:
-            counts = {name: 0 for name in self.count_fn(micro_batches[0])}
-            for batch in micro_batches:
-                for name, value in self.count_fn(batch).items():
-                    counts[name] += value
-            counts = dict(zip(counts, _all_reduce_sum(torch.tensor(list(counts.values()))).tolist()))
+            per_batch = [self.count_fn(batch) for batch in micro_batches]
+            names = list(per_batch[0])
+            local = torch.tensor([[c[name] for name in names] for c in per_batch]).sum(0)
+            counts = dict(zip(names, _all_reduce_sum(local).tolist()))
             # Each rank's loss is its share of the global sum; engines average gradients over ranks.
             loss_scale, reduce_scale = float(world), 1.0
         else:
