@@ -1,10 +1,11 @@
 """Pictures a person would rather look at than read: mask overlays per frame, and training curves.
 
-    python -m evaluation.visualize --data-root data/synthetic_mevis --split valid_u \\
-        --sample <video>/<exp_id> --pred trained=work_dirs/quickstart/eval/trained/Annotations --out overlay.png
+    python -m evaluation.visualize --benchmark mevis --data-root data/mevis --split valid_u \\
+        --sample-id mevis/valid_u/<video>/<exp_id> --pred unigr=work_dirs/eval/mevis --out overlay.png
 
-The overlay grid has one row per mask source (ground truth first, then each ``--pred``) and one
-column per frame; the expression is written above it.
+One row per mask source (ground truth first, then each ``--pred`` prediction store): a grid of up
+to ``--max-frames`` frames (``.png``), or a clip of every frame (``.gif`` / ``.mp4``); the
+question is written above it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
 
-from evaluation.mask_predictions import read_masks
-from utils.data.mevis import MeViSDataset
+from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset
+from evaluation.prediction_store import PredictionStore
+from utils.data.schema import Sample
 
 MASK_COLOUR = np.array([255, 40, 200], dtype=np.float32)
 LABEL_HEIGHT = 14
@@ -52,18 +55,76 @@ def overlay_grid(frames: np.ndarray, rows: dict[str, np.ndarray], title: str) ->
     return grid
 
 
-def save_sample_overlay(
-    dataset: MeViSDataset, sample_key: str, predictions: dict[str, str | Path], out: str | Path
-) -> Path:
-    """Overlay grid of one expression (``"<video>/<exp_id>"``): ground truth, then each prediction folder."""
-    video, exp_id = sample_key.split("/")
-    sample = dataset[dataset.keys().index((video, exp_id))]
+def frame_columns(num_frames: int, max_frames: int | None) -> list[int]:
+    """Which frames a grid shows: all, or ``max_frames`` spread evenly (first and last included)."""
+    if max_frames is None or num_frames <= max_frames:
+        return list(range(num_frames))
+    return sorted({round(i * (num_frames - 1) / (max_frames - 1)) for i in range(max_frames)})
+
+
+def overlay_rows(
+    dataset: Dataset, sample_id: str, predictions: dict[str, str | Path]
+) -> tuple[Sample, dict[str, np.ndarray]]:
+    """The sample and its ``(T, H, W)`` mask rows: ground truth (if any), then each prediction store."""
+    ids = dataset.sample_ids()
+    if sample_id not in ids:
+        raise KeyError(f"{sample_id} is not a sample of this split (e.g. {ids[:3]})")
+    sample = dataset[ids.index(sample_id)]
     rows = {"ground truth": sample.masks.any(0)} if sample.masks is not None else {}
     for name, root in predictions.items():
-        rows[name] = read_masks(root, video, exp_id, sample.frame_names)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    overlay_grid(sample.frames, rows, f'{sample_key}: "{sample.meta["exp"]}"').save(out)
-    return Path(out)
+        rows[name] = PredictionStore(root).read_masks(sample_id, sample.frame_names)
+    return sample, rows
+
+
+def sample_title(sample: Sample) -> str:
+    """The sample id and the question asked about it."""
+    return f"{sample.sample_id}: {sample.conversation[0]['content']}"
+
+
+def save_sample_overlay(
+    dataset: Dataset,
+    sample_id: str,
+    predictions: dict[str, str | Path],
+    out: str | Path,
+    max_frames: int | None = 8,
+) -> Path:
+    """Overlays of one sample: ground truth, then each prediction store, one row each.
+
+    ``out`` ending in ``.png``/``.jpg`` gets a grid of up to ``max_frames`` frames; ``.gif`` or
+    ``.mp4`` gets a clip of every frame with the rows stacked.
+    """
+    sample, rows = overlay_rows(dataset, sample_id, predictions)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix in (".gif", ".mp4"):
+        frames = [
+            np.asarray(
+                overlay_grid(sample.frames[t : t + 1], {k: v[t : t + 1] for k, v in rows.items()}, sample_title(sample))
+            )
+            for t in range(len(sample.frames))
+        ]
+        write_clip(frames, out)
+    else:
+        keep = frame_columns(len(sample.frames), max_frames)
+        overlay_grid(sample.frames[keep], {k: v[keep] for k, v in rows.items()}, sample_title(sample)).save(out)
+    return out
+
+
+def write_clip(frames: list[np.ndarray], out: Path, fps: float = 6.0) -> None:
+    """``(H, W, 3)`` uint8 frames as an animated GIF or an MP4 (OpenCV's ``mp4v``)."""
+    if out.suffix == ".gif":
+        images = [Image.fromarray(frame) for frame in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write {out}")
+    for frame in frames:
+        writer.write(frame[:, :, ::-1])
+    writer.release()
 
 
 def plot_training_curves(runs: dict[str, str | Path], tags: list[str], out: str | Path) -> Path:
@@ -94,14 +155,21 @@ def plot_training_curves(runs: dict[str, str | Path], tags: list[str], out: str 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--split", default="valid_u")
-    parser.add_argument("--sample", required=True, help="<video>/<exp_id>")
-    parser.add_argument("--pred", action="append", default=[], help="name=folder of <video>/<exp_id>/<frame>.png")
-    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    parser.add_argument(
+        "--sample-id", required=True, help="as in the store's records, e.g. mevis/valid_u/<video>/<exp>"
+    )
+    parser.add_argument("--pred", action="append", default=[], help="NAME=prediction store folder (repeatable)")
+    parser.add_argument("--max-frames", type=int, default=8, help="columns of a PNG grid")
+    parser.add_argument("--out", required=True, help=".png/.jpg grid, or .gif/.mp4 clip of every frame")
     args = parser.parse_args(argv)
     predictions = dict(item.split("=", 1) for item in args.pred)
-    return save_sample_overlay(MeViSDataset(args.data_root, args.split), args.sample, predictions, args.out)
+    dataset, _ = build_benchmark_dataset(args.benchmark, args.data_root, args.split)
+    out = save_sample_overlay(dataset, args.sample_id, predictions, args.out, args.max_frames)
+    print(f"wrote {out}")
+    return out
 
 
 if __name__ == "__main__":

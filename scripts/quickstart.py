@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.ref_vos import evaluate, inference  # noqa: E402
+from evaluation import run_eval, run_inference  # noqa: E402
 from evaluation.visualize import plot_training_curves, save_sample_overlay  # noqa: E402
 from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
 from utils.data.mevis import MeViSDataset  # noqa: E402
@@ -37,30 +37,22 @@ def stage(name: str) -> None:
 
 def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path, work: Path) -> dict:
     out = work / "eval" / name
-    args = ["--predictor", predictor, "--data-root", str(data), "--split", EVAL_SPLIT, "--out", str(out)]
-    inference.main(args + (["--model", str(model)] if model else []))
-    return evaluate.main(
-        [
-            "--pred",
-            str(out / "Annotations"),
-            "--data-root",
-            str(data),
-            "--split",
-            EVAL_SPLIT,
-            "--out",
-            str(out / "metrics.json"),
-        ]
+    common = ["--benchmark", "mevis", "--data-root", str(data), "--split", EVAL_SPLIT]
+    run_inference.main(
+        [*common, "--predictor", predictor, "--out", str(out), "--device", "cpu"]
+        + (["--model", str(model)] if model else [])
     )
+    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 
 def results_table(rows: dict[str, dict]) -> str:
-    types = sorted({t for metrics in rows.values() for t in metrics["by_type"]})
+    types = sorted({t for metrics in rows.values() for t in metrics["groups"]})
     header = ["model", "J&F", *[f"J&F {t}" for t in types], "J", "F", "distinct pairs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
         overall = metrics["overall"]
         cells = [name, f"{overall['J&F']:.3f}"]
-        cells += [f"{metrics['by_type'][t]['J&F']:.3f}" if t in metrics["by_type"] else "-" for t in types]
+        cells += [f"{metrics['groups'][t]['J&F']:.3f}" if t in metrics["groups"] else "-" for t in types]
         cells += [f"{overall['J']:.3f}", f"{overall['F']:.3f}", f"{overall['distinct_pairs']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -143,20 +135,19 @@ def main(argv: list[str] | None = None) -> None:
         ["train/loss", "train/ce", "train/bce", "train/dice", "train/objectness"],
         work / "curves.png",
     )
-    predictions = {name: work / "eval" / name / "Annotations" for name in ("trained", "untrained", "all_objects")}
-    per_expression = rows["UniGR-tiny, trained"]["per_expression"]
+    predictions = {name: work / "eval" / name for name in ("trained", "untrained", "all_objects")}
+    per_sample = rows["UniGR-tiny, trained"]["per_sample"]
     valid = MeViSDataset(data, EVAL_SPLIT)
     for kind in ("attribute", "motion"):
-        sample_id = next(key for key, scores in per_expression.items() if scores["type"] == kind)
-        video_exp = "/".join(sample_id.split("/")[-2:])
-        out = save_sample_overlay(valid, video_exp, predictions, work / "overlays" / f"{kind}.png")
+        sample_id = next(key for key, scores in per_sample.items() if scores["type"] == kind)
+        out = save_sample_overlay(valid, sample_id, predictions, work / "overlays" / f"{kind}.png")
         print(f"wrote {out}")
     print(f"wrote {curves}")
 
     table = results_table(rows)
     (work / "results.md").write_text(table + "\n")
     (work / "results.json").write_text(
-        json.dumps({k: {"overall": v["overall"], "by_type": v["by_type"]} for k, v in rows.items()}, indent=1)
+        json.dumps({k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in rows.items()}, indent=1)
     )
     print(f"\n{table}\n\nquick start took {(time.monotonic() - start) / 60:.1f} min; table in {work / 'results.md'}")
 

@@ -1,4 +1,5 @@
-"""Tests for the DAVIS-style J (region similarity) and F (boundary F-measure) metrics."""
+"""J (region similarity) and F (boundary F-measure): hand-made cases, and exact equality with the DAVIS-toolkit-style
+reference (``evaluation.metrics.davis_reference``) on real DAVIS masks and random / edge-case masks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.metrics import davis_reference
 from evaluation.metrics.jf import (
-    _dilate,
     boundary_f_measure,
     boundary_radius,
     disk_footprint,
+    footprint_rectangles,
+    jf_per_frame,
     jf_scores,
     region_similarity,
     seg2bmap,
@@ -138,17 +141,16 @@ def test_disk_footprint_matches_skimage_disk(radius):
     np.testing.assert_array_equal(disk_footprint(radius), skm.disk(radius).astype(bool))
 
 
-@pytest.mark.parametrize("radius", [1, 2.5, 4])
-def test_dilation_matches_brute_force_with_centre_anchor(radius):
-    rng = np.random.default_rng(1)
-    masks = rng.random((2, 13, 17)) > 0.9
+@pytest.mark.parametrize("radius", [0, 1, 1.5, 2, 2.5, 3.7, 8.0, 12, 18.0, 30])
+def test_footprint_rectangles_rebuild_the_disk_with_cv2_anchor(radius):
     footprint = disk_footprint(radius)
-    ay, ax = footprint.shape[0] // 2, footprint.shape[1] // 2
-    padded = np.pad(masks, ((0, 0), (ay, footprint.shape[0]), (ax, footprint.shape[1])))
-    expected = np.zeros_like(masks)
-    for i, j in zip(*np.nonzero(footprint), strict=True):
-        expected |= padded[:, i : i + 13, j : j + 17]
-    np.testing.assert_array_equal(_dilate(masks, footprint), expected)
+    anchor = footprint.shape[0] // 2
+    rebuilt = np.zeros_like(footprint)
+    for dy0, dy1, dx0, dx1 in footprint_rectangles(radius):
+        rebuilt[dy0 + anchor : dy1 + anchor + 1, dx0 + anchor : dx1 + anchor + 1] = True
+    np.testing.assert_array_equal(rebuilt, footprint)
+    areas = [(r[1] - r[0] + 1) * (r[3] - r[2] + 1) for r in footprint_rectangles(radius)]
+    assert areas == sorted(areas, reverse=True)
 
 
 def test_jf_scores_averages_frames_and_can_skip_first_and_last():
@@ -177,7 +179,107 @@ def test_summarize_averages_over_samples_and_counts_them():
     assert empty["count"] == 0 and math.isnan(empty["J&F"])
 
 
-# --------------------------------------------------------------------------- real DAVIS masks
+# --------------------------------------------------------------------------- void pixels and edge cases
+
+
+def test_void_pixels_are_left_out_of_j_and_cleared_before_boundaries():
+    gt = _rect(10, 10, 20, 20, (64, 64))[None]
+    pred = _rect(10, 10, 20, 30, (64, 64))[None]  # 200 extra pixels, all inside the void
+    void = _rect(0, 30, 64, 34, (64, 64))[None]
+    assert region_similarity(pred, gt)[0] == pytest.approx(400 / 600)
+    assert region_similarity(pred, gt, void=void)[0] == 1.0
+    assert boundary_f_measure(pred, gt, void=void)[0] == 1.0
+    assert jf_scores(pred, gt, void=void) == {"J": 1.0, "F": 1.0, "J&F": 1.0}
+
+
+def test_void_region_cuts_a_boundary_like_the_toolkit():
+    """An object overlapping the void gets a boundary along the void edge (mask & ~void is outlined)."""
+    gt = _rect(10, 10, 20, 20, (64, 64))[None]
+    pred = _rect(10, 10, 20, 16, (64, 64))[None]
+    void = _rect(0, 26, 64, 38, (64, 64))[None]  # hides gt columns 26..29: pred == gt & ~void
+    assert boundary_f_measure(pred, gt, void=void)[0] == 1.0
+    np.testing.assert_array_equal(
+        boundary_f_measure(pred, gt, bound_th=1, void=void),
+        davis_reference.boundary_f_measure(pred, gt, bound_th=1, void=void),
+    )
+
+
+def test_void_of_another_shape_raises():
+    masks = np.zeros((1, 8, 8), dtype=bool)
+    with pytest.raises(ValueError, match="void"):
+        region_similarity(masks, masks, void=np.zeros((1, 8, 9), dtype=bool))
+
+
+def test_negative_bound_th_raises():
+    with pytest.raises(ValueError, match="bound_th"):
+        boundary_radius(10, 10, -0.1)
+
+
+def test_radius_of_one_or_more_is_absolute_pixels():
+    gt = _rect(100, 200, 150, 250)[None]
+    assert boundary_radius(H480, W480, 1) == 1.0
+    assert boundary_f_measure(np.roll(gt, 1, axis=2), gt, bound_th=1)[0] == 1.0
+    assert boundary_f_measure(np.roll(gt, 2, axis=2), gt, bound_th=1)[0] < 1.0
+
+
+def _assert_equal_to_reference(pred, gt, bound_th=0.008, void=None):
+    j, f = jf_per_frame(pred, gt, bound_th, void=void)
+    np.testing.assert_array_equal(j, davis_reference.region_similarity(pred, gt, void=void))
+    np.testing.assert_array_equal(f, davis_reference.boundary_f_measure(pred, gt, bound_th, void=void))
+    np.testing.assert_array_equal(j, region_similarity(pred, gt, void=void))
+    np.testing.assert_array_equal(f, boundary_f_measure(pred, gt, bound_th, void=void))
+
+
+def test_single_pixel_masks_at_every_position_equal_reference():
+    h, w = 5, 6
+    pixels = np.eye(h * w, dtype=bool).reshape(-1, h, w)  # one mask per pixel, corners and edges included
+    pred = np.repeat(pixels, len(pixels), axis=0)
+    gt = np.tile(pixels, (len(pixels), 1, 1))
+    for bound_th in (0.008, 1, 2.5):
+        _assert_equal_to_reference(pred, gt, bound_th)
+
+
+def test_masks_touching_the_border_equal_reference():
+    shape = (12, 17)
+    masks = [np.zeros(shape, bool), np.ones(shape, bool)]
+    for sl in [np.s_[:1, :], np.s_[-1:, :], np.s_[:, :1], np.s_[:, -1:], np.s_[:4, :5], np.s_[-4:, -5:], np.s_[3:, :]]:
+        mask = np.zeros(shape, bool)
+        mask[sl] = True
+        masks.append(mask)
+    masks = np.stack(masks)
+    pred = np.repeat(masks, len(masks), axis=0)
+    gt = np.tile(masks, (len(masks), 1, 1))
+    void = np.zeros_like(gt)
+    void[:, 5:7, :] = True
+    for bound_th in (0.008, 0.3, 2):
+        _assert_equal_to_reference(pred, gt, bound_th)
+        _assert_equal_to_reference(pred, gt, bound_th, void=void)
+
+
+@pytest.mark.parametrize("bound_th", [0.008, 0.05, 0.2, 0.0, 1, 1.5, 2.5, 3.7, 5])
+def test_random_masks_equal_reference_exactly(bound_th):
+    rng = np.random.default_rng(int(10 * bound_th))
+    yy, xx = np.mgrid[:37, :53]
+    blobs = np.stack([(yy - rng.uniform(-9, 46)) ** 2 + (xx - rng.uniform(-9, 62)) ** 2 < rng.uniform(2, 30) ** 2
+                      for _ in range(12)])
+    noise = rng.random(blobs.shape) > 0.9
+    pred = np.concatenate([blobs[:6] ^ noise[:6], noise[6:]])  # noisy blobs, then pure salt noise
+    gt = np.concatenate([blobs[6:], blobs[:6]])
+    void = rng.random(gt.shape) > 0.85
+    _assert_equal_to_reference(pred, gt, bound_th)
+    _assert_equal_to_reference(pred, gt, bound_th, void=void)
+
+
+def test_jf_scores_with_void_and_skipped_frames_uses_the_inner_frames():
+    rng = np.random.default_rng(3)
+    pred, gt, void = (rng.random((5, 20, 30)) > p for p in (0.5, 0.5, 0.8))
+    scores = jf_scores(pred, gt, skip_first_last=True, void=void)
+    j = davis_reference.region_similarity(pred[1:-1], gt[1:-1], void=void[1:-1])
+    f = davis_reference.boundary_f_measure(pred[1:-1], gt[1:-1], void=void[1:-1])
+    assert scores == {"J": float(j.mean()), "F": float(f.mean()), "J&F": (float(j.mean()) + float(f.mean())) / 2}
+
+
+# --------------------------------------------------------------------------- independent checks of the reference
 
 
 def _reference_bmap(seg: np.ndarray) -> np.ndarray:
@@ -199,8 +301,8 @@ def _precision_recall_to_f(n_pred: int, n_gt: int, pred_hit: int, gt_hit: int) -
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def _reference_f_skimage(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
-    """Slow single-frame F: scikit-image disk + dilation, one frame at a time."""
+def _f_skimage(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    """Single-frame F with scikit-image's dilation instead of OpenCV's (integer radii only)."""
     from skimage.morphology import dilation, disk
 
     bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(pred.shape))
@@ -212,7 +314,7 @@ def _reference_f_skimage(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.0
     )
 
 
-def _reference_f_kdtree(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+def _f_kdtree(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
     """Single-frame F via nearest-neighbour distances between boundary pixels (disk = distance <= r)."""
     from scipy.spatial import cKDTree
 
@@ -225,6 +327,24 @@ def _reference_f_kdtree(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.00
     return _precision_recall_to_f(
         len(pred_pts), len(gt_pts), int(np.isfinite(d_pred).sum()), int(np.isfinite(d_gt).sum())
     )
+
+
+@pytest.mark.parametrize("bound_th", [0.008, 0.05, 2, 5])
+def test_reference_f_matches_skimage_dilation_on_random_blobs_touching_the_border(bound_th):
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:60, :80]
+    pred, gt = [], []
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0, 60), rng.uniform(0, 80), rng.uniform(5, 30)
+        blob = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        gt.append(blob)
+        pred.append(blob ^ (rng.random(blob.shape) > 0.97))  # blob with salt-and-pepper noise
+    pred, gt = np.stack(pred), np.stack(gt)
+    expected = [_f_skimage(p, g, bound_th) for p, g in zip(pred, gt, strict=True)]
+    np.testing.assert_allclose(davis_reference.boundary_f_measure(pred, gt, bound_th), expected, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- real DAVIS masks
 
 
 def _load_stack(folder: Path, names: list[str]) -> np.ndarray:
@@ -256,45 +376,44 @@ def test_real_masks_have_expected_shapes(davis_osvos):
         assert gt.any(axis=(1, 2)).all()
 
 
-def test_real_j_matches_direct_iou_definition(davis_osvos):
+def test_real_j_and_f_equal_reference_on_every_frame(davis_osvos):
     for pred, gt in davis_osvos.values():
-        expected = [(p & g).sum() / (p | g).sum() for p, g in zip(pred, gt, strict=True)]
-        np.testing.assert_allclose(region_similarity(pred, gt), expected, rtol=0, atol=1e-12)
-
-
-def test_real_f_matches_nearest_neighbour_reference_on_every_frame(davis_osvos):
-    pytest.importorskip("scipy.spatial")
-    for pred, gt in davis_osvos.values():
-        expected = [_reference_f_kdtree(p, g) for p, g in zip(pred, gt, strict=True)]
-        np.testing.assert_allclose(boundary_f_measure(pred, gt), expected, rtol=0, atol=1e-12)
-
-
-def test_real_f_matches_skimage_dilation_reference_on_sampled_frames(davis_osvos):
-    pytest.importorskip("skimage.morphology")
-    for pred, gt in davis_osvos.values():
-        idx = [len(pred) // 2, len(pred) - 1]
-        expected = [_reference_f_skimage(pred[i], gt[i]) for i in idx]
-        np.testing.assert_allclose(boundary_f_measure(pred[idx], gt[idx]), expected, rtol=0, atol=1e-12)
+        _assert_equal_to_reference(pred, gt)
     pred, gt = davis_osvos["libby"]
-    mid = len(pred) // 2
-    expected_abs = _reference_f_skimage(pred[mid], gt[mid], bound_th=3)
-    assert boundary_f_measure(pred[mid], gt[mid], bound_th=3)[0] == pytest.approx(expected_abs, abs=1e-12)
+    _assert_equal_to_reference(pred[::6], gt[::6], bound_th=3)
 
 
-@pytest.mark.parametrize("bound_th", [0.008, 0.05, 2, 5])
-def test_f_matches_skimage_reference_on_random_blobs_touching_the_border(bound_th):
-    pytest.importorskip("skimage.morphology")
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[:60, :80]
-    pred, gt = [], []
-    for _ in range(4):
-        cy, cx, r = rng.uniform(0, 60), rng.uniform(0, 80), rng.uniform(5, 30)
-        blob = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-        gt.append(blob)
-        pred.append(blob ^ (rng.random(blob.shape) > 0.97))  # blob with salt-and-pepper noise
-    pred, gt = np.stack(pred), np.stack(gt)
-    expected = [_reference_f_skimage(p, g, bound_th) for p, g in zip(pred, gt, strict=True)]
-    np.testing.assert_allclose(boundary_f_measure(pred, gt, bound_th), expected, rtol=0, atol=1e-12)
+def test_real_masks_with_a_void_band_equal_reference(davis_osvos):
+    import cv2
+
+    pred, gt = davis_osvos["car-shadow"]
+    pred, gt = pred[::4], gt[::4]
+    ring = np.ones((11, 11), np.uint8)  # a void band around each object outline, as in DAVIS-2017
+    void = np.stack([cv2.dilate(g.view(np.uint8), ring) > 0 for g in gt]) & ~np.stack(
+        [cv2.erode(g.view(np.uint8), ring) > 0 for g in gt]
+    )
+    _assert_equal_to_reference(pred, gt, void=void)
+    assert (region_similarity(pred, gt, void=void) > region_similarity(pred, gt)).all()
+
+
+def test_real_masks_upscaled_to_1080p_equal_reference(davis_osvos):
+    import cv2
+
+    frames = [(seq, t) for seq in SEQUENCES for t in (10, -1)]  # drift-straight's last prediction is empty
+    pred, gt = (
+        np.stack([cv2.resize(davis_osvos[s][i][t].view(np.uint8), (1920, 1080), interpolation=cv2.INTER_NEAREST) > 0
+                  for s, t in frames])
+        for i in (0, 1)
+    )
+    assert boundary_radius(1080, 1920) == 18
+    _assert_equal_to_reference(pred, gt)
+
+
+def test_reference_f_matches_nearest_neighbour_distances_on_real_frames(davis_osvos):
+    for pred, gt in davis_osvos.values():
+        idx = [0, len(pred) // 2, len(pred) - 1]
+        expected = [_f_kdtree(pred[i], gt[i]) for i in idx]
+        np.testing.assert_allclose(davis_reference.boundary_f_measure(pred[idx], gt[idx]), expected, rtol=0, atol=1e-12)
 
 
 def test_real_empty_last_prediction_of_drift_straight_scores_zero(davis_osvos):

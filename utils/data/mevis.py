@@ -12,25 +12,18 @@ targets their union, as in MeViS's own evaluation.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from utils.data.frame_sampling import sample_frame_indices
+from utils.data.image_io import read_json, read_rgb
 from utils.data.prompts import referring_seg_answer, referring_seg_question
+from utils.data.registry import register_dataset
 from utils.data.rle import decode_rle
 from utils.data.schema import Sample
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-
+from utils.data.video_seg import read_videos
 
 LAYOUTS = {
     "mevis": ("{split}", "meta_expressions.json"),
@@ -71,12 +64,9 @@ class MeViSDataset(Dataset):
         self.layout = layout
         self.expressions_per_sample = expressions_per_sample if train else 1
         meta_path = self.split_dir / meta_file
-        meta = _read_json(meta_path)
-        if not isinstance(meta.get("videos"), dict):
-            raise ValueError(f"{meta_path} has no 'videos' mapping (keys: {sorted(meta)})")
-        self.videos: dict[str, dict] = meta["videos"]
+        self.videos: dict[str, dict] = read_videos(meta_path)
         self.mask_path = self.split_dir / "mask_dict.json"
-        self.mask_dict: dict | None = _read_json(self.mask_path) if self.mask_path.is_file() else None
+        self.mask_dict: dict | None = read_json(self.mask_path) if self.mask_path.is_file() else None
         self.items: list[tuple[str, str]] = [
             (video_id, exp_id)
             for video_id in sorted(self.videos)
@@ -89,6 +79,10 @@ class MeViSDataset(Dataset):
     def keys(self) -> list[tuple[str, str]]:
         """``(video_id, exp_id)`` of every item, in item order."""
         return self.items
+
+    def sample_ids(self) -> list[str]:
+        """``sample_id`` of every item, in item order (reads no image)."""
+        return [f"{self.layout}/{self.split}/{video_id}/{exp_id}" for video_id, exp_id in self.items]
 
     def frame_names(self, video_id: str) -> list[str]:
         """All frame names of a video in time order (from the meta file, else the sorted JPEG folder)."""
@@ -111,7 +105,9 @@ class MeViSDataset(Dataset):
 
         where = f"{self.layout} {self.split} video {video_id}, expression {exp_id}"
         names = [all_names[i] for i in indices]
-        frames = np.stack([self._read_frame(video_id, name, where) for name in names])
+        frames = np.stack(
+            [read_rgb(self.split_dir / "JPEGImages" / video_id / f"{name}.jpg", where, kind="frame") for name in names]
+        )
         masks = None
         if self.mask_dict is not None:
             height, width = frames.shape[1:3]
@@ -135,13 +131,6 @@ class MeViSDataset(Dataset):
             meta=meta,
         )
 
-    def _read_frame(self, video_id: str, name: str, where: str) -> np.ndarray:
-        path = self.split_dir / "JPEGImages" / video_id / f"{name}.jpg"
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: missing frame {path}")
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-
     def union_mask(self, anno_ids: list, indices: list[int], height: int, width: int, where: str) -> np.ndarray:
         """``(T, H, W)`` union of the expression's annotations on the chosen frames."""
         union = np.zeros((len(indices), height, width), dtype=bool)
@@ -157,3 +146,35 @@ class MeViSDataset(Dataset):
                         f"{where}: malformed RLE in {self.mask_path} (anno_id {anno_id}, frame {frame}): {error}"
                     ) from error
         return union
+
+
+SPLITS_WITHOUT_MASKS = ("valid",)
+"""MeViS splits released without ``mask_dict.json`` (scored only by the online server)."""
+
+
+def _mevis_paths(root: Path, split: str) -> list[Path]:
+    masks = [] if split in SPLITS_WITHOUT_MASKS else [root / split / "mask_dict.json"]
+    return [root / split / "meta_expressions.json", *masks, root / split / "JPEGImages"]
+
+
+@register_dataset("mevis", family="ref_vos", required_paths=_mevis_paths, evaluated_splits=("valid_u", "valid"))
+def build_mevis(
+    root: Path, split: str, *, num_frames: int, train: bool, seed: int, expressions_per_sample: int = 1
+) -> MeViSDataset:
+    """MeViS as released (``<root>/<split>/``); also any set written in its layout (the synthetic one).
+
+    Benchmarks: ``valid_u`` (local, with masks) and ``valid`` (online server, no masks).
+    """
+    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample)
+
+
+def _revos_paths(root: Path, split: str) -> list[Path]:
+    return [root / f"meta_expressions_{split}_.json", root / "mask_dict.json", root / "JPEGImages"]
+
+
+@register_dataset("revos", family="reason_vos", required_paths=_revos_paths, evaluated_splits=("valid",))
+def build_revos(
+    root: Path, split: str, *, num_frames: int, train: bool, seed: int, expressions_per_sample: int = 1
+) -> MeViSDataset:
+    """ReVOS as released: one root for all splits, ``meta_expressions_<split>_.json`` per split."""
+    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, layout="revos")

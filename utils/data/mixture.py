@@ -28,7 +28,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from utils.data.registry import EVALUATED_SPLITS, LOADERS, DatasetSpec, registered_names
+from utils.data.catalog import EVALUATED_SPLITS, LOADERS, registered_names
+from utils.data.registry import DatasetSpec
 from utils.data.schema import Sample
 
 ENTRY_KEYS = ("loader", "root", "split", "weight")

@@ -9,14 +9,32 @@ VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 """Where the video goes in a user turn; Qwen's processor expands ``<|video_pad|>`` to the video tokens."""
 
 
-def referring_seg_question(expressions: list[str]) -> str:
-    """The user turn asking to segment one object per expression (the video placeholder is added by the collator)."""
+MEDIA = ("video", "image")
+"""What a question can be about; an image is a one-frame sample."""
+
+
+def _check_medium(medium: str) -> None:
+    if medium not in MEDIA:
+        raise ValueError(f"medium must be one of {MEDIA}, got {medium!r}")
+
+
+def referring_seg_question(expressions: list[str], medium: str = "video") -> str:
+    """The user turn asking to segment one object per expression (the visual placeholder is added by the collator)."""
+    _check_medium(medium)
     if not expressions:
         raise ValueError("a referring segmentation question needs at least one expression")
     if len(expressions) == 1:
-        return f"Please segment {expressions[0]} in this video."
+        return f"Please segment {expressions[0]} in this {medium}."
     listed = "; ".join(f"{i + 1}. {text}" for i, text in enumerate(expressions))
-    return f"Please segment each of these objects in this video, in order: {listed}."
+    return f"Please segment each of these objects in this {medium}, in order: {listed}."
+
+
+def reasoning_seg_question(query: str, medium: str = "video") -> str:
+    """The user turn for a reasoning query (a question or an implicit description, as ReasonSeg/ReVOS phrase them)."""
+    _check_medium(medium)
+    if not query.strip():
+        raise ValueError("a reasoning segmentation question needs a non-empty query")
+    return f"{query.strip()} Please answer with a segmentation mask of the {medium}."
 
 
 def referring_seg_answer(num_objects: int) -> str:

@@ -1,0 +1,84 @@
+"""The segmentation benchmarks: which loader and split each reads, how it is scored, how it is submitted.
+
+Every benchmark folder under ``evaluation/`` (``mevis/``, ``revos/``, ...) holds a thin
+``run_inference.sh`` / ``run_eval.sh`` pair that calls :mod:`evaluation.run_inference` and
+:mod:`evaluation.run_eval` with its name from :data:`BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from torch.utils.data import Dataset
+
+from evaluation import scoring
+from utils.data.catalog import LOADERS
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark.
+
+    Attributes:
+        loader: registered dataset loader that reads it.
+        split: the split it reports on (``--split`` picks another).
+        score: ``(dataset, store, binarize) -> metrics``; see :mod:`evaluation.scoring`.
+        columns: the metric columns its table shows.
+        submissions: split -> the folder an online server wants the ``<video>/<exp_id>/<frame>.png``
+            tree in, inside the zip (``""``: at the zip's root), for the splits such a server scores.
+    """
+
+    loader: str
+    split: str
+    score: Callable[..., dict]
+    columns: tuple[str, ...]
+    submissions: Mapping[str, str] = field(default_factory=dict)
+
+
+JF_COLUMNS = ("J&F", "J", "F", "count")
+IOU_COLUMNS = ("gIoU", "cIoU", "count")
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "mevis": Benchmark("mevis", "valid_u", scoring.score_jf, JF_COLUMNS, submissions={"valid": ""}),
+    "revos": Benchmark("revos", "valid", scoring.score_revos, ("J&F", "J", "F", "A", "R", "count")),
+    "ref_youtube_vos": Benchmark(
+        "ref_youtube_vos", "valid", scoring.score_jf, JF_COLUMNS, submissions={"valid": "Annotations"}
+    ),
+    "ref_davis17": Benchmark("ref_davis17", "valid", scoring.score_ref_davis17, JF_COLUMNS),
+    "reasonvos": Benchmark("reasonvos", "test", scoring.score_jf, JF_COLUMNS),
+    "refcoco": Benchmark("refcoco", "val", scoring.score_refer_iou, IOU_COLUMNS),
+    "refcoco+": Benchmark("refcoco+", "val", scoring.score_refer_iou, IOU_COLUMNS),
+    "refcocog": Benchmark("refcocog", "val", scoring.score_refer_iou, IOU_COLUMNS),
+    "refclef": Benchmark("refclef", "val", scoring.score_refer_iou, IOU_COLUMNS),
+    "reasonseg": Benchmark("reasonseg", "val", scoring.score_refer_iou, IOU_COLUMNS),
+}
+"""Benchmark name -> :class:`Benchmark`."""
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML (``3`` is an int, ``umd`` a string)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"loader option {item!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def build_benchmark_dataset(
+    name: str, data_root: str | Path, split: str | None = None, options: list[str] = ()
+) -> tuple[Dataset, str]:
+    """``(dataset with every frame, split)`` of benchmark ``name``; missing files are named before loading."""
+    benchmark = BENCHMARKS[name]
+    split = split or benchmark.split
+    loader = LOADERS[benchmark.loader]
+    root = Path(data_root)
+    missing = [str(path) for path in loader.required_paths(root, split) if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"{name} {split}: missing {', '.join(missing)}")
+    dataset = loader.build(root, split, num_frames=None, train=False, seed=0, **parse_options(list(options)))
+    return dataset, split

@@ -1,0 +1,83 @@
+"""Score a prediction store on a benchmark split (and zip it for the online server where there is one).
+
+    python -m evaluation.run_eval --benchmark mevis --data-root data/mevis --split valid_u \\
+        --pred work_dirs/eval/mevis_valid_u
+
+Refuses an incomplete store and names the missing samples. Prints the benchmark's table (overall
+and per group), writes ``<pred>/metrics_<benchmark>_<split>.json`` (with per-sample scores) and,
+for splits an online server scores (MeViS ``valid``, Ref-YouTube-VOS ``valid``),
+``<pred>/submission_<benchmark>_<split>.zip``. A split without public
+masks gets only the zip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset
+from evaluation.metrics.revos import MASK_SCALES, binarize_scaled
+from evaluation.prediction_store import PredictionStore
+from evaluation.scoring import NoGroundTruth, ScoreOptions, format_table
+from evaluation.submission import write_submission_zip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    parser.add_argument("--data-root", required=True, type=Path)
+    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    parser.add_argument("--pred", required=True, type=Path, help="prediction store folder (run_inference --out)")
+    parser.add_argument(
+        "--mask-scale",
+        type=int,
+        choices=MASK_SCALES,
+        default=255,
+        help="foreground value of the saved PNGs (this repo writes 255); other values are refused",
+    )
+    parser.add_argument(
+        "--ar-scale",
+        type=int,
+        choices=MASK_SCALES,
+        default=1,
+        help="ReVOS: value scale A and R are computed at, as the official script would on PNGs saved with it "
+        "(1: the intended A and R; 100: RGA3-style files); see evaluation/metrics/revos.py",
+    )
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="loader option")
+    parser.add_argument("--out", type=Path, help="metrics JSON (default: in --pred)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    benchmark = BENCHMARKS[args.benchmark]
+    dataset, split = build_benchmark_dataset(args.benchmark, args.data_root, args.split, args.option)
+    store = PredictionStore(args.pred)
+    sample_ids = dataset.sample_ids()
+    store.require_complete(sample_ids)
+    result: dict = {"benchmark": args.benchmark, "split": split}
+    if split in benchmark.submissions:
+        zip_path = args.pred / f"submission_{args.benchmark}_{split}.zip"
+        write_submission_zip(store, sample_ids, benchmark.submissions[split], zip_path)
+        result["submission"] = str(zip_path)
+        print(f"submission zip for the {args.benchmark} server: {zip_path}")
+    try:
+        options = ScoreOptions(lambda png: binarize_scaled(png, args.mask_scale), args.ar_scale)
+        metrics = benchmark.score(dataset, store, options)
+    except NoGroundTruth as error:
+        if split not in benchmark.submissions:
+            raise
+        print(f"{args.benchmark} {split} has no public ground truth ({error}); upload the zip to score it.")
+        return result
+    result.update(metrics)
+    out = args.out or args.pred / f"metrics_{args.benchmark}_{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    rows = {"overall": metrics["overall"], **metrics.get("groups", {})}
+    print(f"{args.benchmark} {split}\n{format_table(rows, list(benchmark.columns))}\nwritten to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Scorers: a split's ground truth against a prediction store, the way each benchmark's official tool scores it.
+
+Every scorer takes the dataset (built with every frame, ``num_frames=None``), the store and
+:class:`ScoreOptions`, refuses an incomplete store (naming what is missing) and returns
+``{"overall": {...}, "groups": {name: {...}}, "per_sample": {sample_id: {...}}}``. A sample's
+ground truth is the union of its ``masks`` (``O`` objects). Items of one video are contiguous in
+every loader, which :func:`score_jf` relies on to compare a video's expressions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from evaluation.metrics import davis17, refer_iou, revos
+from evaluation.metrics.jf import jf_scores, summarize
+from evaluation.prediction_store import PredictionStore, foreground
+from utils.data.rle import decode_rle
+from utils.data.schema import Sample
+
+Binarize = Callable[[np.ndarray], np.ndarray]
+DISTINCT_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to read and score predictions.
+
+    Attributes:
+        binarize: turns a saved PNG into a mask (``run_eval --mask-scale`` checks the saved values).
+        ar_scale: ReVOS only: the foreground value A and R are computed as if the PNGs held it. The
+            official script uses the raw PNG values, so its A and R depend on how masks were saved;
+            1 gives the intended accuracy and robustness, 100 reproduces numbers of RGA3-style 0/100
+            files (see :mod:`evaluation.metrics.revos`).
+    """
+
+    binarize: Binarize = foreground
+    ar_scale: int = 1
+
+
+class NoGroundTruth(ValueError):
+    """The split has no public masks (an online benchmark): it can be submitted, not scored here."""
+
+
+def group_of(sample_id: str) -> str:
+    """The video (or image) a sample belongs to: its id without the last part (the expression)."""
+    return sample_id.rsplit("/", 1)[0]
+
+
+def scored_pairs(
+    dataset: Dataset, store: PredictionStore, binarize: Binarize, desc: str
+) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """``(sample, pred (T, H, W), gt (T, H, W))`` for every item, after checking the store is complete."""
+    store.require_complete(dataset.sample_ids())
+    for index in tqdm(range(len(dataset)), desc=desc, unit="sample", dynamic_ncols=True):
+        sample = dataset[index]
+        if sample.masks is None:
+            raise NoGroundTruth(f"{sample.sample_id} has no ground-truth masks; this split can only be submitted")
+        pred = store.read_masks(sample.sample_id, sample.frame_names, binarize)
+        gt = sample.masks.any(0)
+        if pred.shape != gt.shape:
+            raise ValueError(f"{sample.sample_id}: prediction is {pred.shape[1:]} but the frames are {gt.shape[1:]}")
+        yield sample, pred, gt
+
+
+def track_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two ``(T, H, W)`` bool mask tracks over all their pixels (1 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def distinct_pairs(preds: list[np.ndarray], gts: list[np.ndarray]) -> tuple[int, int]:
+    """``(pairs with distinct predictions, pairs with distinct targets)`` among one video's expressions.
+
+    A pair of expressions has distinct targets when their ground-truth IoU is below 0.5; the
+    prediction tells them apart when the predicted IoU is below 0.5 too. A model that ignores the
+    expression scores 0; the ground truth scores 1.
+    """
+    distinct = total = 0
+    for i, j in itertools.combinations(range(len(gts)), 2):
+        if track_iou(gts[i], gts[j]) < DISTINCT_IOU:
+            total += 1
+            distinct += track_iou(preds[i], preds[j]) < DISTINCT_IOU
+    return distinct, total
+
+
+def score_jf(dataset: Dataset, store: PredictionStore, options: ScoreOptions = ScoreOptions()) -> dict:
+    """J, F and J&F per expression (DAVIS definitions), overall and by ``meta["type"]``.
+
+    This is MeViS's, ReasonVOS's and Ref-YouTube-VOS's protocol (mean over expressions of the mean
+    over frames, every frame scored, no void) and Ref-DAVIS17's per-expression one.
+    ``overall["distinct_pairs"]`` is :func:`distinct_pairs` over every video.
+    """
+    per_sample: dict[str, dict] = {}
+    distinct = total = 0
+    current, preds, gts = None, [], []
+    for sample, pred, gt in scored_pairs(dataset, store, options.binarize, "J&F"):
+        group = group_of(sample.sample_id)
+        if group != current:
+            d, t = distinct_pairs(preds, gts)
+            distinct, total, current, preds, gts = distinct + d, total + t, group, [], []
+        per_sample[sample.sample_id] = {**jf_scores(pred, gt), "type": str(sample.meta.get("type", "all"))}
+        preds.append(pred)
+        gts.append(gt)
+    d, t = distinct_pairs(preds, gts)
+    distinct, total = distinct + d, total + t
+
+    by_type = defaultdict(dict)
+    for sample_id, scores in per_sample.items():
+        by_type[scores["type"]][sample_id] = scores
+    overall = {**summarize(per_sample), "distinct_pairs": distinct / total if total else math.nan}
+    return {
+        "overall": overall,
+        "groups": {name: summarize(group) for name, group in sorted(by_type.items())},
+        "per_sample": per_sample,
+    }
+
+
+def score_refer_iou(dataset: Dataset, store: PredictionStore, options: ScoreOptions = ScoreOptions()) -> dict:
+    """gIoU and cIoU as LISA scores RefCOCO-family and ReasonSeg; ``meta["void"]`` pixels are left out.
+
+    Grouped by ``meta["type"]`` where a loader sets it (e.g. ReasonSeg's short and long queries).
+    """
+    pairs: dict[str, tuple[int, int]] = {}
+    types: dict[str, str] = {}
+    for sample, pred, gt in scored_pairs(dataset, store, options.binarize, "gIoU/cIoU"):
+        void = sample.meta.get("void", np.zeros_like(gt))
+        counts = [refer_iou.intersection_union(p, g, v) for p, g, v in zip(pred, gt, void)]
+        pairs[sample.sample_id] = (sum(i for i, _ in counts), sum(u for _, u in counts))
+        types[sample.sample_id] = str(sample.meta.get("type", "all"))
+    groups = defaultdict(list)
+    for sample_id, pair in pairs.items():
+        groups[types[sample_id]].append(pair)
+    per_sample = {
+        sample_id: {"IoU": refer_iou.mask_iou(*pair), "type": types[sample_id]} for sample_id, pair in pairs.items()
+    }
+    return {
+        "overall": refer_iou.giou_ciou(pairs.values()),
+        "groups": {name: refer_iou.giou_ciou(group) for name, group in sorted(groups.items()) if len(groups) > 1},
+        "per_sample": per_sample,
+    }
+
+
+DAVIS_KEYS = {"J&F-Mean": "J&F", "J-Mean": "J", "F-Mean": "F"}
+
+
+def _davis_row(table: dict) -> dict:
+    """A DAVIS-2017 toolkit table with ``J&F`` / ``J`` / ``F`` names for the means (recall and decay kept)."""
+    return {DAVIS_KEYS.get(key, key): value for key, value in table.items()}
+
+
+def score_ref_davis17(dataset: Dataset, store: PredictionStore, options: ScoreOptions = ScoreOptions()) -> dict:
+    """Ref-DAVIS17 in both protocols in use.
+
+    * Per annotator (ReferFormer's, what papers report): for each of the four expression sets
+      (``meta["annotator"]``), a video's predicted masks become one id map (first object wins
+      where they overlap) scored against the DAVIS-2017 ground truth with the toolkit's
+      unsupervised protocol (:mod:`evaluation.metrics.davis17`); ``overall`` is the mean of the four.
+    * Per expression: J&F of each expression against its own object (:func:`score_jf`), in
+      ``groups["per-expression"]``.
+    """
+    per_expression = score_jf(dataset, store, options)
+    videos: dict[str, list[int]] = defaultdict(list)
+    for index, sample_id in enumerate(dataset.sample_ids()):
+        videos[group_of(sample_id)].append(index)
+    objects: dict[int, list[dict]] = defaultdict(list)
+    for indices in tqdm(videos.values(), desc="DAVIS-2017 unsupervised", unit="video", dynamic_ncols=True):
+        samples = [dataset[i] for i in indices]
+        video, names = samples[0].meta["video"], samples[0].frame_names
+        size = samples[0].frames.shape[1:3]
+        gt_ids = np.stack([dataset.id_map(video, name, size, samples[0].sample_id) for name in names])
+        for annotator in sorted({s.meta["annotator"] for s in samples}):
+            chosen = [s for s in samples if s.meta["annotator"] == annotator]
+            preds = np.stack([store.read_masks(s.sample_id, names, options.binarize) for s in chosen])
+            pred_ids = davis17.merge_expression_masks(preds)
+            objects[annotator] += davis17.evaluate_sequence(video, pred_ids, gt_ids)
+    groups = {f"annotator {a}": _davis_row(davis17.summarize_davis17(objects[a])) for a in sorted(objects)}
+    overall = {key: float(np.mean([row[key] for row in groups.values()])) for key in ("J&F", "J", "F")}
+    overall["count"] = per_expression["overall"]["count"]
+    groups["per-expression"] = per_expression["overall"]
+    return {"overall": overall, "groups": groups, "per_sample": per_expression["per_sample"]}
+
+
+def revos_foreground(dataset: Dataset, video: str, height: int, width: int) -> np.ndarray:
+    """``(T, H, W)`` uint8: every annotated object of a ReVOS video, summed, from ``mask_dict_foreground.json``.
+
+    Each frame's entry is one COCO RLE or a list of them (channels), summed as the official script does.
+    """
+    cache = dataset.__dict__.setdefault("_revos_foreground", {})
+    if "file" not in cache:
+        path = dataset.split_dir / "mask_dict_foreground.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"ReVOS scoring needs {path} (the robustness score R reads it)")
+        cache["file"], cache["path"] = json.loads(path.read_text()), path
+    entry = cache["file"].get(video)
+    if entry is None:
+        raise KeyError(f"ReVOS video {video} is not in {cache['path']}")
+    frames = []
+    for index, rles in enumerate(entry["masks_rle"]):
+        channels = rles if isinstance(rles, list) else [rles]
+        try:
+            frames.append(sum(decode_rle(rle, height, width).astype(np.uint8) for rle in channels))
+        except ValueError as error:
+            raise ValueError(f"{cache['path']}: video {video} frame {index}: {error}") from error
+    return np.stack(frames).astype(np.uint8)
+
+
+def score_revos(dataset: Dataset, store: PredictionStore, options: ScoreOptions = ScoreOptions()) -> dict:
+    """ReVOS's official table: J, F, J&F, A and R for referring, reasoning and overall (their mean).
+
+    The target is the *sum* of the expression's objects (2 where two overlap, as the official
+    script has it); A and R are computed at ``options.ar_scale``.
+    """
+
+    def expressions():
+        for sample, pred, _ in scored_pairs(dataset, store, options.binarize, "ReVOS"):
+            video, exp_id = sample.meta["video"], sample.meta["exp_id"]
+            expression = dataset.videos[video]["expressions"][exp_id]
+            height, width = pred.shape[1:]
+            target = np.zeros(pred.shape, dtype=np.uint8)
+            for anno_id in expression["anno_id"]:
+                target += dataset.union_mask([anno_id], sample.meta["frame_indices"], height, width, sample.sample_id)
+            all_objects = revos_foreground(dataset, video, height, width)[sample.meta["frame_indices"]]
+            yield sample.sample_id, pred, target, all_objects, int(expression["type_id"])
+
+    result = revos.revos_evaluate(expressions(), saved_scale=options.ar_scale)
+    table = result["table"]
+    return {
+        "overall": table["overall"],
+        "groups": {group: table[group] for group in revos.GROUPS.values()},
+        "per_sample": result["per_expression"],
+        "ar_scale": options.ar_scale,
+    }
+
+
+def format_table(rows: dict[str, dict], columns: list[str]) -> str:
+    """A plain-text table: one row per entry of ``rows``, numbers in percent with one decimal, counts as is."""
+
+    def cell(value) -> str:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{100 * value:.1f}"
+        return str(value)
+
+    body = [[name] + [cell(row.get(column, "")) for column in columns] for name, row in rows.items()]
+    header = [""] + columns
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [header, *body]
+    return "\n".join("  ".join(text.rjust(width) for text, width in zip(line, widths)) for line in lines)

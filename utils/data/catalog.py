@@ -1,0 +1,17 @@
+"""Every dataset loader, registered: importing this module fills :data:`~utils.data.registry.LOADERS`.
+
+Each module below registers its builders with :func:`~utils.data.registry.register_dataset` when
+imported; add a new dataset module here.
+"""
+
+from utils.data import (  # noqa: F401  (imported for their registrations)
+    mevis,
+    reasonseg,
+    reasonvos,
+    ref_youtube_vos,
+    refer,
+    semantic_seg,
+)
+from utils.data.registry import EVALUATED_SPLITS, LOADERS, registered_names
+
+__all__ = ["EVALUATED_SPLITS", "LOADERS", "registered_names"]
