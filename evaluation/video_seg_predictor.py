@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from model.builder import load_unigr
 from utils.data.collate import VideoChatCollator, resize_frames
-from utils.data.frame_sampling import sample_frame_indices
 from utils.data.schema import Sample
+from utils.video.sampling import uniform_indices
 
 
 class UniGRVideoSegPredictor:
@@ -33,7 +33,7 @@ class UniGRVideoSegPredictor:
     @torch.no_grad()
     def predict(self, sample: Sample) -> tuple[np.ndarray, str]:
         """``(T, H, W)`` bool mask (union over generated ``[SEG]``) and the generated text."""
-        indices = sample_frame_indices(len(sample.frames), self.num_frames)
+        indices = uniform_indices(len(sample.frames), self.num_frames)
         source_indices = sample.meta.get("frame_indices", list(range(len(sample.frames))))
         seen = replace(
             sample,

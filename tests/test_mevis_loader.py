@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from utils.data.frame_sampling import sample_frame_indices
 from utils.data.mevis import MeViSDataset
 from utils.data.prompts import SEG_TOKEN, referring_seg_answer, referring_seg_question
 from utils.synthetic.moving_shapes import generate_mevis_split
+from utils.video.sampling import uniform_indices as sample_frame_indices
 
 SIZE = 64
 NUM_FRAMES = 8

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from utils.data.frame_sampling import sample_frame_indices
-from utils.data.image_io import read_json, read_rgb
+from utils.data.image_io import read_json
 from utils.data.prompts import referring_seg_answer, referring_seg_question
 from utils.data.registry import register_dataset
 from utils.data.rle import decode_rle
 from utils.data.schema import Sample
+from utils.video.clip import read_annotated_frames
+from utils.video.sampling import FrameSampling
 from utils.data.video_seg import read_videos
 
 LAYOUTS = {
@@ -96,18 +97,18 @@ class MeViSDataset(Dataset):
         expressions = self.videos[video_id]["expressions"]
         all_names = self.frame_names(video_id)
         rng = np.random.default_rng([self.seed, index]) if self.train else None
-        indices = sample_frame_indices(len(all_names), self.num_frames, jitter=self.train, rng=rng)
+        where = f"{self.layout} {self.split} video {video_id}, expression {exp_id}"
+        folder = self.split_dir / "JPEGImages" / video_id
+        clip = read_annotated_frames(
+            folder, all_names, FrameSampling(num_frames=self.num_frames), where, train=self.train, rng=rng
+        )
+        indices, names, frames = clip.indices, clip.frame_names, clip.frames
         exp_ids = [exp_id]
         if self.expressions_per_sample > 1:
             others = [e for e in sorted(expressions, key=int) if e != exp_id]
             count = min(self.expressions_per_sample - 1, len(others))
             exp_ids += [others[i] for i in rng.choice(len(others), size=count, replace=False)]
 
-        where = f"{self.layout} {self.split} video {video_id}, expression {exp_id}"
-        names = [all_names[i] for i in indices]
-        frames = np.stack(
-            [read_rgb(self.split_dir / "JPEGImages" / video_id / f"{name}.jpg", where, kind="frame") for name in names]
-        )
         masks = None
         if self.mask_dict is not None:
             height, width = frames.shape[1:3]

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from utils.data.frame_sampling import sample_frame_indices
 from utils.data.image_io import read_json, read_rgb
 from utils.data.prompts import referring_seg_answer
 from utils.data.schema import Sample
+from utils.video.clip import read_annotated_frames
+from utils.video.sampling import FrameSampling
 
 SAFE_ID_PART = re.compile(r"[A-Za-z0-9_.-]+")
 """What one ``/``-separated part of a ``sample_id`` may contain."""
@@ -183,13 +184,10 @@ class VideoSegDataset(Dataset):
         item = self.items[index]
         all_names = self.frames[item.video]
         rng = np.random.default_rng([self.seed, index]) if self.train else None
-        indices = sample_frame_indices(len(all_names), self.num_frames, jitter=self.train, rng=rng)
-        names = [all_names[i] for i in indices]
         where = f"sample {self.ids[index]}"
-        frames = [read_rgb(self.image_dir / item.video / f"{name}.jpg", where, kind="frame") for name in names]
-        if len({frame.shape for frame in frames}) > 1:
-            raise ValueError(f"{where}: frames of {self.image_dir / item.video} differ in size")
-        frames = np.stack(frames)
+        sampling = FrameSampling(num_frames=self.num_frames)
+        clip = read_annotated_frames(self.image_dir / item.video, all_names, sampling, where, train=self.train, rng=rng)
+        indices, names, frames = clip.indices, clip.frame_names, clip.frames
         masks, extra = self.read_target(item, indices, frames.shape[1:3], where)
         return Sample(
             sample_id=self.ids[index],
