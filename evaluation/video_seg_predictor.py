@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from model.builder import load_unigr
-from utils.data.collate import VideoChatCollator, resize_frames
+from utils.data.collate import VideoChatCollator
 from utils.data.schema import Sample
+from utils.video.model_inputs import sam2_frames
 from utils.video.sampling import uniform_indices
 
 
@@ -45,7 +46,7 @@ class UniGRVideoSegPredictor:
         batch = self.collator([seen])
         batch.pop("sam_frames")
         inputs = {k: v.to(self.device) for k, v in batch.items()}
-        all_frames = resize_frames(sample.frames, self.model.seg_head.image_size).to(self.device)
+        all_frames = sam2_frames(sample.frames, self.model.seg_head.image_size, normalize=False).to(self.device)
         sequences, masks = self.model.generate_and_segment(inputs, [all_frames])
         text = self.tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
         height, width = sample.frames.shape[1:3]

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses  # noqa: E402
 from model.sam2_builder import load_sam2_checkpoint, save_sam2_checkpoint  # noqa: E402
-from utils.data.collate import resize_frames, resize_masks  # noqa: E402
+from utils.data.collate import resize_masks  # noqa: E402
 from utils.data.mixture import build_training_mixture  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
 from utils.training.config import load_config, save_config  # noqa: E402
 from utils.training.distributed import init_distributed  # noqa: E402
 from utils.training.trainer import TrainConfig, Trainer  # noqa: E402
+from utils.video.model_inputs import sam2_frames  # noqa: E402
 
 PADDING_LABEL = -1
 
@@ -57,7 +58,7 @@ class ClickCollator:
 
     def __call__(self, samples: list[Sample]) -> dict:
         return {
-            "frames": [resize_frames(s.frames, self.image_size) for s in samples],
+            "frames": [sam2_frames(s.frames, self.image_size, normalize=False) for s in samples],
             "masks": [resize_masks(s, self.image_size)[:1] for s in samples],
         }
 

@@ -6,7 +6,8 @@ PYTHON=${PYTHON:-python3}
 # torchcodec decodes through the system's FFmpeg libraries (decord and PyAV bundle their own); as root
 # on Debian, install them; elsewhere the torchcodec backend reports itself unavailable.
 if ! command -v ffmpeg >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } \
+    || echo "warning: could not install ffmpeg; the torchcodec video backend will be unavailable" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

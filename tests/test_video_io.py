@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data.collate import resize_frames
 from utils.data.prompts import VIDEO_PLACEHOLDER
 from utils.data.robust import SkipBadSamples, skipping_collate
 from utils.synthetic.moving_shapes import WorldConfig, make_video
@@ -421,7 +420,9 @@ def test_sam2_frames_are_square_and_normalised_from_the_same_decode(clips) -> No
     clip = read_clip(clips["rotated"], FrameSampling(num_frames=3))
     inputs = model_inputs(clip, 32, sam_normalize=False)
     assert inputs.sam_frames.shape == (3, 3, 32, 32) and inputs.qwen.frames.shape[0] == 3
-    assert torch.allclose(inputs.sam_frames, resize_frames(clip.frames, 32), atol=1 / 255 + 1e-6)
+    video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255  # the float resize, for comparison
+    exact = torch.nn.functional.interpolate(video, size=(32, 32), mode="bilinear", antialias=True)
+    assert torch.allclose(inputs.sam_frames, exact, atol=1 / 255 + 1e-6)
     normalised = sam2_frames(clip.frames, 32, normalize=True)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(normalised, (inputs.sam_frames - mean) / std)

@@ -14,14 +14,9 @@ from transformers.video_utils import VideoMetadata
 
 from utils.data.prompts import VIDEO_PLACEHOLDER
 from utils.data.schema import Sample
+from utils.video.model_inputs import sam2_frames
 
 IGNORE_INDEX = -100
-
-
-def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, 3, size, size)`` float in [0, 1] (SAM2's square input, antialiased)."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-    return F.interpolate(video, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def resize_masks(sample: Sample, size: int) -> torch.Tensor:
@@ -100,7 +95,7 @@ class VideoChatCollator:
                 video_metadata=[VideoMetadata(total_num_frames=len(s.frames), fps=f) for s, f in zip(samples, fps)],
             )
         )
-        batch["sam_frames"] = [resize_frames(s.frames, self.sam_image_size) for s in samples]
+        batch["sam_frames"] = [sam2_frames(s.frames, self.sam_image_size, normalize=False) for s in samples]
         if not self.inference:
             batch["labels"] = assistant_labels(batch["input_ids"], tokenizer)
             if any(s.masks is not None for s in samples):  # QA-only samples get (0, T, S, S)
