@@ -7,6 +7,7 @@ Every benchmark folder under ``evaluation/`` (``mevis/``, ``revos/``, ...) holds
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,14 @@ BENCHMARKS: dict[str, Benchmark] = {
 """Benchmark name -> :class:`Benchmark`."""
 
 
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--benchmark``, ``--data-root``, ``--split`` and ``--option``: which split of which benchmark to read."""
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    parser.add_argument("--data-root", required=True, type=Path, help="the dataset's folder as released")
+    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="loader option")
+
+
 def parse_options(items: list[str]) -> dict:
     """``["key=value", ...]`` -> ``{key: value}``, each value read as YAML (``3`` is an int, ``umd`` a string)."""
     options = {}
@@ -77,8 +86,8 @@ def build_benchmark_dataset(
     split = split or benchmark.split
     loader = LOADERS[benchmark.loader]
     root = Path(data_root)
-    missing = [str(path) for path in loader.required_paths(root, split) if not path.exists()]
+    missing = loader.missing_paths(root, split)
     if missing:
-        raise FileNotFoundError(f"{name} {split}: missing {', '.join(missing)}")
+        raise FileNotFoundError(f"{name} {split}: missing {', '.join(map(str, missing))}")
     dataset = loader.build(root, split, num_frames=None, train=False, seed=0, **parse_options(list(options)))
     return dataset, split

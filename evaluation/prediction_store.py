@@ -44,12 +44,18 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _drop_torn_tail(path: Path) -> None:
-    """Cut a line left unfinished by a crash off the end of ``path``, so the next line starts cleanly."""
-    if not path.is_file():
+    """Cut a line left unfinished by a crash off the end of ``path``, so the next line starts cleanly.
+
+    Only the last byte is read unless the file is torn, so checking before every append stays cheap.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
         return
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b"\n":
+            return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def foreground(png: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset
+from evaluation.benchmarks import BENCHMARKS, add_benchmark_arguments, build_benchmark_dataset
 from evaluation.metrics.revos import MASK_SCALES, binarize_scaled
 from evaluation.prediction_store import PredictionStore
 from evaluation.scoring import NoGroundTruth, ScoreOptions, format_table
@@ -25,9 +25,7 @@ from evaluation.submission import write_submission_zip
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
-    parser.add_argument("--data-root", required=True, type=Path)
-    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    add_benchmark_arguments(parser)
     parser.add_argument("--pred", required=True, type=Path, help="prediction store folder (run_inference --out)")
     parser.add_argument(
         "--mask-scale",
@@ -44,7 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ReVOS: value scale A and R are computed at, as the official script would on PNGs saved with it "
         "(1: the intended A and R; 100: RGA3-style files); see evaluation/metrics/revos.py",
     )
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="loader option")
     parser.add_argument("--out", type=Path, help="metrics JSON (default: in --pred)")
     return parser.parse_args(argv)
 
@@ -55,7 +52,6 @@ def main(argv: list[str] | None = None) -> dict:
     dataset, split = build_benchmark_dataset(args.benchmark, args.data_root, args.split, args.option)
     store = PredictionStore(args.pred)
     sample_ids = dataset.sample_ids()
-    store.require_complete(sample_ids)
     result: dict = {"benchmark": args.benchmark, "split": split}
     if split in benchmark.submissions:
         zip_path = args.pred / f"submission_{args.benchmark}_{split}.zip"

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from baselines.all_objects import AllObjectsPredictor
-from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset
+from evaluation.benchmarks import add_benchmark_arguments, build_benchmark_dataset
 from evaluation.prediction_store import PredictionStore
 from evaluation.runner import DistributedEnv, InferenceSummary, Predictor, run_inference
 
@@ -44,16 +44,13 @@ def pick_device(requested: str, env: DistributedEnv) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
-    parser.add_argument("--data-root", required=True, type=Path)
-    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    add_benchmark_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="prediction store folder")
     parser.add_argument("--predictor", choices=PREDICTORS, default="unigr")
     parser.add_argument("--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr")
     parser.add_argument("--num-frames", type=int, default=8, help="frames the LLM sees (SAM2 segments all)")
     parser.add_argument("--video-fps", type=float, default=6.0, help="frame rate of the source frames")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="loader option")
     args = parser.parse_args(argv)
     if args.predictor == "unigr" and not args.model:
         parser.error("--predictor unigr needs --model")

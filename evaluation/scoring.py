@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -71,6 +72,14 @@ def scored_pairs(
         yield sample, pred, gt
 
 
+def by_video(
+    pairs: Iterator[tuple[Sample, np.ndarray, np.ndarray]],
+) -> Iterator[list[tuple[Sample, np.ndarray, np.ndarray]]]:
+    """The items of :func:`scored_pairs`, a list per video (or image); a loader lists a video's items together."""
+    for _, group in itertools.groupby(pairs, key=lambda pair: group_of(pair[0].sample_id)):
+        yield list(group)
+
+
 def track_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two ``(T, H, W)`` bool mask tracks over all their pixels (1 when both are empty)."""
     union = np.logical_or(a, b).sum()
@@ -101,17 +110,11 @@ def score_jf(dataset: Dataset, store: PredictionStore, options: ScoreOptions = S
     """
     per_sample: dict[str, dict] = {}
     distinct = total = 0
-    current, preds, gts = None, [], []
-    for sample, pred, gt in scored_pairs(dataset, store, options.binarize, "J&F"):
-        group = group_of(sample.sample_id)
-        if group != current:
-            d, t = distinct_pairs(preds, gts)
-            distinct, total, current, preds, gts = distinct + d, total + t, group, [], []
-        per_sample[sample.sample_id] = {**jf_scores(pred, gt), "type": str(sample.meta.get("type", "all"))}
-        preds.append(pred)
-        gts.append(gt)
-    d, t = distinct_pairs(preds, gts)
-    distinct, total = distinct + d, total + t
+    for video in by_video(scored_pairs(dataset, store, options.binarize, "J&F")):
+        for sample, pred, gt in video:
+            per_sample[sample.sample_id] = {**jf_scores(pred, gt), "type": str(sample.meta.get("type", "all"))}
+        video_distinct, video_total = distinct_pairs([pred for _, pred, _ in video], [gt for _, _, gt in video])
+        distinct, total = distinct + video_distinct, total + video_total
 
     by_type = defaultdict(dict)
     for sample_id, scores in per_sample.items():
@@ -164,52 +167,49 @@ def score_ref_davis17(dataset: Dataset, store: PredictionStore, options: ScoreOp
       (``meta["annotator"]``), a video's predicted masks become one id map (first object wins
       where they overlap) scored against the DAVIS-2017 ground truth with the toolkit's
       unsupervised protocol (:mod:`evaluation.metrics.davis17`); ``overall`` is the mean of the four.
-    * Per expression: J&F of each expression against its own object (:func:`score_jf`), in
-      ``groups["per-expression"]``.
+    * Per expression: J&F of each expression against its own object, in ``groups["per-expression"]``.
     """
-    per_expression = score_jf(dataset, store, options)
-    videos: dict[str, list[int]] = defaultdict(list)
-    for index, sample_id in enumerate(dataset.sample_ids()):
-        videos[group_of(sample_id)].append(index)
+    per_sample: dict[str, dict] = {}
     objects: dict[int, list[dict]] = defaultdict(list)
-    for indices in tqdm(videos.values(), desc="DAVIS-2017 unsupervised", unit="video", dynamic_ncols=True):
-        samples = [dataset[i] for i in indices]
-        video, names = samples[0].meta["video"], samples[0].frame_names
-        size = samples[0].frames.shape[1:3]
-        gt_ids = np.stack([dataset.id_map(video, name, size, samples[0].sample_id) for name in names])
-        for annotator in sorted({s.meta["annotator"] for s in samples}):
-            chosen = [s for s in samples if s.meta["annotator"] == annotator]
-            preds = np.stack([store.read_masks(s.sample_id, names, options.binarize) for s in chosen])
-            pred_ids = davis17.merge_expression_masks(preds)
-            objects[annotator] += davis17.evaluate_sequence(video, pred_ids, gt_ids)
+    for video in by_video(scored_pairs(dataset, store, options.binarize, "Ref-DAVIS17")):
+        for sample, pred, gt in video:
+            per_sample[sample.sample_id] = jf_scores(pred, gt)
+        sample, pred, _ = video[0]
+        name, frames = sample.meta["video"], sample.frame_names
+        gt_ids = np.stack([dataset.id_map(name, frame, pred.shape[1:], sample.sample_id) for frame in frames])
+        for annotator in sorted({s.meta["annotator"] for s, _, _ in video}):
+            preds = np.stack([p for s, p, _ in video if s.meta["annotator"] == annotator])
+            objects[annotator] += davis17.evaluate_sequence(name, davis17.merge_expression_masks(preds), gt_ids)
     groups = {f"annotator {a}": _davis_row(davis17.summarize_davis17(objects[a])) for a in sorted(objects)}
     overall = {key: float(np.mean([row[key] for row in groups.values()])) for key in ("J&F", "J", "F")}
-    overall["count"] = per_expression["overall"]["count"]
-    groups["per-expression"] = per_expression["overall"]
-    return {"overall": overall, "groups": groups, "per_sample": per_expression["per_sample"]}
+    overall["count"] = len(per_sample)
+    groups["per-expression"] = summarize(per_sample)
+    return {"overall": overall, "groups": groups, "per_sample": per_sample}
 
 
-def revos_foreground(dataset: Dataset, video: str, height: int, width: int) -> np.ndarray:
-    """``(T, H, W)`` uint8: every annotated object of a ReVOS video, summed, from ``mask_dict_foreground.json``.
+def read_revos_foreground(dataset: Dataset) -> tuple[dict, Path]:
+    """``mask_dict_foreground.json`` of a ReVOS split (``{video: {"masks_rle": [...]}}``) and its path."""
+    path = dataset.split_dir / "mask_dict_foreground.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"ReVOS scoring needs {path} (the robustness score R reads it)")
+    return json.loads(path.read_text()), path
+
+
+def revos_foreground(entries: dict, path: Path, video: str, height: int, width: int) -> np.ndarray:
+    """``(T, H, W)`` uint8: every annotated object of a ReVOS video, summed.
 
     Each frame's entry is one COCO RLE or a list of them (channels), summed as the official script does.
     """
-    cache = dataset.__dict__.setdefault("_revos_foreground", {})
-    if "file" not in cache:
-        path = dataset.split_dir / "mask_dict_foreground.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"ReVOS scoring needs {path} (the robustness score R reads it)")
-        cache["file"], cache["path"] = json.loads(path.read_text()), path
-    entry = cache["file"].get(video)
+    entry = entries.get(video)
     if entry is None:
-        raise KeyError(f"ReVOS video {video} is not in {cache['path']}")
+        raise KeyError(f"ReVOS video {video} is not in {path}")
     frames = []
     for index, rles in enumerate(entry["masks_rle"]):
         channels = rles if isinstance(rles, list) else [rles]
         try:
             frames.append(sum(decode_rle(rle, height, width).astype(np.uint8) for rle in channels))
         except ValueError as error:
-            raise ValueError(f"{cache['path']}: video {video} frame {index}: {error}") from error
+            raise ValueError(f"{path}: video {video} frame {index}: {error}") from error
     return np.stack(frames).astype(np.uint8)
 
 
@@ -220,16 +220,19 @@ def score_revos(dataset: Dataset, store: PredictionStore, options: ScoreOptions 
     script has it); A and R are computed at ``options.ar_scale``.
     """
 
+    entries, path = read_revos_foreground(dataset)
+
     def expressions():
-        for sample, pred, _ in scored_pairs(dataset, store, options.binarize, "ReVOS"):
-            video, exp_id = sample.meta["video"], sample.meta["exp_id"]
-            expression = dataset.videos[video]["expressions"][exp_id]
-            height, width = pred.shape[1:]
-            target = np.zeros(pred.shape, dtype=np.uint8)
-            for anno_id in expression["anno_id"]:
-                target += dataset.union_mask([anno_id], sample.meta["frame_indices"], height, width, sample.sample_id)
-            all_objects = revos_foreground(dataset, video, height, width)[sample.meta["frame_indices"]]
-            yield sample.sample_id, pred, target, all_objects, int(expression["type_id"])
+        for video in by_video(scored_pairs(dataset, store, options.binarize, "ReVOS")):
+            height, width = video[0][1].shape[1:]
+            all_objects = revos_foreground(entries, path, video[0][0].meta["video"], height, width)
+            for sample, pred, _ in video:
+                indices = sample.meta["frame_indices"]
+                expression = dataset.videos[sample.meta["video"]]["expressions"][sample.meta["exp_id"]]
+                target = np.zeros(pred.shape, dtype=np.uint8)
+                for anno_id in expression["anno_id"]:
+                    target += dataset.union_mask([anno_id], indices, height, width, sample.sample_id)
+                yield sample.sample_id, pred, target, all_objects[indices], int(expression["type_id"])
 
     result = revos.revos_evaluate(expressions(), saved_scale=options.ar_scale)
     table = result["table"]

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset
+from evaluation.benchmarks import add_benchmark_arguments, build_benchmark_dataset
 from evaluation.prediction_store import PredictionStore
 from utils.data.schema import Sample
 
@@ -155,9 +155,7 @@ def plot_training_curves(runs: dict[str, str | Path], tags: list[str], out: str 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
-    parser.add_argument("--data-root", required=True)
-    parser.add_argument("--split", help="default: the benchmark's evaluation split")
+    add_benchmark_arguments(parser)
     parser.add_argument(
         "--sample-id", required=True, help="as in the store's records, e.g. mevis/valid_u/<video>/<exp>"
     )
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, help=".png/.jpg grid, or .gif/.mp4 clip of every frame")
     args = parser.parse_args(argv)
     predictions = dict(item.split("=", 1) for item in args.pred)
-    dataset, _ = build_benchmark_dataset(args.benchmark, args.data_root, args.split)
+    dataset, _ = build_benchmark_dataset(args.benchmark, args.data_root, args.split, args.option)
     out = save_sample_overlay(dataset, args.sample_id, predictions, args.out, args.max_frames)
     print(f"wrote {out}")
     return out

@@ -150,9 +150,9 @@ def check_training_data(data_cfg: Mapping) -> list[DatasetSpec]:
         if key in first_reader:
             problems.append(f"{spec.name}: {spec.loader} {spec.split!r} at {spec.root} is also {first_reader[key]}")
         first_reader.setdefault(key, spec.name)
-        absent = [str(path) for path in LOADERS[spec.loader].required_paths(spec.root, spec.split) if not path.exists()]
+        absent = LOADERS[spec.loader].missing_paths(spec.root, spec.split)
         if absent:
-            missing.append(f"{spec.name}: {', '.join(absent)}")
+            missing.append(f"{spec.name}: {', '.join(map(str, absent))}")
     if missing:
         problems.append("training data missing:\n    " + "\n    ".join(missing))
     if any(spec.loader not in LOADERS for spec in specs + pending_specs):

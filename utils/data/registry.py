@@ -34,6 +34,10 @@ class DatasetLoader:
     build: Builder
     required_paths: RequiredPaths
 
+    def missing_paths(self, root: Path, split: str) -> list[Path]:
+        """The paths this loader needs for ``split`` under ``root`` that do not exist."""
+        return [path for path in self.required_paths(root, split) if not path.exists()]
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

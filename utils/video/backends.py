@@ -66,11 +66,11 @@ def available_backends() -> list[str]:
 def resolve_backend(backend: str = "auto") -> str:
     """``backend`` if it is installed, or for ``"auto"`` the first installed; else ``ValueError`` saying how to
     install it."""
-    if backend == "auto":
-        names = available_backends()
-        if not names:
+    if backend == "auto":  # the first that loads; the later ones are not imported
+        name = next((name for name in BACKENDS if not isinstance(_load(name), Exception)), None)
+        if name is None:
             raise ValueError(f"no video backend is installed; install one of {BACKENDS} ({_INSTALL['pyav']})")
-        return names[0]
+        return name
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
     module = _load(backend)
