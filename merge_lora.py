@@ -82,7 +82,7 @@ def load_run(run_dir: Path, checkpoint: str) -> tuple[UniGRForConditionalGenerat
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint {path}")
     cfg = load_config(run_dir / "config.yaml")
-    model, processor = build_model(cfg.model)
+    model, processor = build_model(cfg, dtype=torch.float32)  # the checkpoint's float32 master weights
     model.load_state_dict(load_checkpoint_weights(path), strict=True)
     return model, processor
 

@@ -14,40 +14,60 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from model.builder import build_unigr, load_unigr
-from utils.data.collate import IGNORE_INDEX, VideoChatCollator
+from model.modeling_unigr import UniGRForConditionalGeneration
+from utils.data.collate import IGNORE_INDEX, SampleCollator
+from utils.data.input_settings import InputSettings
 from utils.data.mixture import build_training_mixture
 from utils.training.config import load_config, save_config
 from utils.training.distributed import init_distributed
-from utils.training.trainable import configure_trainable, parameter_counts
+from utils.training.trainable import cast_frozen, configure_trainable, parameter_counts
 from utils.training.trainer import TrainConfig, Trainer
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def unigr_step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """One forward pass; the loss and its terms for logging (sums over the global batch's counts)."""
     out = model(**batch)
-    terms = {"ce": out.ce_loss, "bce": out.bce_loss, "dice": out.dice_loss, "objectness": out.objectness_loss}
-    return out.loss, {name: value.item() for name, value in terms.items() if value is not None}
+    return out.loss, {name: value.item() for name, value in (out.losses or {}).items()}
 
 
-def unigr_counts(batch: dict) -> dict[str, int]:
-    """What UniGR's losses average over: label tokens (CE, after the one-token shift) and objects (masks)."""
-    return {
-        "num_items_in_batch": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),
-        "num_objects_in_batch": sum(masks.shape[0] for masks in batch.get("gt_masks", [])),
-    }
+def count_fn(model: UniGRForConditionalGeneration):
+    """What UniGR's losses average over, per micro-batch: label tokens (CE, after the one-token shift)
+    and each enabled head's own counts (e.g. objects for the mask losses)."""
+    heads = [head for _, head in model.heads()]
+
+    def counts(batch: dict) -> dict[str, int]:
+        result = {"num_items_in_batch": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())}
+        for head in heads:
+            result.update(head.counts(batch))
+        return result
+
+    return counts
 
 
-def build_model(model_cfg: DictConfig):
-    """UniGR from a UniGR folder (``pretrained``) or from a backbone folder + SAM2 checkpoint."""
+def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
+    """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` applied to it)
+    or from a backbone folder + SAM2 checkpoint; the backbone is loaded in ``dtype`` (default: the run's
+    compute dtype) and the data settings that shape inputs (``data.num_frames``, ...) are stored in its config."""
+    model_cfg = cfg.model
+    dtype = dtype or DTYPES[cfg.train.dtype]
+    seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None
+    lora = OmegaConf.to_container(model_cfg.lora) if model_cfg.get("lora") else None
     if model_cfg.get("pretrained"):
-        return load_unigr(model_cfg.pretrained, model_cfg.attn_implementation)
-    return build_unigr(
-        model_cfg.backbone_path,
-        OmegaConf.to_container(model_cfg.seg),
-        model_cfg.sam2_checkpoint,
-        OmegaConf.to_container(model_cfg.lora) if model_cfg.get("lora") else None,
-        model_cfg.attn_implementation,
-    )
+        model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)
+        if lora is not None:
+            if model.config.lora is not None and model.config.lora != lora:
+                raise ValueError(f"model.lora {lora} differs from the pretrained model's adapters {model.config.lora}")
+            if model.config.lora is None:
+                model.config.lora = lora
+                model._inject_lora(lora)
+    else:
+        model, processor = build_unigr(
+            model_cfg.backbone_path, seg, model_cfg.sam2_checkpoint, lora, model_cfg.attn_implementation, dtype
+        )
+    model.config.inputs = InputSettings.from_data_config(cfg.data).to_dict()
+    return model, processor
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -62,9 +82,9 @@ def main(argv: list[str] | None = None) -> Path:
         save_config(cfg, output_dir / "config.yaml")
 
     dataset = build_training_mixture(cfg.data, cfg.seed)  # every dataset checked before any compute
-    torch.manual_seed(cfg.seed)
-    model, processor = build_model(cfg.model)
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model, processor = build_model(cfg)
     optimizer_groups = configure_trainable(
         model,
         OmegaConf.to_container(cfg.model.groups),
@@ -72,6 +92,8 @@ def main(argv: list[str] | None = None) -> Path:
         train_cfg.weight_decay,
         new_token_ids=[model.config.seg_token_id],
     )
+    cast_frozen(model, DTYPES[train_cfg.dtype])  # trainable weights stay float32 (the optimizer's master copy)
+    torch.manual_seed(cfg.seed + env.rank)  # dropout differs between ranks; data order is seeded by index
     if train_cfg.gradient_checkpointing:
         model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(env.device)
@@ -80,9 +102,10 @@ def main(argv: list[str] | None = None) -> Path:
         print(dataset.describe())
         print(f"{counts['trainable']:,} of {counts['total']:,} parameters train")
 
-    collate = VideoChatCollator(processor, model.seg_head.image_size, cfg.data.video_fps)
+    sam_size = model.seg_head.image_size if model.seg_head is not None else None
+    collate = SampleCollator(processor, sam_size, after_visual=model.input_assembly.after_visual_text())
     trainer = Trainer(
-        model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=unigr_counts
+        model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
     )
     trainer.fit()
 

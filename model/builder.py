@@ -25,7 +25,8 @@ from transformers import (
 from transformers.initialization import meta_device_safe_creation_ops
 
 from model.configuration_unigr import UniGRConfig
-from model.heads.seg_sam2 import SAM2SegHead, SegHeadConfig
+from model.heads.seg import SAM2SegHead
+from model.heads.seg_sam2 import SegHeadConfig
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import build_sam2, load_sam2_checkpoint, save_sam2_checkpoint
 from model.tokenizer import add_seg_token, train_tiny_tokenizer
@@ -115,9 +116,14 @@ def build_unigr(
     sam2_checkpoint: str | Path | None = None,
     lora: dict | None = None,
     attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
-    """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint."""
-    backbone, processor = load_backbone(backbone_path, attn_implementation)
+    """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint.
+
+    The backbone is loaded in ``dtype`` (a 7B in bf16 never exists in float32 in host memory); the
+    heads are built in float32 (the trainer casts frozen parts to its compute dtype).
+    """
+    backbone, processor = load_backbone(backbone_path, attn_implementation, dtype)
     model = assemble_unigr(backbone, processor, seg, sam2_checkpoint, lora, attn_implementation)
     return model, processor
 
@@ -147,8 +153,9 @@ def assemble_unigr(
     with torch.device("meta"), meta_device_safe_creation_ops():
         model = UniGRForConditionalGeneration(config)
     model.backbone = backbone
-    if model.seg_config is not None and model.seg_config.enabled:
-        model.seg_head = SAM2SegHead(model.seg_config, backbone.config.get_text_config().hidden_size)
+    if model.seg_config is not None:
+        hidden_size = backbone.config.get_text_config().hidden_size
+        model.seg_head = SAM2SegHead(model.seg_config, hidden_size, config.seg_token_id)
         model._init_weights(model.seg_head)
         if sam2_checkpoint is not None:
             load_sam2_checkpoint(model.seg_head.sam2, sam2_checkpoint)
@@ -162,8 +169,40 @@ def assemble_unigr(
 
 
 def load_unigr(
-    path: str | Path, attn_implementation: str = "sdpa"
+    path: str | Path,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    seg: dict | None = None,
 ) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
-    """A UniGR folder written by ``save_pretrained`` (model and processor side by side)."""
-    model = UniGRForConditionalGeneration.from_pretrained(path, attn_implementation=attn_implementation)
+    """A UniGR folder written by ``save_pretrained`` (model and processor side by side), in ``dtype``.
+
+    ``seg`` overrides fields of the saved segmentation-head config that do not change its weights
+    (propagation, conditioning frames, loss weights, ...); a field that would (the SAM2 config, its
+    overrides, the number of prompt tokens) is refused by name.
+    """
+    config = UniGRConfig.from_pretrained(path)
+    if seg:
+        config.seg = merge_seg_overrides(config.seg, seg)
+    model = UniGRForConditionalGeneration.from_pretrained(
+        path, config=config, attn_implementation=attn_implementation, dtype=dtype
+    )
     return model, AutoProcessor.from_pretrained(path)
+
+
+WEIGHT_SHAPING_SEG_FIELDS = ("enabled", "sam2_config", "sam2_overrides", "num_prompt_tokens")
+"""Segmentation-head fields a saved model's weights depend on: they cannot be overridden at load time."""
+
+
+def merge_seg_overrides(saved: dict | None, overrides: dict) -> dict:
+    """``saved`` seg-head config with ``overrides`` applied; weight-shaping or unknown fields are refused."""
+    if saved is None:
+        raise ValueError("the saved model has no segmentation head; model.seg overrides have nothing to change")
+    merged = SegHeadConfig.from_dict(saved).to_dict()
+    refused = [key for key in overrides if key in WEIGHT_SHAPING_SEG_FIELDS and overrides[key] != merged.get(key)]
+    if refused:
+        raise ValueError(
+            f"model.seg.{refused[0]} cannot change on a pretrained model (its weights depend on it); "
+            f"refused: {refused}"
+        )
+    merged.update(overrides)
+    return SegHeadConfig.from_dict(merged).to_dict()

@@ -1,4 +1,4 @@
-"""UniGR configuration: a Qwen2.5-VL (or Qwen2-VL) backbone config plus one sub-config per head."""
+"""UniGR configuration: a Qwen2.5-VL (or Qwen2-VL) backbone config, input encoders, one sub-config per head."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ class UniGRConfig(PreTrainedConfig):
             by default; ``qwen2_vl`` also works), as a dict or a config object.
         seg: :class:`~model.heads.seg_sam2.SegHeadConfig` fields (SAM2 config name and overrides,
             prompt tokens, propagation mode, loss weights); ``None`` disables the head.
+        encoders: ``{name: options}`` of the enabled input encoders (:mod:`model.input_assembly`).
+        placeholder_token_ids: the encoders' placeholder tokens -> ids in the tokenizer.
         lora: ``{"r", "alpha", "dropout", "target_modules"}`` for LoRA adapters on the LLM only;
             ``None`` means no adapters.
         seg_token_id: id of ``[SEG]`` in the tokenizer.
+        ce_weight: weight of the language-modelling loss.
+        inputs: the data settings that shape the model's inputs, saved by training and read by
+            inference (:class:`utils.data.input_settings.InputSettings` fields: frames the LLM sees,
+            frame sampling, prompt templates).
     """
 
     model_type = "unigr"
@@ -26,6 +32,10 @@ class UniGRConfig(PreTrainedConfig):
 
     backbone_config: dict | PreTrainedConfig | None = None
     seg: dict | None = None
+    encoders: dict | None = None
+    placeholder_token_ids: dict | None = None
     lora: dict | None = None
     seg_token_id: int | None = None
+    ce_weight: float = 1.0
+    inputs: dict | None = None
     tie_word_embeddings: bool = False

@@ -1,4 +1,10 @@
-"""UniGR: a Qwen2.5-VL backbone whose ``[SEG]`` tokens are decoded into video masks by SAM2."""
+"""UniGR: a Qwen2.5-VL (or Qwen2-VL) backbone with plug-in input encoders and output heads.
+
+Everything enters the language model through one :class:`~model.input_assembly.InputAssembly` (text,
+Qwen's visual features, then each enabled encoder's contribution), in training, ``forward`` and
+:meth:`UniGRForConditionalGeneration.generate` alike; every output head
+(:mod:`model.heads.base`) reads the LLM's last hidden states and declares its own losses.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,27 @@ from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from transformers import AutoModelForImageTextToText, PreTrainedModel
+from transformers import AutoModelForImageTextToText, LogitsProcessorList, PreTrainedModel
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.utils import ModelOutput
 
 from model.configuration_unigr import UniGRConfig
-from model.heads.seg_sam2 import SAM2SegHead, SegHeadConfig, mask_losses
+from model.heads.base import HEADS, Head
+from model.input_assembly import InputAssembly, build_encoders, rope_position_ids
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+BACKBONE_INPUTS = (
+    "attention_mask",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
+"""Collated keys the input assembly and the position ids read (besides ``input_ids``)."""
 
 
 @dataclass
@@ -20,20 +40,35 @@ class UniGROutput(ModelOutput):
     """Output of :meth:`UniGRForConditionalGeneration.forward`.
 
     Attributes:
-        loss: weighted sum of the terms below (training only).
-        ce_loss, bce_loss, dice_loss, objectness_loss: scalar loss terms.
+        loss: weighted sum of ``losses`` (with ``labels``).
+        losses: ``{term: value}`` — ``ce`` and each head's terms (e.g. ``bce``, ``dice``, ``objectness``).
         logits: ``(B, L, V)`` language-model logits.
-        pred_masks: one ``(O_i, T_i, S, S)`` mask-logit tensor per sample (``O_i`` = its number of
-            ``[SEG]`` tokens; samples without ``[SEG]`` give ``O_i = 0``); S = SAM2 image size.
+        last_hidden_state: ``(B, L, D)`` the LLM's last hidden states.
+        pred_masks: (segmentation head) one ``(O_i, T_i, S, S)`` mask-logit tensor per sample (``O_i`` =
+            its number of ``[SEG]`` tokens, 0 for samples without); S = SAM2 image size.
+        object_logits: (segmentation head) one ``(O_i, T_i)`` object-score tensor per sample.
     """
 
     loss: torch.Tensor | None = None
-    ce_loss: torch.Tensor | None = None
-    bce_loss: torch.Tensor | None = None
-    dice_loss: torch.Tensor | None = None
-    objectness_loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] | None = None
     logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
     pred_masks: list[torch.Tensor] | None = None
+    object_logits: list[torch.Tensor] | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Output of :meth:`UniGRForConditionalGeneration.generate`.
+
+    Attributes:
+        sequences: ``(B, L + N)`` prompt and generated ids (finished rows padded with the pad id).
+        seg_hidden: per sample ``(O_i, D)`` last hidden states for the generated ``[SEG]`` tokens, in
+            order (the ``[SEG]`` state, or the state before it with ``seg_hidden: previous``).
+    """
+
+    sequences: torch.Tensor
+    seg_hidden: list[torch.Tensor]
 
 
 class UniGRPreTrainedModel(PreTrainedModel):
@@ -46,46 +81,52 @@ class UniGRPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then SAM2's derived (non-weight) state is rebuilt."""
+        """``PreTrainedModel.from_pretrained``, then each head rebuilds its derived (non-weight) state."""
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if getattr(model, "seg_head", None) is not None:
-            model.seg_head.rebuild_rope_tables()
+        for _, head in model.heads():
+            head.after_load()
         return loaded
 
     def _init_weights(self, module: torch.nn.Module) -> None:
-        # The backbone initialises itself (it is a PreTrainedModel); SAM2's modules keep the
-        # sam2 package's own initialisation. Only the projection into SAM2's prompt space is ours.
-        if isinstance(module, SAM2SegHead):
-            for layer in module.text_hidden_proj:
-                if isinstance(layer, torch.nn.Linear):
-                    torch.nn.init.normal_(
-                        layer.weight, std=self.config.backbone_config.get_text_config().initializer_range
-                    )
-                    torch.nn.init.zeros_(layer.bias)
+        # The backbone initialises itself (it is a PreTrainedModel); heads and encoders initialise
+        # their own new layers (``reset_new_parameters``) with the LLM's initializer range.
+        if isinstance(module, Head) or hasattr(module, "reset_new_parameters"):
+            std = self.config.backbone_config.get_text_config().initializer_range
+            if hasattr(module, "reset_new_parameters"):
+                module.reset_new_parameters(std)
 
 
 class UniGRForConditionalGeneration(UniGRPreTrainedModel):
-    """Backbone + optional heads; one class for every task.
+    """Backbone + input encoders + optional heads; one class for every task.
 
     The backbone is the installed transformers Qwen2.5-VL / Qwen2-VL model, built from
-    ``config.backbone_config``; LoRA adapters (if configured) go on its language model only.
+    ``config.backbone_config``; LoRA adapters (if configured) go on its language model only. Each
+    registered head (:data:`model.heads.base.HEADS`) whose config section is set and enabled is the
+    attribute ``<name>_head``.
     """
 
     def __init__(self, config: UniGRConfig):
         super().__init__(config)
         backbone_config = config.backbone_config
         backbone_config._attn_implementation = config._attn_implementation
+        hidden_size = backbone_config.get_text_config().hidden_size
         self.backbone = AutoModelForImageTextToText.from_config(backbone_config)
-        self.seg_config = SegHeadConfig.from_dict(config.seg) if config.seg is not None else None
-        self.seg_head = (
-            SAM2SegHead(self.seg_config, backbone_config.get_text_config().hidden_size)
-            if self.seg_config is not None and self.seg_config.enabled
-            else None
-        )
+        self.input_assembly = InputAssembly(build_encoders(config.encoders, hidden_size))
+        for name, head_class in HEADS.items():
+            setattr(self, f"{name}_head", head_class.from_config(getattr(config, name, None), hidden_size, config))
         if config.lora is not None:
             self._inject_lora(config.lora)
         self.post_init()
+
+    def heads(self) -> list[tuple[str, Head]]:
+        """``(name, head)`` of every enabled head."""
+        return [(name, head) for name in HEADS if (head := getattr(self, f"{name}_head", None)) is not None]
+
+    @property
+    def seg_config(self):
+        """The segmentation head's config (``None`` without the head)."""
+        return self.seg_head.config if getattr(self, "seg_head", None) is not None else None
 
     def _inject_lora(self, lora: dict) -> None:
         lora_config = LoraConfig(
@@ -103,129 +144,189 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.backbone.get_input_embeddings()
 
+    def placeholder_token_ids(self) -> dict[str, int]:
+        """Placeholder token -> id of the enabled encoders (``config.placeholder_token_ids``)."""
+        return dict(self.config.placeholder_token_ids or {})
+
+    def assemble(self, input_ids: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs_embeds (B, L, D), position_ids (3, B, L))`` for the collated ``batch``."""
+        embeds = self.input_assembly(
+            self.backbone.model,
+            input_ids,
+            attention_mask=batch.get("attention_mask"),
+            pixel_values=batch.get("pixel_values"),
+            image_grid_thw=batch.get("image_grid_thw"),
+            pixel_values_videos=batch.get("pixel_values_videos"),
+            video_grid_thw=batch.get("video_grid_thw"),
+            batch=batch,
+            token_ids=self.placeholder_token_ids(),
+        )
+        position_ids = rope_position_ids(
+            self.backbone.model,
+            input_ids,
+            batch.get("mm_token_type_ids"),
+            attention_mask=batch.get("attention_mask"),
+            image_grid_thw=batch.get("image_grid_thw"),
+            video_grid_thw=batch.get("video_grid_thw"),
+            second_per_grid_ts=batch.get("second_per_grid_ts"),
+        )
+        return embeds, position_ids
+
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.Tensor | None = None,
-        second_per_grid_ts: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        sam_frames: list[torch.Tensor] | None = None,
-        gt_masks: list[torch.Tensor] | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
-        num_objects_in_batch: torch.Tensor | int | None = None,
-        **backbone_kwargs,
+        **batch,
     ) -> UniGROutput:
-        """Language modelling plus ``[SEG]`` segmentation.
+        """Language modelling plus every enabled head.
 
         Args:
-            input_ids, attention_mask: ``(B, L)``.
-            pixel_values_videos, video_grid_thw, second_per_grid_ts: Qwen video inputs.
-            labels: ``(B, L)`` with -100 on non-target tokens; gives the CE term.
-            sam_frames: per sample ``(T_i, 3, S, S)`` frames in [0, 1] for SAM2; needed to segment.
-            gt_masks: per sample ``(O_i, T_i, S, S)`` targets; with ``labels`` gives the mask terms.
-            num_items_in_batch, num_objects_in_batch: what the CE sum and the mask-loss sums are
-                divided by (label tokens, objects); default: those of this batch. A trainer passes
-                the counts of its whole global batch so that losses do not depend on how the
-                batch is split over processes and accumulation steps.
+            input_ids: ``(B, L)``.
+            labels: ``(B, L)`` with -100 on non-target tokens; gives the CE term and the heads' losses.
+            num_items_in_batch: what the CE sum is divided by (label tokens; default: this batch's).
+                A trainer passes the count of its whole global batch (and each head's counts, e.g.
+                ``num_objects_in_batch``, in ``batch``) so losses do not depend on how the batch
+                is split over processes and accumulation steps.
+            batch: the collator's other keys: ``attention_mask``, ``mm_token_type_ids``, Qwen's
+                image / video inputs, and what encoders and heads read (``sam_frames``, ``gt_masks``, ...).
         """
-        out = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            pixel_values_videos=pixel_values_videos,
-            video_grid_thw=video_grid_thw,
-            second_per_grid_ts=second_per_grid_ts,
-            labels=labels,
-            output_hidden_states=sam_frames is not None,
-            num_items_in_batch=num_items_in_batch,
-            **backbone_kwargs,
-        )
-        result = UniGROutput(logits=out.logits, ce_loss=out.loss)
-        if sam_frames is None or self.seg_head is None:
-            result.loss = out.loss
-            return result
-
-        segmented = self.segment(out.hidden_states[-1], input_ids, sam_frames)
-        result.pred_masks = [mask_logits for mask_logits, _ in segmented]
-        if labels is None:
-            return result
-        cfg = self.seg_config
-        result.loss = cfg.ce_weight * out.loss  # a batch of QA-only samples has no gt_masks
-        terms = [mask_losses(*pred, gt) for pred, gt in zip(segmented, gt_masks or []) if gt.shape[0] > 0]
+        embeds, position_ids = self.assemble(input_ids, batch)
+        hidden = self.language_model(
+            inputs_embeds=embeds, attention_mask=batch.get("attention_mask"), position_ids=position_ids
+        ).last_hidden_state  # (B, L, D)
+        logits = self.backbone.lm_head(hidden)
+        result = UniGROutput(logits=logits, last_hidden_state=hidden)
+        terms: dict[str, tuple[torch.Tensor, float]] = {}
+        if labels is not None:
+            ce = self.backbone.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.backbone_config.get_text_config().vocab_size,
+                num_items_in_batch=num_items_in_batch,
+            )
+            terms["ce"] = (ce, self.config.ce_weight)
+        for name, head in self.heads():
+            outputs = head.predict(hidden, input_ids, batch)
+            if outputs is not None:
+                for key, value in outputs.items():
+                    if key in UniGROutput.__dataclass_fields__:
+                        setattr(result, key, value)
+                if labels is not None:
+                    counts = head.counts(batch)
+                    counts.update({key: batch[key] for key in counts if batch.get(key) is not None})
+                    terms.update(head.losses(outputs, batch, counts))
+            elif labels is not None and self.training and torch.is_grad_enabled():
+                terms[f"{name}_idle"] = (head.idle_loss(hidden.device), 1.0)
         if terms:
-            num_objects = sum(len(t["bce"]) for t in terms) if num_objects_in_batch is None else num_objects_in_batch
-            weights = {"bce": cfg.bce_weight, "dice": cfg.dice_weight, "objectness": cfg.objectness_weight}
-            for name, weight in weights.items():
-                value = torch.cat([t[name] for t in terms]).sum() / num_objects
-                setattr(result, f"{name}_loss", value)
-                result.loss = result.loss + weight * value
+            result.losses = {term: value for term, (value, _) in terms.items()}
+            result.loss = sum(weight * value for value, weight in terms.values())
         return result
 
-    def segment(
-        self, last_hidden: torch.Tensor, input_ids: torch.Tensor, sam_frames: list[torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Decode every ``[SEG]`` of each sample into masks on that sample's frames.
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: dict,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        logits_processor: LogitsProcessorList | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerationResult:
+        """Generate answers (greedy unless ``do_sample``) and keep the hidden states of generated ``[SEG]``.
+
+        The prompt goes through the same input assembly as training; each new token is one step of the
+        LLM with its KV cache, so the ``[SEG]`` states come from generation itself (no second pass).
 
         Args:
-            last_hidden: ``(B, L, D)`` last hidden states; input_ids: ``(B, L)``.
-            sam_frames: per sample ``(T_i, 3, S, S)``.
-        Returns:
-            per sample ``(mask_logits (O_i, T_i, S, S), object_logits (O_i, T_i))``.
+            inputs: collated prompt (``SampleCollator(..., inference=True)``): ``input_ids`` ``(B, L)``
+                left-padded, ``attention_mask`` and the visual inputs.
+            logits_processor: extra processors (e.g. constrained decoding), applied before sampling.
         """
-        head = self.seg_head
-        lengths = [f.shape[0] for f in sam_frames]
-        seg_positions = input_ids == self.config.seg_token_id  # (B, L)
-        objects_per_sample = seg_positions.sum(1).tolist()
-        if self.seg_config.seg_hidden == "previous":  # the state that predicted [SEG] (LISA / RGA3)
-            seg_positions = torch.cat([seg_positions[:, 1:], seg_positions[:, :1] & False], dim=1)
-        size = head.image_size
-        results: list = [None] * len(sam_frames)
-        for num_frames in sorted(set(lengths)):  # videos of equal length share one SAM2 batch
-            samples = [i for i, n in enumerate(lengths) if n == num_frames and objects_per_sample[i] > 0]
-            for i in range(len(lengths)):
-                if lengths[i] == num_frames and objects_per_sample[i] == 0:
-                    empty = last_hidden.new_zeros(0, num_frames, size, size)
-                    results[i] = (empty, empty[:, :, 0, 0])
-            if not samples:
-                continue
-            frames = torch.cat([sam_frames[i] for i in samples]).to(last_hidden.device)  # (V*T, 3, S, S)
-            seg_hidden = torch.cat([last_hidden[i][seg_positions[i]] for i in samples])  # (O, D)
-            prompts = head.prompts_from_hidden(seg_hidden.to(head.text_hidden_proj[0].weight.dtype))
-            counts = [objects_per_sample[i] for i in samples]
-            video_index = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor(counts))
-            masks = head.segment_videos(head.encode_frames(frames), num_frames, prompts, video_index)
-            mask_logits = masks["mask_logits"].split(counts)
-            object_logits = masks["object_logits"].split(counts)
-            for j, i in enumerate(samples):
-                results[i] = (mask_logits[j], object_logits[j])
-        return results
+        input_ids = inputs["input_ids"]
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        batch = {**inputs, "attention_mask": attention_mask}
+        embeds, position_ids = self.assemble(input_ids, batch)
+        processors = LogitsProcessorList(logits_processor or [])
+        if do_sample:
+            processors += [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
+        generation_config = self.backbone.generation_config
+        eos = generation_config.eos_token_id
+        eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
+        pad_id = generation_config.pad_token_id if generation_config.pad_token_id is not None else eos_ids[0]
+        seg_id, previous = self.config.seg_token_id, self.seg_config is not None and self.seg_config.seg_hidden == "previous"
+
+        cache = DynamicCache(config=self.language_model.config)
+        out = self.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=cache, use_cache=True,
+        )
+        hidden = out.last_hidden_state[:, -1]  # (B, D): left padding puts every prompt's end last
+        next_position = position_ids.amax(dim=(0, 2)) + 1  # (B,)
+        batch_size = input_ids.shape[0]
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=input_ids.device)
+        seg_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
+        sequences = input_ids
+        for _ in range(max_new_tokens):
+            scores = processors(sequences, self.backbone.lm_head(hidden).float())
+            if do_sample:
+                tokens = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
+            else:
+                tokens = scores.argmax(-1)
+            tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
+            if previous:  # the state that predicted [SEG] (LISA / RGA3)
+                for row in (tokens == seg_id).nonzero()[:, 0].tolist():
+                    seg_states[row].append(hidden[row])
+            sequences = torch.cat([sequences, tokens[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
+            step_positions = next_position.view(1, -1, 1).expand(3, -1, 1)
+            out = self.language_model(
+                inputs_embeds=self.get_input_embeddings()(tokens[:, None]), attention_mask=attention_mask,
+                position_ids=step_positions, past_key_values=cache, use_cache=True,
+            )
+            hidden = out.last_hidden_state[:, -1]
+            next_position = next_position + 1
+            if not previous:  # the [SEG] token's own state, now that it was fed
+                for row in (tokens == seg_id).nonzero()[:, 0].tolist():
+                    seg_states[row].append(hidden[row])
+            finished |= torch.isin(tokens, eos_ids)
+            if bool(finished.all()):
+                break
+        width = self.config.backbone_config.get_text_config().hidden_size
+        seg_hidden = [
+            torch.stack(states) if states else hidden.new_zeros(0, width) for states in seg_states
+        ]
+        return GenerationResult(sequences, seg_hidden)
+
 
     @torch.no_grad()
     def generate_and_segment(
         self,
-        inputs: dict[str, torch.Tensor],
-        sam_frames: list[torch.Tensor],
-        max_new_tokens: int = 32,
+        inputs: dict,
+        sam2_states: list,
+        llm_frames: list[list[int]] | None = None,
         **generate_kwargs,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Generate an answer (greedy unless ``generate_kwargs`` say otherwise), then segment every ``[SEG]`` in it.
+        """Generate answers, then segment every generated ``[SEG]`` on all frames of its video.
 
         Args:
-            inputs: processor outputs for the prompt (``input_ids``, ``attention_mask``, video inputs).
-            sam_frames: per sample ``(T_i, 3, S, S)`` frames for SAM2.
-            generate_kwargs: passed to ``generate`` (e.g. ``prefix_allowed_tokens_fn``, ``num_beams``).
+            inputs: the collated prompt (see :meth:`generate`).
+            sam2_states: per sample the segmentation head's state on *all* its frames
+                (``seg_head.init_state(frames)``; reusable across questions about the same video).
+            llm_frames: per sample the indices (into those frames) of the frames the LLM saw: the
+                ``[SEG]`` prompt is applied there and propagated to the rest; ``None``: every frame.
+            generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``, ...).
         Returns:
-            ``(sequences (B, L'), [mask logits (O_i, T_i, S, S)])`` with ``O_i`` = ``[SEG]`` generated.
+            ``(sequences (B, L'), [low-resolution mask logits (O_i, T_i, h, w)])``, ``O_i`` = ``[SEG]``
+            generated (``h = w`` = SAM2's mask size; callers resize them to the frames).
         """
-        generate_kwargs = {"do_sample": False, **generate_kwargs}
-        sequences = self.backbone.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-        # Per-token inputs cover the prompt; the generated tokens are text, attended to.
-        new_tokens = sequences.shape[1] - inputs["input_ids"].shape[1]
-        forward_inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
-        for key, fill in (("attention_mask", 1), ("mm_token_type_ids", 0)):
-            if key in forward_inputs:
-                value = forward_inputs[key]
-                forward_inputs[key] = torch.cat([value, value.new_full((value.shape[0], new_tokens), fill)], dim=1)
-        out = self.forward(sequences, sam_frames=sam_frames, **forward_inputs)
-        return sequences, out.pred_masks
+        result = self.generate(inputs, **generate_kwargs)
+        masks = []
+        for i, state in enumerate(sam2_states):
+            prompts = self.seg_head.prompts_from_hidden(result.seg_hidden[i])
+            candidates = llm_frames[i] if llm_frames is not None else None
+            masks.append(self.seg_head.propagate(state, prompts, candidates)["mask_logits"])
+        return result.sequences, masks

@@ -45,7 +45,7 @@ from train import unigr_counts, unigr_step  # noqa: E402
 from utils.data.collate import VideoChatCollator  # noqa: E402
 from utils.data.prompts import referring_seg_answer, referring_seg_question  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
-from utils.training.trainable import GROUP_PREFIXES, configure_trainable, parameter_counts  # noqa: E402
+from utils.training.trainable import configure_trainable, group_prefixes, parameter_counts  # noqa: E402
 from utils.training.trainer import _to_device  # noqa: E402
 
 REFERENCE_SAMPLES_PER_S = 1.5
@@ -128,7 +128,7 @@ def build_model(
 
 def configure_training(model: UniGRForConditionalGeneration, args: argparse.Namespace) -> torch.optim.Optimizer:
     """Choose what trains, store each weight in its precision, and return AdamW over the trainable ones."""
-    modes = LORA_GROUPS if args.lora else dict.fromkeys(GROUP_PREFIXES, "full")
+    modes = LORA_GROUPS if args.lora else dict.fromkeys(group_prefixes(), "full")
     groups = {name: {"mode": mode} for name, mode in modes.items()}
     optimizer_groups = configure_trainable(model, groups, lr=1e-5, weight_decay=0.0, new_token_ids=[])
     frozen_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -147,12 +147,13 @@ def frame_side(max_pixels: int, patch: int = 28) -> int:
 def synthetic_sample(rng: np.random.Generator, index: int, frames: int, side: int, qa: bool) -> Sample:
     """Random ``(T, side, side, 3)`` frames; a referring question with one random box mask, or a QA turn."""
     video = rng.integers(0, 256, (frames, side, side, 3), dtype=np.uint8)
+    names, timestamps = [str(t) for t in range(frames)], np.arange(frames) / VIDEO_FPS
     if qa:
         conversation = [
             {"role": "user", "content": "What is the red square doing in this video?"},
             {"role": "assistant", "content": "The red square is moving left, then it stops."},
         ]
-        return Sample(f"bench/qa/{index}", video, [str(t) for t in range(frames)], conversation)
+        return Sample(f"bench/qa/{index}", video, names, conversation, timestamps=timestamps)
     masks = np.zeros((1, frames, side, side), dtype=bool)
     for t in range(frames):
         y, x = rng.integers(0, side // 2, 2)
@@ -161,7 +162,7 @@ def synthetic_sample(rng: np.random.Generator, index: int, frames: int, side: in
         {"role": "user", "content": referring_seg_question(["the red square moving left"])},
         {"role": "assistant", "content": referring_seg_answer(1)},
     ]
-    return Sample(f"bench/seg/{index}", video, [str(t) for t in range(frames)], conversation, masks)
+    return Sample(f"bench/seg/{index}", video, names, conversation, masks, timestamps=timestamps)
 
 
 def is_qa(index: int, qa_fraction: float) -> bool:

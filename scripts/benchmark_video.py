@@ -91,7 +91,7 @@ def ours(path: Path, num_frames: int, backend: str, threads: int) -> int | None:
     """One sample through ``utils.video``: cold probe, decode, Qwen2.5-VL resize; returns pictures decoded."""
     clear_probe_cache()
     clip = read_clip(path, FrameSampling(num_frames=num_frames), backend=backend, threads=threads)
-    qwen_video(clip)
+    qwen_video(clip.frames, clip.timestamps)
     return clip.decoded_frames
 
 

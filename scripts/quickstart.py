@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         from utils.training.config import load_config
 
         cfg = load_config(ROOT / "configs/quickstart.yaml", overrides)
-        model, processor = build_model(cfg.model)
+        model, processor = build_model(cfg)
         model.save_pretrained(untrained)
         processor.save_pretrained(untrained)
 

@@ -525,20 +525,30 @@ def test_real_davis_pngs_as_label_maps() -> None:
 # --- registry -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "loader, family, root, split",
-    [
-        ("refcoco", "ref_seg", "refer_seg", "train"),
-        ("refcoco+", "ref_seg", "refer_seg", "train"),
-        ("refcocog", "ref_seg", "refer_seg", "train"),
-        ("refclef", "ref_seg", "refer_seg", "train"),
-        ("reasonseg", "reason_seg", "reason_seg", "train"),
-        ("ade20k", "sem_seg", "ade20k", "training"),
-        ("cocostuff", "sem_seg", "cocostuff", "train2017"),
-        ("pascal_part", "sem_seg", "vlpart/pascal_part", "train"),
-        ("paco_lvis", "sem_seg", "vlpart/paco", "train"),
-    ],
-)
+IMAGE_LOADERS = [
+    ("refcoco", "ref_seg", "refer_seg", "train"),
+    ("refcoco+", "ref_seg", "refer_seg", "train"),
+    ("refcocog", "ref_seg", "refer_seg", "train"),
+    ("refclef", "ref_seg", "refer_seg", "train"),
+    ("reasonseg", "reason_seg", "reason_seg", "train"),
+    ("ade20k", "sem_seg", "ade20k", "training"),
+    ("cocostuff", "sem_seg", "cocostuff", "train2017"),
+    ("pascal_part", "sem_seg", "vlpart/pascal_part", "train"),
+    ("paco_lvis", "sem_seg", "vlpart/paco", "train"),
+]
+"""``(loader, family, root under the written base, a training split)`` of every image loader."""
+
+
+@pytest.mark.parametrize("loader, family, root, split", IMAGE_LOADERS)
+def test_image_loaders_give_one_image_samples_without_timestamps(
+    source: Path, loader: str, family: str, root: str, split: str
+) -> None:
+    dataset = _build(loader, source / root, split, train=True)
+    for sample in (dataset[i] for i in range(min(3, len(dataset)))):
+        assert sample.medium == "image" and sample.timestamps is None and sample.frames.shape[0] == 1
+
+
+@pytest.mark.parametrize("loader, family, root, split", IMAGE_LOADERS)
 def test_registered_loaders_name_paths_that_exist(
     source: Path, loader: str, family: str, root: str, split: str
 ) -> None:

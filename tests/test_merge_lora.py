@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path
 def _trained_model(run: Path):
     """The run's model, seeded, with non-zero LoRA B matrices (fresh ones would make the merge a no-op)."""
     torch.manual_seed(0)
-    model, processor = build_model(load_config(run / "config.yaml").model)
+    model, processor = build_model(load_config(run / "config.yaml"))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:

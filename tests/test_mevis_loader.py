@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from utils.data.mevis import MeViSDataset
-from utils.data.prompts import SEG_TOKEN, referring_seg_answer, referring_seg_question
+from utils.data.catalog import LOADERS
+from utils.data.mevis import MEVIS_FPS, REVOS_FPS, MeViSDataset
+from utils.data.prompts import SEG_TOKEN, reasoning_seg_question, referring_seg_answer, referring_seg_question
 from utils.synthetic.moving_shapes import generate_mevis_split
+from utils.synthetic.video_formats import write_revos
 from utils.video.sampling import uniform_indices as sample_frame_indices
 
 SIZE = 64
@@ -33,8 +35,37 @@ def root(source: Path, tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="module")
+def revos_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic ReVOS root (``train`` split): attribute expressions referring, motion ones reasoning."""
+    return write_revos(tmp_path_factory.mktemp("ReVOS"), split="train", num_videos=4, num_frames=NUM_FRAMES)
+
+
+@pytest.fixture
+def revos_root(revos_source: Path, tmp_path: Path) -> Path:
+    """A private copy of the ReVOS set, free to edit."""
+    shutil.copytree(revos_source, tmp_path / "ReVOS")
+    return tmp_path / "ReVOS"
+
+
 def _meta(root: Path) -> dict:
     return json.loads((root / "train" / "meta_expressions.json").read_text())
+
+
+def _revos_expressions(root: Path) -> dict:
+    return json.loads((root / "meta_expressions_train_.json").read_text())["videos"]
+
+
+def _edit_revos_expression(root: Path, video_id: str, exp_id: str, change) -> None:
+    path = root / "meta_expressions_train_.json"
+    data = json.loads(path.read_text())
+    change(data["videos"][video_id]["expressions"][exp_id])
+    path.write_text(json.dumps(data))
+
+
+def _revos(root: Path, **options) -> MeViSDataset:
+    options = {"num_frames": None, "train": False, "seed": 0, **options}
+    return LOADERS["revos"].build(root, "train", **options)
 
 
 def _decode(rle: dict | None) -> np.ndarray:
@@ -182,6 +213,118 @@ def test_packing_several_expressions_of_one_video(source: Path) -> None:
     assert everything.masks.shape[0] == len(meta["videos"][everything.meta["video"]]["expressions"])
     # Evaluation never packs.
     assert MeViSDataset(source, "train", expressions_per_sample=2)[0].masks.shape[0] == 1
+
+
+# --- frame rate ---------------------------------------------------------------------------------------
+
+
+def test_mevis_timestamps_are_frame_index_over_5_fps(source: Path) -> None:
+    assert MEVIS_FPS == 5.0
+    sample = MeViSDataset(source, "train", num_frames=4)[0]
+    assert sample.medium == "video" and sample.meta["frame_indices"] == [1, 3, 5, 7]
+    np.testing.assert_allclose(sample.timestamps, np.array([1, 3, 5, 7]) / 5.0)
+    for sample in (MeViSDataset(source, "train", num_frames=3, train=True, seed=2)[i] for i in range(4)):
+        np.testing.assert_allclose(sample.timestamps, np.asarray(sample.meta["frame_indices"]) / MEVIS_FPS)
+
+
+def test_fps_option_overrides_the_mevis_frame_rate(source: Path) -> None:
+    built = LOADERS["mevis"].build(source, "train", num_frames=4, train=False, seed=0, fps=30.0)
+    np.testing.assert_allclose(built[0].timestamps, np.array([1, 3, 5, 7]) / 30.0)
+    np.testing.assert_allclose(MeViSDataset(source, "train", fps=2.5)[0].timestamps, np.arange(NUM_FRAMES) / 2.5)
+    with pytest.raises(ValueError, match="mevis train: fps must be a positive number"):
+        MeViSDataset(source, "train", fps=0.0)
+
+
+def test_revos_timestamps_are_frame_index_over_6_fps(revos_source: Path) -> None:
+    assert REVOS_FPS == 6.0
+    dataset = _revos(revos_source, num_frames=3, train=True, seed=1)
+    for sample in (dataset[i] for i in range(len(dataset))):
+        np.testing.assert_allclose(sample.timestamps, np.asarray(sample.meta["frame_indices"]) / 6.0)
+    np.testing.assert_allclose(_revos(revos_source, fps=24.0)[0].timestamps, np.arange(NUM_FRAMES) / 24.0)
+
+
+# --- ReVOS referring and reasoning expressions --------------------------------------------------------
+
+
+def test_revos_reasoning_expressions_get_the_reasoning_question_and_referring_ones_the_referring_question(
+    revos_source: Path,
+) -> None:
+    videos = _revos_expressions(revos_source)
+    dataset = _revos(revos_source, num_frames=2)
+    seen = set()
+    for index, (video_id, exp_id) in enumerate(dataset.items):
+        expression = videos[video_id]["expressions"][exp_id]
+        sample = dataset[index]
+        question = sample.conversation[0]["content"]
+        if expression["type_id"] == 1:
+            assert question == reasoning_seg_question(expression["exp"])
+        else:
+            assert expression["type_id"] == 0 and question == referring_seg_question([expression["exp"]])
+        assert sample.meta["type_id"] == expression["type_id"]
+        assert sample.conversation[1]["content"] == referring_seg_answer(1)
+        seen.add(expression["type_id"])
+    assert seen == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [lambda expression: expression.pop("type_id"), lambda expression: expression.update(type_id=2)],
+    ids=["no-type_id", "type_id-2"],
+)
+def test_revos_expression_without_type_id_or_of_type_2_is_asked_as_referring(revos_root: Path, edit) -> None:
+    video_id, exp_id = next(
+        (v, e)
+        for v, entry in _revos_expressions(revos_root).items()
+        for e, x in entry["expressions"].items()
+        if x["type_id"] == 1
+    )
+    _edit_revos_expression(revos_root, video_id, exp_id, edit)
+    dataset = _revos(revos_root)
+    sample = dataset[dataset.items.index((video_id, exp_id))]
+    assert sample.conversation[0]["content"] == referring_seg_question([sample.meta["exp"]])
+    assert sample.meta.get("type_id") == _revos_expressions(revos_root)[video_id]["expressions"][exp_id].get("type_id")
+
+
+@pytest.mark.parametrize("type_id", [3, -1, "1", True])
+def test_revos_unknown_type_id_is_an_error_naming_the_sample_and_the_file(revos_root: Path, type_id) -> None:
+    video_id = sorted(_revos_expressions(revos_root))[1]
+    _edit_revos_expression(revos_root, video_id, "0", lambda expression: expression.update(type_id=type_id))
+    with pytest.raises(ValueError, match="type_id") as error:
+        _revos(revos_root)
+    message = str(error.value)
+    assert f"revos/train/{video_id}/0" in message and str(revos_root / "meta_expressions_train_.json") in message
+    assert "0 (referring), 1 (reasoning)" in message
+
+
+def test_revos_packing_asks_reasoning_queries_alone_and_packs_referring_ones(revos_source: Path) -> None:
+    videos = _revos_expressions(revos_source)
+    packed = _revos(revos_source, num_frames=2, train=True, expressions_per_sample=3)
+    for index, (video_id, exp_id) in enumerate(packed.items):
+        sample = packed[index]
+        expressions = videos[video_id]["expressions"]
+        exp_ids = sample.meta["exp_ids"]
+        assert exp_ids[0] == exp_id and sample.masks.shape[0] == len(exp_ids)
+        if expressions[exp_id]["type_id"] == 1:
+            assert exp_ids == [exp_id]
+            assert sample.conversation[0]["content"] == reasoning_seg_question(expressions[exp_id]["exp"])
+        else:
+            referring = [e for e, x in expressions.items() if x["type_id"] == 0]
+            assert set(exp_ids) <= set(referring) and len(exp_ids) == min(3, len(referring))
+            texts = [expressions[e]["exp"] for e in exp_ids]
+            assert sample.conversation[0]["content"] == referring_seg_question(texts)
+
+
+def test_mevis_keeps_the_referring_template_whatever_type_id_says(root: Path) -> None:
+    meta = _meta(root)
+    video_id = sorted(meta["videos"])[0]
+    meta["videos"][video_id]["expressions"]["0"]["type_id"] = 1
+    (root / "train" / "meta_expressions.json").write_text(json.dumps(meta))
+    dataset = MeViSDataset(root, "train")
+    sample = dataset[dataset.items.index((video_id, "0"))]
+    assert sample.conversation[0]["content"] == referring_seg_question([sample.meta["exp"]])
+
+
+# --- bad input ------------------------------------------------------------------------------------------
 
 
 def test_valid_split_without_mask_dict_has_no_masks(root: Path) -> None:

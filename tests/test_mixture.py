@@ -36,7 +36,7 @@ class _Items(Dataset):
         if index in self.bad:
             raise FileNotFoundError(f"missing frame /data/{self.loader}/{index}.jpg")
         frames = np.zeros((1, 2, 2, 3), dtype=np.uint8)
-        return Sample(f"{self.loader}/{index}", frames, ["0"], [], meta={"item": index})
+        return Sample(f"{self.loader}/{index}", frames, ["0"], [], timestamps=np.zeros(1), meta={"item": index})
 
 
 @pytest.fixture

@@ -12,14 +12,16 @@ from safetensors import safe_open
 
 from model.builder import build_unigr, load_unigr
 from model.heads.seg_sam2 import SegHeadConfig, conditioning_frames
-from utils.data.collate import VideoChatCollator
+from transformers import LogitsProcessor
+
+from utils.data.collate import SampleCollator
 from utils.data.mevis import MeViSDataset
 from utils.data.prompts import SEG_TOKEN
 from utils.data.schema import Sample
 
 
 def _batch(processor, model, samples: list[Sample], inference: bool = False) -> dict:
-    return VideoChatCollator(processor, model.seg_head.image_size, 6.0, inference=inference)(samples)
+    return SampleCollator(processor, model.seg_head.image_size, inference=inference)(samples)
 
 
 def _qa_only(sample: Sample) -> Sample:
@@ -38,14 +40,15 @@ def test_loss_is_weighted_sum_of_ce_bce_dice_objectness(tiny_model, samples) -> 
     with torch.no_grad():
         out = model(**_batch(processor, model, samples))
     cfg = model.seg_config
+    terms = out.losses
     expected = (
-        cfg.ce_weight * out.ce_loss
-        + cfg.bce_weight * out.bce_loss
-        + cfg.dice_weight * out.dice_loss
-        + cfg.objectness_weight * out.objectness_loss
+        model.config.ce_weight * terms["ce"]
+        + cfg.bce_weight * terms["bce"]
+        + cfg.dice_weight * terms["dice"]
+        + cfg.objectness_weight * terms["objectness"]
     )
     torch.testing.assert_close(out.loss, expected)
-    assert all(term > 0 for term in (out.ce_loss, out.bce_loss, out.dice_loss, out.objectness_loss))
+    assert set(terms) == {"ce", "bce", "dice", "objectness"} and all(value > 0 for value in terms.values())
     assert [m.shape for m in out.pred_masks] == [(2, 4, 128, 128)] * 2
 
 
@@ -64,15 +67,33 @@ def test_qa_only_samples_skip_sam2(tiny_model, samples, monkeypatch) -> None:
     monkeypatch.setattr(model.seg_head, "encode_frames", lambda *_: pytest.fail("SAM2 ran on a QA-only batch"))
     with torch.no_grad():
         out = model(**batch)
-    assert out.bce_loss is None and torch.equal(out.loss, out.ce_loss)
-    assert [m.shape[0] for m in out.pred_masks] == [0, 0]
+    assert set(out.losses) == {"ce"} and torch.equal(out.loss, out.losses["ce"])
+    assert out.pred_masks is None
 
 
 def test_mixed_batch_segments_only_seg_samples(tiny_model, samples) -> None:
     model, processor = tiny_model
     with torch.no_grad():
         out = model(**_batch(processor, model, [samples[0], _qa_only(samples[1])]))
-    assert [m.shape[0] for m in out.pred_masks] == [2, 0] and out.bce_loss is not None
+    assert [m.shape[0] for m in out.pred_masks] == [2, 0] and "bce" in out.losses
+
+
+def test_a_rank_without_seg_samples_still_gives_sam2_the_gradients_a_seg_batch_gives(tiny_model, samples) -> None:
+    """DeepSpeed ZeRO needs every rank to give gradients to the same parameters in each micro-step."""
+    model, processor = tiny_model
+    trained = copy.deepcopy(model).train()
+
+    def grads(batch: dict) -> set[str]:
+        trained.zero_grad(set_to_none=True)
+        trained(**batch).loss.backward()
+        return {name for name, p in trained.seg_head.named_parameters() if p.grad is not None}
+
+    qa = _batch(processor, trained, [_qa_only(s) for s in samples])
+    qa.pop("gt_masks", None)
+    idle, used = grads(qa), grads(_batch(processor, trained, samples))
+    assert idle == used and len(used) > 0
+    qa_loss = trained(**qa)
+    torch.testing.assert_close(qa_loss.loss, qa_loss.losses["ce"])  # the idle term adds nothing
 
 
 def test_each_seg_token_is_its_own_object(tiny_model, samples) -> None:
@@ -81,8 +102,9 @@ def test_each_seg_token_is_its_own_object(tiny_model, samples) -> None:
     sam_frames = batch.pop("sam_frames")
     batch.pop("gt_masks")
     with torch.no_grad():
-        hidden = model.backbone(**batch, output_hidden_states=True).hidden_states[-1]
-        ((mask_logits, object_logits),) = model.segment(hidden, batch["input_ids"], sam_frames)
+        hidden = model(**batch).last_hidden_state
+        states = model.seg_head.seg_hidden_states(hidden, batch["input_ids"])
+        ((mask_logits, object_logits),) = model.seg_head.segment(states, sam_frames)
     assert mask_logits.shape[0] == samples[0].conversation[1]["content"].count(SEG_TOKEN) == 2
     assert not torch.allclose(object_logits[0], object_logits[1])
 
@@ -130,45 +152,59 @@ def test_seg_head_config_rejects_unknown_options() -> None:
         SegHeadConfig.from_dict({"propagation": "every"})
 
 
-def test_generate_then_segment_every_generated_seg(tiny_model, samples) -> None:
+class ForceAnswer(LogitsProcessor):
+    """Constrained decoding: the tokens of ``answer``, in order, whatever the model prefers."""
+
+    def __init__(self, answer: list[int], prompt_length: int):
+        self.answer, self.prompt_length = answer, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = min(input_ids.shape[1] - self.prompt_length, len(self.answer) - 1)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.answer[step]] = 0
+        return forced
+
+
+@pytest.mark.parametrize("seg_hidden", ["self", "previous"])
+def test_generation_keeps_the_seg_states_a_teacher_forced_pass_gives(tiny_model, samples, seg_hidden, monkeypatch):
     model, processor = tiny_model
+    monkeypatch.setattr(model.seg_config, "seg_hidden", seg_hidden)
     tokenizer = processor.tokenizer
     batch = _batch(processor, model, samples[:1], inference=True)
-    sam_frames = batch.pop("sam_frames")
+    batch.pop("sam_frames")
     answer = tokenizer.encode(f"Sure, {SEG_TOKEN}, {SEG_TOKEN}.<|im_end|>", add_special_tokens=False)
     prompt_length = batch["input_ids"].shape[1]
+    result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[ForceAnswer(answer, prompt_length)])
+    assert result.sequences[0, prompt_length:].tolist() == answer
+    assert result.seg_hidden[0].shape == (2, model.config.backbone_config.text_config.hidden_size)
+    with torch.no_grad():  # the whole generated sequence in one teacher-forced pass
+        full = {**batch, "input_ids": result.sequences, "attention_mask": torch.ones_like(result.sequences)}
+        full["mm_token_type_ids"] = torch.cat(
+            [batch["mm_token_type_ids"], torch.zeros(1, len(answer), dtype=batch["mm_token_type_ids"].dtype)], 1
+        )
+        hidden = model(**full).last_hidden_state
+    expected = model.seg_head.seg_hidden_states(hidden, result.sequences)[0]
+    torch.testing.assert_close(result.seg_hidden[0], expected, atol=1e-4, rtol=1e-4)
 
-    def force_answer(_, generated: torch.Tensor) -> list[int]:
-        return [answer[min(len(generated) - prompt_length, len(answer) - 1)]]
 
-    sequences, masks = model.generate_and_segment(
-        batch, sam_frames, max_new_tokens=len(answer), prefix_allowed_tokens_fn=force_answer
-    )
-    assert sequences[0, prompt_length:].tolist() == answer
-    assert masks[0].shape == (2, 4, 128, 128)
-    # Same masks as a teacher-forced pass over the generated sequence.
-    forced_batch = _batch(
-        processor,
-        model,
-        [
-            dataclasses.replace(
-                samples[0],
-                conversation=[
-                    samples[0].conversation[0],
-                    {"role": "assistant", "content": f"Sure, {SEG_TOKEN}, {SEG_TOKEN}."},
-                ],
-            )
-        ],
-    )
-    assert torch.equal(forced_batch["input_ids"][0, :-1], sequences[0])  # all but the template's final newline
-    forced_batch = {
-        k: v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v
-        for k, v in forced_batch.items()
-        if k not in ("labels", "gt_masks")
-    }
-    with torch.no_grad():
-        forced = model(**forced_batch)
-    torch.testing.assert_close(forced.pred_masks[0], masks[0])
+def test_generation_equals_transformers_greedy_generate(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    batch = _batch(processor, model, samples, inference=True)
+    batch.pop("sam_frames")
+    ours = model.generate(batch, max_new_tokens=6).sequences
+    stock = model.backbone.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert torch.equal(ours[:, : stock.shape[1]], stock)
+
+
+def test_generate_and_segment_masks_every_generated_seg_on_every_frame(tiny_model, samples) -> None:
+    model, processor = tiny_model
+    batch = _batch(processor, model, samples[:1], inference=True)
+    frames = batch.pop("sam_frames")[0]
+    answer = processor.tokenizer.encode(f"Sure, {SEG_TOKEN}, {SEG_TOKEN}.<|im_end|>", add_special_tokens=False)
+    force = ForceAnswer(answer, batch["input_ids"].shape[1])
+    state = model.seg_head.init_state(frames)
+    _, (masks,) = model.generate_and_segment(batch, [state], [[0, 2]], max_new_tokens=8, logits_processor=[force])
+    assert masks.shape[:2] == (2, 4)
 
 
 def test_lora_adapters_sit_on_the_llm_only(tiny_parts, tiny_cfg) -> None:
@@ -215,15 +251,11 @@ def test_seg_hidden_previous_projects_the_state_before_each_seg(tiny_model, samp
     batch = _batch(processor, model, samples[:1])
     hidden = torch.arange(batch["input_ids"].shape[1], dtype=torch.float32)[None, :, None].expand(1, -1, 128)
     seen = []
-    monkeypatch.setattr(
-        model.seg_head, "prompts_from_hidden", lambda h: seen.append(h[:, 0]) or torch.zeros(len(h), 2, 64)
-    )
     seg_at = (batch["input_ids"][0] == model.config.seg_token_id).nonzero().flatten().float()
     for mode, expected in (("self", seg_at), ("previous", seg_at - 1)):
         monkeypatch.setattr(model.seg_config, "seg_hidden", mode)
-        with torch.no_grad():
-            model.segment(hidden, batch["input_ids"], batch["sam_frames"])
-        assert torch.equal(seen[-1], expected)
+        (states,) = model.seg_head.seg_hidden_states(hidden, batch["input_ids"])
+        assert torch.equal(states[:, 0], expected)
 
 
 def test_a_batch_of_qa_only_samples_still_has_its_ce_loss(tiny_model, samples) -> None:
@@ -232,4 +264,4 @@ def test_a_batch_of_qa_only_samples_still_has_its_ce_loss(tiny_model, samples) -
     batch.pop("gt_masks", None)
     with torch.no_grad():
         out = model(**batch)
-    assert out.loss is not None and torch.isfinite(out.loss) and out.bce_loss is None
+    assert out.loss is not None and torch.isfinite(out.loss) and set(out.losses) == {"ce"}

@@ -211,6 +211,7 @@ def _segment_sample() -> Sample:
             {"role": "assistant", "content": f"Sure, {SEG_TOKEN}."},
         ],
         masks=rng.random((1, 4, 64, 64)) > 0.5,
+        timestamps=np.arange(4) / 6.0,
     )
 
 

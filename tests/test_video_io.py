@@ -389,7 +389,7 @@ def test_qwen_frames_equal_qwen_vl_utils_fetch_video(name: str, reader: str, mon
     theirs, metadata = vision_process.fetch_video({"video": str(path), "nframes": 8}, return_video_metadata=True)
     vision_process.get_video_reader_backend.cache_clear()
     clip = read_clip(path, FrameSampling("indices", indices=tuple(int(i) for i in metadata["frames_indices"])))
-    ours = qwen_video(clip)
+    ours = qwen_video(clip.frames, clip.timestamps)
     assert ours.frames.shape == theirs.shape and ours.frames.shape[-2] % 28 == ours.frames.shape[-1] % 28 == 0
     # Same frames and sizes; qwen-vl-utils resizes with torchvision's v1 resize, transformers (and so we) with v2:
     # measured, 12% of values differ by 1 level and 0.003% by more (at most 8, on sharp edges).
@@ -403,7 +403,7 @@ def test_qwen_inputs_match_the_processor_on_the_raw_frames(clips, tiny_parts) ->
 
     processor = AutoProcessor.from_pretrained(tiny_parts["backbone"])
     clip = read_clip(clips["vfr"], FrameSampling(num_frames=5))
-    ours = qwen_video(clip, processor.video_processor)
+    ours = qwen_video(clip.frames, clip.timestamps, processor.video_processor)
     fps = (len(clip.indices) - 1) / (clip.timestamps[-1] - clip.timestamps[0])
     text = [f"{VIDEO_PLACEHOLDER}hi"]
     common = dict(text=text, return_tensors="pt", cap_pixels_per_frame=True)

@@ -26,8 +26,8 @@ from utils.data.palette import (
     write_index_mask,
 )
 from utils.data.prompts import SEG_TOKEN
-from utils.data.reasonvos import ReasonVOSDataset
-from utils.data.ref_youtube_vos import DAVIS_RUNS
+from utils.data.reasonvos import REASONVOS_FPS, ReasonVOSDataset
+from utils.data.ref_youtube_vos import DAVIS_FPS, DAVIS_RUNS, YOUTUBE_VOS_FPS
 from utils.data.registry import EVALUATED_SPLITS, LOADERS
 from utils.synthetic.video_formats import (
     DAVIS_TEMPLATES,
@@ -37,6 +37,8 @@ from utils.synthetic.video_formats import (
     write_ref_youtube_vos,
     write_youtube_vos,
 )
+from utils.video.clip import read_annotated_frames
+from utils.video.sampling import FrameSampling
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REF_YTVOS_META = FIXTURES / "annotations" / "ref_youtube_vos" / "meta_expressions.json"
@@ -73,8 +75,15 @@ def data(source: tuple[Path, dict], tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def build(root: Path, name: str, split: str, num_frames: int | None = None, train: bool = False, seed: int = 0):
-    return LOADERS[name].build(root / name, split, num_frames=num_frames, train=train, seed=seed)
+FRAME_RATES = {"ref_youtube_vos": 6.0, "ref_davis17": 24.0, "youtube_vos": 6.0, "reasonvos": 5.0}
+"""Each loader's default frame rate: YouTube-VOS folders hold every 5th frame of 30 fps video, DAVIS every
+frame at 24 fps, ReasonVOS takes MeViS's 5 fps."""
+
+
+def build(
+    root: Path, name: str, split: str, num_frames: int | None = None, train: bool = False, seed: int = 0, **options
+):
+    return LOADERS[name].build(root / name, split, num_frames=num_frames, train=train, seed=seed, **options)
 
 
 def target_ids(meta: dict) -> list[int]:
@@ -213,6 +222,62 @@ def test_training_items_depend_only_on_seed_and_index(source: tuple[Path, dict],
         assert len(sample.frame_names) == 2
     frame_sets = {tuple(s.meta["frame_indices"]) for samples in draws.values() for s in samples}
     assert len(frame_sets) > 1
+
+
+# --- frame rates and timestamps -------------------------------------------------------------------------
+
+
+def test_frame_rate_constants_are_the_datasets_rates() -> None:
+    assert (YOUTUBE_VOS_FPS, DAVIS_FPS, REASONVOS_FPS) == (6.0, 24.0, 5.0)
+
+
+@pytest.mark.parametrize(("name", "split"), ALL_SPLITS)
+def test_timestamps_are_frame_index_over_the_datasets_frame_rate(
+    source: tuple[Path, dict], name: str, split: str
+) -> None:
+    for train in (False, True):
+        dataset = build(source[0], name, split, num_frames=3, train=train, seed=1)
+        for sample in (dataset[i] for i in range(len(dataset))):
+            expected = np.asarray(sample.meta["frame_indices"], dtype=np.float64) / FRAME_RATES[name]
+            assert sample.medium == "video" and sample.timestamps.dtype == np.float64
+            np.testing.assert_allclose(sample.timestamps, expected)
+
+
+def test_ref_youtube_vos_timestamps_count_list_positions_not_frame_numbers(source: tuple[Path, dict]) -> None:
+    """Written frame names step by 5, 10 or 3 from 5 x the video index; the time line is the list position."""
+    dataset = build(source[0], "ref_youtube_vos", "train")
+    for sample in (dataset[i] for i in range(len(dataset))):
+        positions = np.arange(len(sample.frame_names))
+        np.testing.assert_allclose(sample.timestamps, positions / YOUTUBE_VOS_FPS)
+    assert any(int(dataset[i].frame_names[1]) - int(dataset[i].frame_names[0]) != 1 for i in range(len(dataset)))
+
+
+@pytest.mark.parametrize(("name", "split"), ALL_SPLITS)
+def test_fps_option_overrides_the_frame_rate(source: tuple[Path, dict], name: str, split: str) -> None:
+    dataset = build(source[0], name, split, num_frames=2, fps=12.5)
+    sample = dataset[0]
+    np.testing.assert_allclose(sample.timestamps, np.asarray(sample.meta["frame_indices"]) / 12.5)
+    assert build(source[0], name, split, fps=30)[0].timestamps[1] == 1 / 30  # an integer rate from a config
+
+
+@pytest.mark.parametrize("fps", [0, -6.0, "6", True])
+def test_a_bad_fps_option_is_refused_naming_the_dataset(source: tuple[Path, dict], fps: object) -> None:
+    with pytest.raises(ValueError, match=r"ref_davis17 valid: fps must be a positive number"):
+        build(source[0], "ref_davis17", "valid", fps=fps)
+    with pytest.raises(ValueError, match=r"reasonvos test: fps must be a positive number"):
+        ReasonVOSDataset(source[0] / "reasonvos", fps=fps)
+
+
+def test_read_annotated_frames_needs_the_frame_rate(source: tuple[Path, dict]) -> None:
+    dataset = build(source[0], "ref_davis17", "valid")
+    folder, names = dataset.image_dir / dataset.items[0].video, dataset.frames[dataset.items[0].video]
+    with pytest.raises(TypeError, match="fps"):
+        read_annotated_frames(folder, names, FrameSampling(num_frames=2), "sample x")
+    with pytest.raises(ValueError, match="sample x: fps must be positive"):
+        read_annotated_frames(folder, names, FrameSampling(num_frames=2), "sample x", fps=0.0)
+    clip = read_annotated_frames(folder, names, FrameSampling("fps", fps=12.0), "sample x", fps=24.0)
+    assert clip.indices == list(range(0, len(names), 2))  # time-based sampling runs on the same time line
+    np.testing.assert_allclose(clip.timestamps, np.asarray(clip.indices) / 24.0)
 
 
 # --- Ref-YouTube-VOS ------------------------------------------------------------------------------------

@@ -3,8 +3,16 @@
 Each ``[SEG]`` hidden state ``(D_llm,)`` goes through a small MLP into ``K`` tokens of SAM2's
 prompt space ``(K, C_sam)``. On the *conditioning* frames those tokens are SAM2's sparse prompt;
 the other frames get their masks from SAM2's memory (``propagation="memory"``), exactly as SAM2
-tracks a clicked object. ``propagation="independent"`` prompts every frame on its own instead
-(what RGA3 does), for comparison. Objects (several ``[SEG]``) ride in SAM2's batch dimension.
+tracks a clicked object. Conditioning frames are chosen per object among the frames the language
+model saw, by object score (``cond_frames="object_score"``) so that a target absent from the first
+frame is still found. ``propagation="independent"`` prompts every frame on its own instead (what
+RGA3 does), for comparison. Objects (several ``[SEG]``) ride in SAM2's batch dimension.
+
+Training segments a batch of encoded videos with gradients (:meth:`PromptableVideoSAM2.segment_videos`);
+inference keeps a :class:`~model.heads.sam2_video.VideoState` per video (:meth:`~PromptableVideoSAM2.init_state`,
+:meth:`~PromptableVideoSAM2.propagate`), shaped like SAM2's own video predictor, so that frames are
+encoded in chunks and once per video, whatever the number of expressions. Both run
+:func:`~model.heads.sam2_video.segment_objects`.
 """
 
 from __future__ import annotations
@@ -15,9 +23,18 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 from sam2.modeling.sam.transformer import RoPEAttention
-from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
+from model.heads.sam2_video import (
+    FrameFeatures,
+    PreparedFeatures,
+    VideoState,
+    compute_dtype,
+    prepare_features,
+    segment_objects,
+    upscale_mask_logits,
+)
 from model.sam2_builder import build_sam2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,7 +50,9 @@ class SegHeadConfig:
     sam2_overrides: dict = field(default_factory=dict)
     num_prompt_tokens: int = 1
     propagation: str = "memory"  # "memory" | "independent"
-    num_cond_frames: int = 1  # frames prompted by [SEG] when propagating, spread uniformly
+    num_cond_frames: int = 1  # frames per object prompted by [SEG] when propagating by memory
+    cond_frames: str = "object_score"  # "object_score": the candidates scoring highest | "first": spread from the first
+    encode_chunk_size: int = 8  # frames per image-encoder batch at inference
     seg_hidden: str = "self"  # "self": the [SEG] token's last hidden state; "previous": the token before it
     ce_weight: float = 1.0
     bce_weight: float = 2.0
@@ -51,20 +70,15 @@ class SegHeadConfig:
             raise ValueError(f"seg.propagation must be 'memory' or 'independent', got {config.propagation!r}")
         if config.seg_hidden not in ("self", "previous"):
             raise ValueError(f"seg.seg_hidden must be 'self' or 'previous', got {config.seg_hidden!r}")
+        if config.cond_frames not in ("object_score", "first"):
+            raise ValueError(f"seg.cond_frames must be 'object_score' or 'first', got {config.cond_frames!r}")
+        for name in ("num_cond_frames", "encode_chunk_size"):
+            if getattr(config, name) < 1:
+                raise ValueError(f"seg.{name} must be at least 1, got {getattr(config, name)}")
         return config
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def conditioning_frames(num_frames: int, num_cond: int, propagation: str) -> list[int]:
-    """Indices of the frames the ``[SEG]`` prompt is applied to: all of them, or ``num_cond`` spread evenly."""
-    if propagation == "independent" or num_cond >= num_frames:
-        return list(range(num_frames))
-    if num_cond == 1:
-        return [0]
-    step = (num_frames - 1) / (num_cond - 1)
-    return sorted({round(i * step) for i in range(num_cond)})
 
 
 class PromptableVideoSAM2(nn.Module):
@@ -98,137 +112,109 @@ class PromptableVideoSAM2(nn.Module):
         return sparse
 
     def encode_frames(self, frames: torch.Tensor) -> dict:
-        """Run SAM2's image encoder on ``(T, 3, S, S)`` frames in [0, 1]; returns SAM2's backbone output."""
+        """Run SAM2's image encoder on ``(T, 3, S, S)`` frames in [0, 1]; returns SAM2's backbone output.
+
+        The frames are cast to the weights' dtype (a bf16 head takes float32 frames).
+        """
         mean = frames.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = frames.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         frames = (frames - mean) / std
-        return self.sam2.forward_image(frames)
+        return self.sam2.forward_image(frames.to(compute_dtype(self.sam2)))
 
     def segment_videos(
-        self, backbone_out: dict, num_frames: int, prompts: torch.Tensor, video_index: torch.Tensor
+        self,
+        backbone_out: dict,
+        num_frames: int,
+        prompts: torch.Tensor,
+        video_index: torch.Tensor,
+        candidates: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Masks of ``O`` objects on all ``T`` frames of their videos, all objects in one SAM2 batch.
+        """Masks of ``O`` objects on all ``T`` frames of their videos (training: keeps gradients).
 
         Args:
             backbone_out: ``encode_frames`` output for ``V`` videos of ``T`` frames, video-major ``(V*T, ...)``.
             num_frames: ``T``.
             prompts: ``(O, K, C_sam)`` prompt tokens, one row per object.
             video_index: ``(O,)`` which of the ``V`` videos each object lives in.
+            candidates: frame indices the prompt may condition (the frames the language model saw);
+                ``None``: every frame.
         Returns:
-            ``{"mask_logits": (O, T, S, S), "object_logits": (O, T)}``; S = SAM2 image size.
+            ``{"mask_logits": (O, T, S, S), "object_logits": (O, T)}`` float32; S = SAM2 image size.
         """
-        sam = self.sam2
-        _, feats, pos, feat_sizes = sam._prepare_backbone_features(backbone_out)  # each (HW, V*T, C)
-        cond = conditioning_frames(num_frames, self.config.num_cond_frames, self.config.propagation)
-        use_memory = self.config.propagation == "memory" and len(cond) < num_frames
-        video_index = video_index.to(feats[-1].device)
+        feats, pos, feat_sizes = prepare_features(self.sam2, backbone_out)  # each (HW, V*T, C)
 
         def frame_features(t: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-            columns = video_index * num_frames + t  # (O,): frame t of each object's video
-            return [x[:, columns] for x in feats], [x[:, columns] for x in pos]  # each (HW, O, C)
+            return [x.unflatten(1, (-1, num_frames))[:, :, t] for x in feats], [
+                x.unflatten(1, (-1, num_frames))[:, :, t] for x in pos
+            ]  # each (HW, V, C)
 
-        output_dict: dict[str, dict[int, dict]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        outputs: dict[int, dict] = {}
-        for t in cond:
-            frame_feats, frame_pos = frame_features(t)
-            out = self._decode_prompted_frame(t, frame_feats, frame_pos, feat_sizes, prompts, output_dict)
-            if use_memory:
-                out["maskmem_features"], out["maskmem_pos_enc"] = sam._encode_new_memory(
-                    frame_feats, feat_sizes, out["pred_masks_high_res"], out["object_score_logits"], False
-                )
-            output_dict["cond_frame_outputs"][t] = outputs[t] = out
+        out = self._segment(frame_features, feat_sizes, num_frames, prompts, video_index, candidates)
+        out["mask_logits"] = upscale_mask_logits(out["mask_logits"], (self.image_size,) * 2)
+        return out
 
-        later = [(t, False) for t in range(cond[0] + 1, num_frames) if t not in outputs]
-        earlier = [(t, True) for t in range(cond[0] - 1, -1, -1)]
-        for t, reverse in later + earlier:
-            frame_feats, frame_pos = frame_features(t)
-            current, sam_outputs, _, _ = sam._track_step(
-                t, False, frame_feats, frame_pos, feat_sizes, None, None, output_dict, num_frames, reverse, None
-            )
-            _, _, _, low_res, high_res, obj_ptr, object_logits = sam_outputs
-            current.update(
-                pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr, object_score_logits=object_logits
-            )
-            sam._encode_memory_in_output(frame_feats, feat_sizes, None, True, high_res, object_logits, current)
-            output_dict["non_cond_frame_outputs"][t] = outputs[t] = current
+    def init_state(
+        self, frames: torch.Tensor, storage_device: torch.device | str | None = None, chunk_size: int | None = None
+    ) -> VideoState:
+        """Start inference on one video: ``(T, 3, S, S)`` frames in [0, 1] (any device; nothing is encoded yet).
 
-        order = range(num_frames)
-        return {
-            "mask_logits": torch.stack([outputs[t]["pred_masks_high_res"][:, 0] for t in order], dim=1),
-            "object_logits": torch.stack([outputs[t]["object_score_logits"][:, 0] for t in order], dim=1),
-        }
-
-    def _decode_prompted_frame(
-        self,
-        frame_idx: int,
-        frame_feats: list[torch.Tensor],
-        frame_pos: list[torch.Tensor],
-        feat_sizes: list[tuple[int, int]],
-        prompts: torch.Tensor,
-        output_dict: dict,
-    ) -> dict[str, torch.Tensor]:
-        """SAM2's mask decoder on a conditioning frame with ``prompts`` as the sparse prompt.
-
-        Mirrors ``SAM2Base._forward_sam_heads`` (single-mask output, object-score gating, object
-        pointer) with language tokens in place of encoded clicks.
+        Args:
+            storage_device: where encoded features are cached; default the frames' device.
+            chunk_size: frames per image-encoder batch; default ``config.encode_chunk_size``.
         """
-        sam = self.sam2
-        num_objects = prompts.shape[0]
-        pix_feat = sam._prepare_memory_conditioned_features(
-            frame_idx, True, frame_feats[-1:], frame_pos[-1:], feat_sizes[-1:], output_dict, 1
-        )  # (O, C, H/16, W/16)
-        high_res = [
-            x.permute(1, 2, 0).reshape(num_objects, x.shape[2], *size)
-            for x, size in zip(frame_feats[:-1], feat_sizes[:-1])
-        ]
-        prompt_encoder = sam.sam_prompt_encoder
-        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            num_objects, -1, *prompt_encoder.image_embedding_size
-        )
-        low_res, _, sam_tokens, object_logits = sam.sam_mask_decoder(
-            image_embeddings=pix_feat,
-            image_pe=prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=prompts.to(pix_feat.dtype),
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-            repeat_image=False,
-            high_res_features=high_res if sam.use_high_res_features_in_sam else None,
-        )  # low_res: (O, 1, S/4, S/4), object_logits: (O, 1)
-        obj_ptr = sam.obj_ptr_proj(sam_tokens[:, 0])
-        if sam.pred_obj_scores:
-            appearing = (object_logits > 0).float()
-            low_res = torch.where(appearing[:, None, None] > 0, low_res, NO_OBJ_SCORE)
-            if sam.fixed_no_obj_ptr:
-                obj_ptr = appearing * obj_ptr
-            obj_ptr = obj_ptr + (1 - appearing) * sam.no_obj_ptr
-        low_res = low_res.float()
-        high_res_masks = F.interpolate(low_res, size=(sam.image_size,) * 2, mode="bilinear", align_corners=False)
-        return {
-            "point_inputs": None,
-            "mask_inputs": None,
-            "pred_masks": low_res,
-            "pred_masks_high_res": high_res_masks,
-            "obj_ptr": obj_ptr,
-            "object_score_logits": object_logits,
-        }
-
-
-class SAM2SegHead(PromptableVideoSAM2):
-    """SAM2 plus the projection from LLM ``[SEG]`` hidden states into its prompt space."""
-
-    def __init__(self, config: SegHeadConfig, llm_hidden_size: int):
-        super().__init__(config)
-        prompt_dim = self.sam2.sam_prompt_embed_dim
-        self.text_hidden_proj = nn.Sequential(
-            nn.Linear(llm_hidden_size, llm_hidden_size),
-            nn.ReLU(inplace=True),
-            nn.Linear(llm_hidden_size, prompt_dim * config.num_prompt_tokens),
+        return VideoState(
+            frames=frames,
+            chunk_size=chunk_size or self.config.encode_chunk_size,
+            storage_device=torch.device(storage_device or frames.device),
         )
 
-    def prompts_from_hidden(self, seg_hidden: torch.Tensor) -> torch.Tensor:
-        """``(O, D_llm)`` [SEG] hidden states -> ``(O, K, C_sam)`` SAM2 sparse prompt tokens."""
-        prompts = self.text_hidden_proj(seg_hidden)
-        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, -1)
+    @torch.no_grad()
+    def propagate(self, state: VideoState, prompts: torch.Tensor, candidates: list[int]) -> dict[str, torch.Tensor]:
+        """Masks of ``O`` prompted objects on every frame of ``state``'s video; encodes only uncached frames.
+
+        Args:
+            prompts: ``(O, K, C_sam)`` prompt tokens.
+            candidates: ascending frame indices the prompt may condition (the frames the language model saw).
+        Returns:
+            ``{"mask_logits": (O, T, S/4, S/4), "object_logits": (O, T)}``, float32 on the CPU; resize the
+            mask logits with :func:`~model.heads.sam2_video.upscale_mask_logits`.
+        """
+        device = self.sam2.no_mem_embed.device
+        out = self._segment(
+            lambda t: state.frame_features(t, self._prepared_features, device),
+            state.feat_sizes,
+            state.num_frames,
+            prompts.to(device),
+            torch.zeros(prompts.shape[0], dtype=torch.long),
+            candidates,
+        )
+        return {name: value.cpu() for name, value in out.items()}
+
+    def _prepared_features(self, frames: torch.Tensor) -> PreparedFeatures:
+        """Encoded ``(n, 3, S, S)`` frames, flattened as SAM2's tracking reads them."""
+        return prepare_features(self.sam2, self.encode_frames(frames))
+
+    def _segment(
+        self,
+        frame_features: FrameFeatures,
+        feat_sizes: list[tuple[int, int]],
+        num_frames: int,
+        prompts: torch.Tensor,
+        video_index: torch.Tensor,
+        candidates: list[int] | None,
+    ) -> dict[str, torch.Tensor]:
+        """:func:`~model.heads.sam2_video.segment_objects` with this head's options."""
+        return segment_objects(
+            self.sam2,
+            frame_features,
+            feat_sizes,
+            num_frames,
+            prompts,
+            video_index,
+            list(range(num_frames)) if candidates is None else sorted(candidates),
+            self.config.propagation,
+            self.config.cond_frames,
+            self.config.num_cond_frames,
+        )
 
 
 def mask_losses(

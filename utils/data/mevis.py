@@ -7,30 +7,82 @@ MeViS ``valid``) and ``JPEGImages/<video_id>/<frame>.jpg``. ReVOS keeps the same
 root for all splits, one expression file per split: ``meta_expressions_<split>_.json``.
 
 One item per (video, expression), in sorted order. An expression naming several annotations
-targets their union, as in MeViS's own evaluation.
+targets their union, as in MeViS's own evaluation. MeViS expressions are asked with the referring
+template; ReVOS ones by their ``type_id`` (:data:`REVOS_TYPE_IDS`): referring, or a reasoning query with
+:func:`~utils.data.prompts.reasoning_seg_question`. ``Sample.timestamps`` are the frames' positions in
+the video's list over the layout's frame rate (:data:`MEVIS_FPS`, :data:`REVOS_FPS`; loader option ``fps``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from utils.data.image_io import read_json
-from utils.data.prompts import referring_seg_answer, referring_seg_question
+from utils.data.prompts import reasoning_seg_question, referring_seg_answer, referring_seg_question
 from utils.data.registry import register_dataset
 from utils.data.rle import decode_rle
 from utils.data.schema import Sample
+from utils.data.video_seg import check_fps, read_videos
 from utils.video.clip import read_annotated_frames
 from utils.video.sampling import FrameSampling
-from utils.data.video_seg import read_videos
+
+MEVIS_FPS = 5.0
+"""Frames per second of MeViS's JPEG folders. MeViS states no rate in its files; its authors extracted
+most videos at 5 fps and a few at lower (e.g. 3) or higher (e.g. 30) rates, with no per-video list
+(henghuiding/MeViS issue #18, "Video FPS"), so the common 5 fps stands for all."""
+
+REVOS_FPS = 6.0
+"""Frames per second of ReVOS's JPEG folders. ReVOS gathers videos of several VOS / VIS sets (a video id
+starts with its source, e.g. ``OVIS/...``) with no single rate and states none; 6 fps is their common
+release: every 5th frame of 30 fps video (OVIS: "all the videos are annotated per 5 frames"; YouTube-VOS
+likewise)."""
+
+REVOS_TYPE_IDS = {0: "referring", 1: "reasoning", 2: "referring"}
+"""ReVOS ``type_id`` -> how the expression is asked. 0 and 1 are the official scorer's referring and reasoning
+groups (cilinyan/VISA ``tools/eval_revos.py``); 2, which that script scores in neither group (``is_nan``)
+and does not document, is asked as referring, as an expression without ``type_id`` is."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a MeViS-format set keeps its files and how it is read.
+
+    Attributes:
+        folder: the split folder under the root (``{split}`` is the split; ``""``: the root itself).
+        meta_file: the expression file in it.
+        fps: the frame rate of its JPEG folders.
+        typed: expressions carry ReVOS's ``type_id`` (:data:`REVOS_TYPE_IDS`); otherwise all are referring.
+    """
+
+    folder: str
+    meta_file: str
+    fps: float
+    typed: bool
+
 
 LAYOUTS = {
-    "mevis": ("{split}", "meta_expressions.json"),
-    "revos": ("", "meta_expressions_{split}_.json"),
+    "mevis": Layout("{split}", "meta_expressions.json", MEVIS_FPS, typed=False),
+    "revos": Layout("", "meta_expressions_{split}_.json", REVOS_FPS, typed=True),
 }
-"""Layout name -> (split folder under the root, expression file in it); ``{split}`` is the split."""
+"""Layout name -> :class:`Layout`."""
+
+
+def expression_kind(expression: dict, where: str, path: Path) -> str:
+    """``"referring"`` or ``"reasoning"``, from a ReVOS expression's ``type_id`` (absent: referring).
+
+    A ``type_id`` outside :data:`REVOS_TYPE_IDS` is a ``ValueError`` naming the sample ``where`` and the file.
+    """
+    type_id = expression.get("type_id")
+    if type_id is None:
+        return "referring"
+    if isinstance(type_id, bool) or not isinstance(type_id, int) or type_id not in REVOS_TYPE_IDS:
+        known = ", ".join(f"{key} ({kind})" for key, kind in REVOS_TYPE_IDS.items())
+        raise ValueError(f"{where}: type_id {type_id!r} in {path} is not one of {known}")
+    return REVOS_TYPE_IDS[type_id]
 
 
 class MeViSDataset(Dataset):
@@ -43,8 +95,10 @@ class MeViSDataset(Dataset):
         train: jitter the frame choice inside each segment and allow ``expressions_per_sample > 1``.
         seed: with ``train``, item ``i`` always draws the same frames and extra expressions for a seed.
         expressions_per_sample: (training) ask for this many objects of the same video in one
-            sample, the item's own expression first; capped at the video's expression count.
+            sample, the item's own expression first; capped at the video's expression count. The others
+            are referring expressions; a reasoning query is asked alone (its template takes one query).
         layout: a key of :data:`LAYOUTS`; also the first part of every ``sample_id``.
+        fps: frame rate of the JPEG folders; ``None``: the layout's (:data:`MEVIS_FPS`, :data:`REVOS_FPS`).
     """
 
     def __init__(
@@ -56,15 +110,17 @@ class MeViSDataset(Dataset):
         seed: int = 0,
         expressions_per_sample: int = 1,
         layout: str = "mevis",
+        fps: float | None = None,
     ):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
-        folder, meta_file = (part.format(split=split) for part in LAYOUTS[layout])
-        self.split_dir = Path(root) / folder
+        spec = LAYOUTS[layout]
+        self.split_dir = Path(root) / spec.folder.format(split=split)
         self.split, self.num_frames, self.train, self.seed = split, num_frames, train, seed
         self.layout = layout
+        self.fps = check_fps(spec.fps if fps is None else fps, f"{layout} {split}")
         self.expressions_per_sample = expressions_per_sample if train else 1
-        meta_path = self.split_dir / meta_file
+        meta_path = self.split_dir / spec.meta_file.format(split=split)
         self.videos: dict[str, dict] = read_videos(meta_path)
         self.mask_path = self.split_dir / "mask_dict.json"
         self.mask_dict: dict | None = read_json(self.mask_path) if self.mask_path.is_file() else None
@@ -73,6 +129,13 @@ class MeViSDataset(Dataset):
             for video_id in sorted(self.videos)
             for exp_id in sorted(self.videos[video_id]["expressions"], key=int)
         ]
+        self.kinds: dict[tuple[str, str], str] = {}  # (video_id, exp_id) -> "referring" | "reasoning"
+        for video_id, exp_id in self.items:
+            expression = self.videos[video_id]["expressions"][exp_id]
+            sample_id = f"{layout}/{split}/{video_id}/{exp_id}"
+            self.kinds[video_id, exp_id] = (
+                expression_kind(expression, sample_id, meta_path) if spec.typed else "referring"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -100,12 +163,13 @@ class MeViSDataset(Dataset):
         where = f"{self.layout} {self.split} video {video_id}, expression {exp_id}"
         folder = self.split_dir / "JPEGImages" / video_id
         clip = read_annotated_frames(
-            folder, all_names, FrameSampling(num_frames=self.num_frames), where, train=self.train, rng=rng
+            folder, all_names, FrameSampling(num_frames=self.num_frames), where, fps=self.fps, train=self.train, rng=rng
         )
         indices, names, frames = clip.indices, clip.frame_names, clip.frames
+        kind = self.kinds[video_id, exp_id]
         exp_ids = [exp_id]
-        if self.expressions_per_sample > 1:
-            others = [e for e in sorted(expressions, key=int) if e != exp_id]
+        if self.expressions_per_sample > 1 and kind == "referring":
+            others = [e for e in sorted(expressions, key=int) if e != exp_id and self.kinds[video_id, e] == "referring"]
             count = min(self.expressions_per_sample - 1, len(others))
             exp_ids += [others[i] for i in rng.choice(len(others), size=count, replace=False)]
 
@@ -117,18 +181,21 @@ class MeViSDataset(Dataset):
             )
         texts = [expressions[e]["exp"] for e in exp_ids]
         meta = {"video": video_id, "exp_id": exp_id, "exp": texts[0], "exp_ids": exp_ids}
-        if "type" in expressions[exp_id]:
-            meta["type"] = expressions[exp_id]["type"]
+        for key in ("type", "type_id"):
+            if key in expressions[exp_id]:
+                meta[key] = expressions[exp_id][key]
         meta["frame_indices"] = indices
+        question = reasoning_seg_question(texts[0]) if kind == "reasoning" else referring_seg_question(texts)
         return Sample(
             sample_id=f"{self.layout}/{self.split}/{video_id}/{exp_id}",
             frames=frames,
             frame_names=names,
             conversation=[
-                {"role": "user", "content": referring_seg_question(texts)},
+                {"role": "user", "content": question},
                 {"role": "assistant", "content": referring_seg_answer(len(exp_ids))},
             ],
             masks=masks,
+            timestamps=clip.timestamps,
             meta=meta,
         )
 
@@ -160,13 +227,21 @@ def _mevis_paths(root: Path, split: str) -> list[Path]:
 
 @register_dataset("mevis", family="ref_vos", required_paths=_mevis_paths, evaluated_splits=("valid_u", "valid"))
 def build_mevis(
-    root: Path, split: str, *, num_frames: int, train: bool, seed: int, expressions_per_sample: int = 1
+    root: Path,
+    split: str,
+    *,
+    num_frames: int,
+    train: bool,
+    seed: int,
+    expressions_per_sample: int = 1,
+    fps: float = MEVIS_FPS,
 ) -> MeViSDataset:
     """MeViS as released (``<root>/<split>/``); also any set written in its layout (the synthetic one).
 
-    Benchmarks: ``valid_u`` (local, with masks) and ``valid`` (online server, no masks).
+    Benchmarks: ``valid_u`` (local, with masks) and ``valid`` (online server, no masks). ``fps``: frame
+    rate of the JPEG folders (default :data:`MEVIS_FPS`).
     """
-    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample)
+    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, fps=fps)
 
 
 def _revos_paths(root: Path, split: str) -> list[Path]:
@@ -175,7 +250,17 @@ def _revos_paths(root: Path, split: str) -> list[Path]:
 
 @register_dataset("revos", family="reason_vos", required_paths=_revos_paths, evaluated_splits=("valid",))
 def build_revos(
-    root: Path, split: str, *, num_frames: int, train: bool, seed: int, expressions_per_sample: int = 1
+    root: Path,
+    split: str,
+    *,
+    num_frames: int,
+    train: bool,
+    seed: int,
+    expressions_per_sample: int = 1,
+    fps: float = REVOS_FPS,
 ) -> MeViSDataset:
-    """ReVOS as released: one root for all splits, ``meta_expressions_<split>_.json`` per split."""
-    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, layout="revos")
+    """ReVOS as released: one root for all splits, ``meta_expressions_<split>_.json`` per split.
+
+    ``fps``: frame rate of the JPEG folders (default :data:`REVOS_FPS`).
+    """
+    return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, layout="revos", fps=fps)

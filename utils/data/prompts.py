@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from utils.data.schema import MEDIA
+
 SEG_TOKEN = "[SEG]"
 """The token whose last hidden state is decoded into a mask by the segmentation head."""
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 """Where the video goes in a user turn; Qwen's processor expands ``<|video_pad|>`` to the video tokens."""
 
-
-MEDIA = ("video", "image")
-"""What a question can be about; an image is a one-frame sample."""
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+"""Where an image goes in a user turn; Qwen's processor expands ``<|image_pad|>`` to the image tokens."""
 
 
 def _check_medium(medium: str) -> None:

@@ -158,6 +158,7 @@ class ReasonSegDataset(Dataset):
                 {"role": "assistant", "content": referring_seg_answer(1)},
             ],
             masks=target[None, None],
+            medium="image",
             meta={
                 "image": name,
                 "text_index": choice,

@@ -18,6 +18,8 @@ video order and file order; the ``sample_id`` is ``reasonvos/test/<video>/<k>`` 
 k-th expression (``exp_id`` is not unique). The benchmark has one split, named ``test`` here. Sentences are asked with
 :func:`~utils.data.prompts.reasoning_seg_question`, descriptions as "the <description>" (VideoLISA's
 "Please segment the {class_name}"). A target absent from every frame raises ``ValueError``.
+``Sample.timestamps`` are the frames' positions in the video's list over :data:`REASONVOS_FPS` (loader
+option ``fps``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ SPLIT = "test"
 SOURCES = ("burst", "mevis", "mose", "vipseg")
 """The data sets ReasonVOS videos come from (``benchmark_check.py``)."""
 
+REASONVOS_FPS = 5.0
+"""Frames per second of ReasonVOS's JPEG folders. Its videos come from four data sets (:data:`SOURCES`) with
+no single frame rate, and ReasonVOS states none; this is the documented rate of its MeViS videos (MeViS's
+authors: most videos were extracted at 5 fps, a few at 3 or 30; henghuiding/MeViS issue #18), taken for all."""
+
 
 def _expression_list(video_entry: dict, where: str, path: Path) -> list[dict]:
     """The video's expression entries in file order (a list, or VideoLISA's numbered mapping)."""
@@ -71,7 +78,13 @@ class ReasonVOSDataset(VideoSegDataset):
     """ReasonVOS samples; ``root`` is the ``ReasonVOS/`` folder. Other arguments as :class:`VideoSegDataset`."""
 
     def __init__(
-        self, root: str | Path, split: str = SPLIT, num_frames: int | None = None, train: bool = False, seed: int = 0
+        self,
+        root: str | Path,
+        split: str = SPLIT,
+        num_frames: int | None = None,
+        train: bool = False,
+        seed: int = 0,
+        fps: float = REASONVOS_FPS,
     ):
         if split != SPLIT:
             raise ValueError(f"reasonvos has one split, {SPLIT!r}; got {split!r}")
@@ -99,7 +112,7 @@ class ReasonVOSDataset(VideoSegDataset):
                     "source": source,
                 }
                 items.append(VideoItem(video, str(position), question, f"{source}_{video}_{obj_id}", meta))
-        super().__init__("reasonvos", split, root / "JPEGImages", frames, items, num_frames, train, seed)
+        super().__init__("reasonvos", split, root / "JPEGImages", frames, items, num_frames, train, seed, fps=fps)
         self.annotation_dir = root / "Annotations"
 
     def frame_mask(self, folder: str, name: str, size: tuple[int, int], where: str) -> np.ndarray:
@@ -127,6 +140,11 @@ def _reasonvos_paths(root: Path, split: str) -> list[Path]:
 
 
 @register_dataset("reasonvos", family="reason_vos", required_paths=_reasonvos_paths, evaluated_splits=(SPLIT,))
-def build_reasonvos(root: Path, split: str, *, num_frames: int | None, train: bool, seed: int) -> ReasonVOSDataset:
-    """ReasonVOS as released (``root`` = the ``ReasonVOS/`` folder); its one split is ``test``."""
-    return ReasonVOSDataset(root, split, num_frames, train, seed)
+def build_reasonvos(
+    root: Path, split: str, *, num_frames: int | None, train: bool, seed: int, fps: float = REASONVOS_FPS
+) -> ReasonVOSDataset:
+    """ReasonVOS as released (``root`` = the ``ReasonVOS/`` folder); its one split is ``test``.
+
+    ``fps``: frame rate of the JPEG folders (default :data:`REASONVOS_FPS`).
+    """
+    return ReasonVOSDataset(root, split, num_frames, train, seed, fps)

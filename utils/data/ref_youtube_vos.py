@@ -24,6 +24,10 @@ Items (of :class:`IndexedVOSDataset`, a :class:`~utils.data.video_seg.VideoSegDa
 YouTube-VOS, whose target is the union of the video's objects of that category (the question only
 names the category, as in RGA3's ``utils/vos_dataset.py``).
 
+Frame rates (``Sample.timestamps`` = position in the video's frame list / rate; loader option ``fps``
+overrides): :data:`YOUTUBE_VOS_FPS` for Ref-YouTube-VOS and YouTube-VOS 2019, :data:`DAVIS_FPS` for
+Ref-DAVIS17.
+
 Masks (``O = 1``): the target's pixels of the annotation PNGs of the chosen frames, ``meta["void"]``
 the void pixels. As in ReferFormer's loaders, a target missing from some frames has empty masks
 there; a target that appears in none of its video's annotated frames is a broken annotation and
@@ -52,6 +56,16 @@ from utils.data.video_seg import (
     require_visible,
     text_field,
 )
+
+YOUTUBE_VOS_FPS = 6.0
+"""Frames per second of the released YouTube-VOS (and so Ref-YouTube-VOS) JPEG folders: every 5th frame of
+the 30 fps videos (Xu et al. 2018; Ref-YouTube-VOS, Seo et al. 2020: "annotation at every 5 frames in 30-fps
+videos"). A few Ref-YouTube-VOS ``frames`` lists are irregular (19 of the 507 ``valid`` lists have a gap
+other than 5 frame numbers); positions in the list still count at this rate."""
+
+DAVIS_FPS = 24.0
+"""Frames per second of DAVIS 2017 (and so Ref-DAVIS17): every frame of the 24 fps sequences is released
+(Perazzi et al. 2016, Pont-Tuset et al. 2017)."""
 
 DAVIS_RUNS = (
     "annotator 1, first frame",
@@ -187,7 +201,8 @@ def youtube_vos_items(videos: dict[str, dict], path: Path) -> tuple[list[VideoIt
 def _dataset(
     name: str, root: Path, split: str, found: tuple[list[VideoItem], dict[str, list[str]]], annotated: bool, **sampling
 ) -> IndexedVOSDataset:
-    """The :class:`IndexedVOSDataset` of ``<root>/<split>/{JPEGImages,Annotations}`` for ``(items, frames)``."""
+    """The :class:`IndexedVOSDataset` of ``<root>/<split>/{JPEGImages,Annotations}`` for ``(items, frames)``;
+    ``sampling``: ``num_frames``, ``train``, ``seed`` and ``fps``."""
     items, frames = found
     split_dir = Path(root) / split
     annotations = split_dir / "Annotations" if annotated else None
@@ -209,9 +224,12 @@ def _ref_youtube_vos_paths(root: Path, split: str) -> list[Path]:
     "ref_youtube_vos", family="ref_vos", required_paths=_ref_youtube_vos_paths, evaluated_splits=("valid",)
 )
 def build_ref_youtube_vos(
-    root: Path, split: str, *, num_frames: int | None, train: bool, seed: int
+    root: Path, split: str, *, num_frames: int | None, train: bool, seed: int, fps: float = YOUTUBE_VOS_FPS
 ) -> IndexedVOSDataset:
-    """Ref-YouTube-VOS as released: ``train`` with masks, ``valid`` (202 public videos, online server) without."""
+    """Ref-YouTube-VOS as released: ``train`` with masks, ``valid`` (202 public videos, online server) without.
+
+    ``fps``: frame rate of the JPEG folders (default :data:`YOUTUBE_VOS_FPS`).
+    """
     path = _expressions_path(Path(root), split)
     videos = read_videos(path)
     if split == "valid":
@@ -219,7 +237,9 @@ def build_ref_youtube_vos(
         videos = {video: entry for video, entry in videos.items() if video not in test_videos}
     annotated = split == "train"
     found = referring_items("ref_youtube_vos", split, videos, path, annotated)
-    return _dataset("ref_youtube_vos", root, split, found, annotated, num_frames=num_frames, train=train, seed=seed)
+    return _dataset(
+        "ref_youtube_vos", root, split, found, annotated, num_frames=num_frames, train=train, seed=seed, fps=fps
+    )
 
 
 def _ref_davis17_paths(root: Path, split: str) -> list[Path]:
@@ -227,11 +247,16 @@ def _ref_davis17_paths(root: Path, split: str) -> list[Path]:
 
 
 @register_dataset("ref_davis17", family="ref_vos", required_paths=_ref_davis17_paths, evaluated_splits=("valid",))
-def build_ref_davis17(root: Path, split: str, *, num_frames: int | None, train: bool, seed: int) -> IndexedVOSDataset:
-    """Ref-DAVIS17 in ReferFormer's converted layout; every sample has ``meta["annotator"]`` and ``meta["void"]``."""
+def build_ref_davis17(
+    root: Path, split: str, *, num_frames: int | None, train: bool, seed: int, fps: float = DAVIS_FPS
+) -> IndexedVOSDataset:
+    """Ref-DAVIS17 in ReferFormer's converted layout; every sample has ``meta["annotator"]`` and ``meta["void"]``.
+
+    ``fps``: frame rate of the JPEG folders (default :data:`DAVIS_FPS`).
+    """
     path = _expressions_path(Path(root), split)
     found = referring_items("ref_davis17", split, read_videos(path), path, True, len(DAVIS_RUNS))
-    return _dataset("ref_davis17", root, split, found, True, num_frames=num_frames, train=train, seed=seed)
+    return _dataset("ref_davis17", root, split, found, True, num_frames=num_frames, train=train, seed=seed, fps=fps)
 
 
 def _youtube_vos_paths(root: Path, split: str) -> list[Path]:
@@ -239,10 +264,15 @@ def _youtube_vos_paths(root: Path, split: str) -> list[Path]:
 
 
 @register_dataset("youtube_vos", family="vos", required_paths=_youtube_vos_paths)
-def build_youtube_vos(root: Path, split: str, *, num_frames: int | None, train: bool, seed: int) -> IndexedVOSDataset:
-    """YouTube-VOS 2019 ``train`` (the only split with every annotated frame's masks) as training data."""
+def build_youtube_vos(
+    root: Path, split: str, *, num_frames: int | None, train: bool, seed: int, fps: float = YOUTUBE_VOS_FPS
+) -> IndexedVOSDataset:
+    """YouTube-VOS 2019 ``train`` (the only split with every annotated frame's masks) as training data.
+
+    ``fps``: frame rate of the JPEG folders (default :data:`YOUTUBE_VOS_FPS`).
+    """
     if split != "train":
         raise ValueError(f"youtube_vos: only the 'train' split has full annotations, got {split!r}")
     path = Path(root) / split / "meta.json"
     found = youtube_vos_items(read_videos(path), path)
-    return _dataset("youtube_vos", root, split, found, True, num_frames=num_frames, train=train, seed=seed)
+    return _dataset("youtube_vos", root, split, found, True, num_frames=num_frames, train=train, seed=seed, fps=fps)

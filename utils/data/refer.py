@@ -251,6 +251,7 @@ class ReferDataset(Dataset):
                 {"role": "assistant", "content": referring_seg_answer(len(texts))},
             ],
             masks=masks[:, None],
+            medium="image",
             meta=meta,
         )
 

@@ -1,4 +1,11 @@
-"""The one sample schema every dataset yields and every collator, predictor and metric reads."""
+"""The one sample schema every dataset yields and every collator, predictor and metric reads.
+
+A :class:`Sample` is media (a video, an image, or several images), a conversation and optional typed
+targets and prompts. Each task family fills the fields it has; the collator
+(:mod:`utils.data.collate`) has one step per field, so adding a family means adding a field and a
+step, never a second collator. Dataset-specific facts that no model input depends on (ids, expression
+types, source frame indices) stay in ``meta``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,67 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MEDIA = ("video", "image")
+"""``Sample.medium``: a video goes through Qwen's video path, an image through its image path."""
+
+
+@dataclass
+class RegionPrompt:
+    """What a user points at on one frame: a mask, a box or points (at least one of them).
+
+    Attributes:
+        frame: index into the sample's frames.
+        mask: ``(H, W)`` bool, or ``None``.
+        box: ``(4,)`` float ``x1, y1, x2, y2`` in pixels of the frame, or ``None``.
+        points: ``(P, 2)`` float ``x, y`` in pixels, or ``None``; ``point_labels`` ``(P,)``: 1 positive, 0 negative.
+        region: which ``<region>`` placeholder of the conversation it fills (``<object{region}>``).
+    """
+
+    frame: int
+    mask: np.ndarray | None = None
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    region: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask is None and self.box is None and self.points is None:
+            raise ValueError(f"region prompt on frame {self.frame} has no mask, box or points")
+
+
+@dataclass
+class SceneGeometry:
+    """Posed RGB-D for a 3D scene seen as video (ScanNet conventions).
+
+    Attributes:
+        depth: ``(T, h, w)`` float32 metres, 0 where invalid.
+        intrinsics: ``(3, 3)`` or ``(T, 3, 3)`` depth-camera intrinsics.
+        poses: ``(T, 4, 4)`` camera-to-world.
+        axis_alignment: ``(4, 4)`` world-to-aligned-world, or ``None`` (identity).
+    """
+
+    depth: np.ndarray
+    intrinsics: np.ndarray
+    poses: np.ndarray
+    axis_alignment: np.ndarray | None = None
+
 
 @dataclass
 class Sample:
-    """A video (or image, ``T = 1``) with a conversation and optional mask targets.
+    """A video (or image, ``T = 1``) with a conversation and optional targets and prompts.
 
     Attributes:
         sample_id: unique and stable, ``"<dataset>/<split>/<...>"``; predictions are keyed by it.
         frames: ``(T, H, W, 3)`` uint8 RGB.
         frame_names: ``T`` names of the frames in their source (file stems), in time order.
-        conversation: ``[{"role": "user" | "assistant", "content": str}, ...]``.
+        conversation: ``[{"role": "user" | "assistant", "content": str}, ...]``, several turns allowed.
         masks: ``(O, T, H, W)`` bool, one track per ``[SEG]`` of the answer, in order; ``None`` if unknown.
+        timestamps: ``(T,)`` float seconds of each frame in its source (videos; ``None`` for images).
+        medium: ``"video"`` or ``"image"`` (``"image"`` with ``T > 1``: several images, one per frame).
+        regions: prompts on frames, for ``<region>`` placeholders or overlays.
+        boxes: ``(O, T, 4)`` float pixel boxes per object and frame, NaN where absent; ``None`` if unknown.
+        scene: posed RGB-D of a 3D scene, or ``None``.
+        proposals: ``(N, 6)`` 3D boxes (centre, size) of object proposals, or ``None``.
         meta: dataset-specific facts (video id, expression ids and type, source frame indices, ...).
     """
 
@@ -25,4 +82,28 @@ class Sample:
     frame_names: list[str]
     conversation: list[dict[str, str]]
     masks: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    medium: str = "video"
+    regions: list[RegionPrompt] = field(default_factory=list)
+    boxes: np.ndarray | None = None
+    scene: SceneGeometry | None = None
+    proposals: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.medium not in MEDIA:
+            raise ValueError(f"{self.sample_id}: medium must be one of {MEDIA}, got {self.medium!r}")
+        num_frames = len(self.frames)
+        if self.timestamps is not None:
+            self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+            if self.timestamps.shape != (num_frames,):
+                raise ValueError(f"{self.sample_id}: {self.timestamps.shape} timestamps for {num_frames} frames")
+            if num_frames > 1 and not np.all(np.diff(self.timestamps) > 0):
+                raise ValueError(f"{self.sample_id}: frame timestamps must increase")
+        if self.masks is not None and self.masks.shape[1:] != (num_frames, *self.frames.shape[1:3]):
+            raise ValueError(
+                f"{self.sample_id}: masks {self.masks.shape} do not match frames {self.frames.shape[:3]}"
+            )
+        for prompt in self.regions:
+            if not 0 <= prompt.frame < num_frames:
+                raise ValueError(f"{self.sample_id}: region prompt on frame {prompt.frame} of {num_frames}")

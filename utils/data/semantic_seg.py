@@ -206,6 +206,7 @@ class SemanticSegDataset(Dataset):
                 {"role": "assistant", "content": referring_seg_answer(len(names))},
             ],
             masks=np.stack([read.mask_of(class_id) for class_id in chosen])[:, None],
+            medium="image",
             meta={"image": self.keys[index], "class_ids": chosen, "classes": names},
         )
 

@@ -6,8 +6,11 @@ ReasonVOS files); each subclass reads its own per-frame mask PNGs (:meth:`VideoS
 
 Here: reading the ``videos`` mapping and checking its entries (errors name the sample and the file),
 the per-item recipe (:class:`VideoItem`) and :class:`VideoSegDataset`, which samples the frames and
-builds the :class:`~utils.data.schema.Sample`. Used by :mod:`utils.data.ref_youtube_vos` and
-:mod:`utils.data.reasonvos`; :mod:`utils.data.mevis` shares :func:`read_videos`.
+builds the :class:`~utils.data.schema.Sample`, whose ``timestamps`` are ``frame_index / fps``: the
+frame's position in the video's full frame list over the dataset's frame rate (each loader module
+documents its rate in a constant; the loader option ``fps`` overrides it). Used by
+:mod:`utils.data.ref_youtube_vos` and :mod:`utils.data.reasonvos`; :mod:`utils.data.mevis` shares
+:func:`read_videos` and :func:`check_fps`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from utils.data.image_io import read_json, read_rgb
+from utils.data.image_io import read_json
 from utils.data.prompts import referring_seg_answer
 from utils.data.schema import Sample
 from utils.video.clip import read_annotated_frames
@@ -87,6 +90,13 @@ def numbered_entries(entries: object, where: str, path: Path) -> list[tuple[str,
 # --- one dataset for every per-frame video format ------------------------------------------------------
 
 
+def check_fps(fps: float, where: str) -> float:
+    """``fps`` (a loader's frame rate option) as a float, or ``ValueError`` naming the dataset if not positive."""
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not fps > 0:
+        raise ValueError(f"{where}: fps must be a positive number (frames per second of the source), got {fps!r}")
+    return float(fps)
+
+
 @dataclass(frozen=True)
 class VideoItem:
     """One sample's recipe.
@@ -146,6 +156,8 @@ class VideoSegDataset(Dataset):
         num_frames: frames per sample, one per equal segment of the video; ``None`` = every frame.
         train: jitter the frame choice inside each segment.
         seed: with ``train``, item ``i`` always draws the same frames for a seed.
+        fps: the dataset's frame rate: its released frames per second of source video; frame ``i`` of a
+            video's list is at ``i / fps`` seconds (``Sample.timestamps``).
 
     ``Sample.meta`` holds ``video``, ``exp_id`` (the ``sample_id``'s last part), the item's meta,
     ``frame_indices`` (into the video's frames) and what :meth:`read_target` adds.
@@ -161,8 +173,11 @@ class VideoSegDataset(Dataset):
         num_frames: int | None = None,
         train: bool = False,
         seed: int = 0,
+        *,
+        fps: float,
     ):
         self.name, self.split, self.image_dir = name, split, Path(image_dir)
+        self.fps = check_fps(fps, f"{name} {split}")
         self.frames, self.items = frames, items
         self.num_frames, self.train, self.seed = num_frames, train, seed
         self.ids = [f"{name}/{split}/{item.video}/{item.key}" for item in items]
@@ -186,7 +201,9 @@ class VideoSegDataset(Dataset):
         rng = np.random.default_rng([self.seed, index]) if self.train else None
         where = f"sample {self.ids[index]}"
         sampling = FrameSampling(num_frames=self.num_frames)
-        clip = read_annotated_frames(self.image_dir / item.video, all_names, sampling, where, train=self.train, rng=rng)
+        clip = read_annotated_frames(
+            self.image_dir / item.video, all_names, sampling, where, fps=self.fps, train=self.train, rng=rng
+        )
         indices, names, frames = clip.indices, clip.frame_names, clip.frames
         masks, extra = self.read_target(item, indices, frames.shape[1:3], where)
         return Sample(
@@ -198,6 +215,7 @@ class VideoSegDataset(Dataset):
                 {"role": "assistant", "content": referring_seg_answer(1)},
             ],
             masks=masks,
+            timestamps=clip.timestamps,
             meta={"video": item.video, "exp_id": item.key, **item.meta, "frame_indices": indices, **extra},
         )
 

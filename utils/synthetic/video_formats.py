@@ -32,7 +32,8 @@ DAVIS_TEMPLATES = ("{text}", "{text} in the whole video", "{text} seen at the st
 """One expression wording per Ref-DAVIS17 run, in the order of :data:`utils.data.ref_youtube_vos.DAVIS_RUNS`."""
 
 SENTENCE_TEMPLATE = "Which shape would you point at if someone asked for {text}?"
-"""ReasonVOS ``is_sent`` expressions are questions built from the world's expression."""
+"""ReasonVOS ``is_sent`` expressions and ReVOS reasoning (``type_id`` 1) ones are questions built from the
+world's expression."""
 
 
 @dataclass
@@ -214,8 +215,9 @@ def write_revos(root: Path, split: str = "valid", seed: int = 0, num_videos: int
     """ReVOS as released: ``<root>/meta_expressions_<split>_.json``, ``mask_dict.json``,
     ``mask_dict_foreground.json`` and ``JPEGImages/<source>/<video>/<frame>.jpg``.
 
-    Attribute expressions are ``type_id`` 0 (referring), motion ones ``type_id`` 1 (reasoning);
-    ``mask_dict_foreground.json`` holds, per video, one RLE per frame of all its objects.
+    Attribute expressions are ``type_id`` 0 (referring, the world's text), motion ones ``type_id`` 1
+    (reasoning, asked as a :data:`SENTENCE_TEMPLATE` question); ``mask_dict_foreground.json`` holds, per
+    video, one RLE per frame of all its objects.
     """
     root = Path(root)
     config = WorldConfig(**{**TINY, **world})
@@ -232,7 +234,7 @@ def write_revos(root: Path, split: str = "valid", seed: int = 0, num_videos: int
         videos[video_id] = {
             "expressions": {
                 str(k): {
-                    "exp": e.text,
+                    "exp": SENTENCE_TEMPLATE.format(text=e.text) if e.type == "motion" else e.text,
                     "obj_id": [e.target],
                     "anno_id": [anno_ids[e.target]],
                     "type_id": int(e.type == "motion"),

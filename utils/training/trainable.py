@@ -1,6 +1,8 @@
 """What trains: module groups, each frozen / LoRA / full, with its own learning rate and weight decay.
 
-Every parameter of UniGR belongs to exactly one group (first matching prefix wins):
+Every parameter of UniGR belongs to exactly one group (first matching prefix wins). The backbone's groups
+are listed here; each head declares its own (:attr:`model.heads.base.Head.parameter_groups`) and each
+input encoder is a group `encoder_<name>`:
 
 ==============  ==========================================================================
 group           parameters
@@ -10,10 +12,10 @@ embeddings      the LLM's input embedding and output matrix (``new_tokens`` mode
 llm             the rest of the language model (``lora``: only its LoRA adapters train)
 merger          Qwen's vision-to-LLM projector (``visual.merger``)
 vision          the rest of Qwen's vision tower
-seg_proj        the projection from ``[SEG]`` hidden states into SAM2's prompt space
-sam2_encoder    SAM2's Hiera image encoder and FPN neck
-sam2_decoder    SAM2's prompt encoder, mask decoder and object-pointer projections
-sam2_memory     the rest of SAM2 (memory attention, memory encoder, memory embeddings)
+seg_proj        (seg head) the projection from ``[SEG]`` hidden states into SAM2's prompt space
+sam2_encoder    (seg head) SAM2's Hiera image encoder and FPN neck
+sam2_decoder    (seg head) SAM2's prompt encoder, mask decoder and object-pointer projections
+sam2_memory     (seg head) the rest of SAM2 (memory attention, memory encoder, memory embeddings)
 ==============  ==========================================================================
 
 Weight decay never applies to biases, norms (any 1-D tensor) or embedding rows.
@@ -26,22 +28,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-GROUP_PREFIXES: dict[str, tuple[str, ...]] = {
+from model.heads.base import HEADS
+from model.input_assembly import ENCODERS
+
+BACKBONE_GROUPS: dict[str, tuple[str, ...]] = {
     "embeddings": ("backbone.model.language_model.embed_tokens.", "backbone.lm_head."),
     "llm": ("backbone.model.language_model.",),
     "merger": ("backbone.model.visual.merger.",),
     "vision": ("backbone.model.visual.",),
-    "seg_proj": ("seg_head.text_hidden_proj.",),
-    "sam2_encoder": ("seg_head.sam2.image_encoder.",),
-    "sam2_decoder": (
-        "seg_head.sam2.sam_prompt_encoder.",
-        "seg_head.sam2.sam_mask_decoder.",
-        "seg_head.sam2.obj_ptr_proj.",
-        "seg_head.sam2.obj_ptr_tpos_proj.",
-        "seg_head.sam2.no_obj_ptr",
-    ),
-    "sam2_memory": ("seg_head.sam2.",),
 }
+
+
+def group_prefixes() -> dict[str, tuple[str, ...]]:
+    """Every module group -> its parameter-name prefixes: the backbone's, then each registered head's
+    own declaration (:attr:`model.heads.base.Head.parameter_groups`, under ``<name>_head.``), then
+    each input encoder (``input_assembly.encoders.<name>.``, group ``encoder_<name>``)."""
+    prefixes = dict(BACKBONE_GROUPS)
+    for name, head in HEADS.items():
+        for group, inside in head.parameter_groups.items():
+            prefixes[group] = tuple(f"{name}_head.{prefix}" for prefix in inside)
+    for name in ENCODERS:
+        prefixes[f"encoder_{name}"] = (f"input_assembly.encoders.{name}.",)
+    return prefixes
+
+
 MODES = ("frozen", "lora", "full", "new_tokens")
 
 
@@ -60,10 +70,10 @@ class GroupConfig:
 
 def group_of(name: str) -> str:
     """The group a parameter name belongs to (LoRA adapters belong to the layer they adapt)."""
-    for group, prefixes in GROUP_PREFIXES.items():
+    for group, prefixes in group_prefixes().items():
         if name.startswith(prefixes):
             return group
-    raise ValueError(f"parameter {name} is in no trainable group; add its prefix to GROUP_PREFIXES")
+    raise ValueError(f"parameter {name} is in no module group; its head or encoder must declare it")
 
 
 def configure_trainable(
@@ -77,14 +87,16 @@ def configure_trainable(
 
     Args:
         model: UniGR; ``model.config.lora`` must be set exactly when the ``llm`` group is ``lora``.
-        groups: ``{group: {mode, lr, weight_decay}}``; every group must be listed.
+        groups: ``{group: {mode, lr, weight_decay}}``; every group the model has must be listed.
         lr, weight_decay: defaults for groups that leave theirs ``None``.
         new_token_ids: embedding rows that train in ``new_tokens`` mode.
     Returns:
         optimizer groups ``{"name", "params", "lr", "weight_decay"}`` (``name`` is ``<group>`` or
         ``<group>/no_decay``), empty ones dropped.
     """
-    unknown, missing = set(groups) - set(GROUP_PREFIXES), set(GROUP_PREFIXES) - set(groups)
+    known = set(group_prefixes())
+    present = {group_of(name) for name, _ in model.named_parameters()}
+    unknown, missing = set(groups) - known, present - set(groups)
     if unknown or missing:
         raise ValueError(f"model.groups: unknown {sorted(unknown)}, missing {sorted(missing)}")
     configs = {name: GroupConfig(**dict(values)) for name, values in groups.items()}
@@ -122,6 +134,22 @@ def configure_trainable(
             }
         )
     return optimizer_groups
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast every parameter that does not train to ``dtype`` and every one that does to float32.
+
+    Frozen parts (a LoRA-adapted LLM's base weights, a frozen vision tower or SAM2 encoder) then take
+    half the memory under bf16, while the optimizer keeps float32 master weights. Returns the number
+    of parameters cast to ``dtype``.
+    """
+    frozen = 0
+    for param in model.parameters():
+        target = torch.float32 if param.requires_grad else dtype
+        if param.dtype != target:
+            param.data = param.data.to(target)
+        frozen += 0 if param.requires_grad else param.numel()
+    return frozen
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

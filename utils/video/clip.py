@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from utils.video.backends import decode_frames
-from utils.video.errors import FrameIndexError, VideoError
+from utils.video.errors import FrameIndexError, VideoError, VideoOpenError
 from utils.video.sampling import FrameSampling
 from utils.video.sources import VideoInfo, probe
 
@@ -79,15 +79,29 @@ def read_annotated_frames(
     sampling: FrameSampling,
     where: str,
     *,
+    fps: float,
     train: bool = False,
     rng: np.random.Generator | None = None,
 ) -> Clip:
     """:func:`read_clip` for a dataset item: the frame folder whose frames an annotation lists, in order.
 
-    The datasets sample by position in ``frame_names`` (their timestamps play no part, so the folder
-    is read at 1 frame per frame number); an error keeps its type and also names the sample ``where``.
+    ``frame_names`` are all the frames the dataset released for the video, ``fps`` of them per second of
+    the source (the dataset's frame rate, which the caller must give): frame ``i`` of the list is at
+    ``i / fps`` seconds whatever its file name counts in, and the frames are chosen and their
+    ``timestamps`` given on that time line (``clip.info`` keeps the folder as probed). An error keeps its
+    type and also names the sample ``where``.
     """
+    if not fps > 0:
+        raise ValueError(f"{where}: fps must be positive (the dataset's frame rate), got {fps!r}")
+    if not frame_names:
+        raise VideoOpenError(folder, f"{where}: the annotation lists no frames")
+    timestamps = np.arange(len(frame_names), dtype=np.float64) / fps
     try:
-        return read_clip(folder, sampling, train=train, rng=rng, fps=1.0, frame_names=frame_names)
+        indices = sampling.select(timestamps, train=train, rng=rng)
+    except IndexError as error:
+        raise FrameIndexError(folder, f"{where}: {error}") from None
+    try:
+        clip = read_clip(folder, FrameSampling("indices", indices=tuple(indices)), fps=fps, frame_names=frame_names)
     except VideoError as error:
         raise type(error)(error.path, f"{where}: {error.reason}", error.frame) from None
+    return replace(clip, timestamps=timestamps[clip.indices])

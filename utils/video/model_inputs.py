@@ -1,4 +1,7 @@
-"""Model-ready inputs from one decoded :class:`~utils.video.clip.Clip`: Qwen2.5-VL's video and SAM2's frames.
+"""Model-ready inputs from decoded frames: Qwen2.5-VL's video and SAM2's frames.
+
+The one builder of these inputs: the training and evaluation collator (:mod:`utils.data.collate`),
+the predictors and the benchmarks all call :func:`qwen_video` and :func:`sam2_frames`.
 
 Qwen2.5-VL: the frames are resized by transformers' own ``Qwen2VLVideoProcessor.resize`` (bicubic,
 antialiased; size from its ``smart_resize``: both sides multiples of ``patch_size * merge_size`` = 28,
@@ -65,6 +68,10 @@ class QwenVideo:
         }
 
 
+SINGLE_FRAME_FPS = 1.0
+"""Frame rate given to a one-frame video: it has one temporal patch, so its time scale plays no part."""
+
+
 def sampled_fps(timestamps: np.ndarray, fallback: float) -> float:
     """Mean frame rate of frames taken at ``timestamps`` (seconds); ``fallback`` for a single frame."""
     if len(timestamps) < 2 or timestamps[-1] <= timestamps[0]:
@@ -73,12 +80,18 @@ def sampled_fps(timestamps: np.ndarray, fallback: float) -> float:
 
 
 def qwen_video(
-    clip: Clip, video_processor: Qwen2VLVideoProcessor | None = None, cap_pixels_per_frame: bool = True
+    frames: np.ndarray,
+    timestamps: np.ndarray | None,
+    video_processor: Qwen2VLVideoProcessor | None = None,
+    cap_pixels_per_frame: bool = True,
 ) -> QwenVideo:
-    """The clip's frames sized for Qwen2.5-VL by ``video_processor`` (default: :func:`default_video_processor`;
-    pass the model processor's ``video_processor`` to use its pixel budget)."""
+    """``(T, H, W, 3)`` uint8 frames taken at ``timestamps`` (seconds) sized for Qwen2.5-VL by ``video_processor``
+    (default: :func:`default_video_processor`; pass the model processor's ``video_processor`` to use its pixel
+    budget). A single frame (or ``timestamps=None`` for one frame) gets :data:`SINGLE_FRAME_FPS`."""
+    if timestamps is None and len(frames) > 1:
+        raise ValueError(f"a video of {len(frames)} frames needs the frames' timestamps")
     processor = video_processor or default_video_processor()
-    video = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W), as transformers does
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
     resized = processor.resize(
         video[None],
         size=processor.size,
@@ -88,7 +101,7 @@ def qwen_video(
         cap_pixels_per_frame=cap_pixels_per_frame,
     )[0]
     num_frames, _, height, width = resized.shape
-    fps = sampled_fps(clip.timestamps, clip.info.fps)
+    fps = sampled_fps(timestamps, SINGLE_FRAME_FPS) if timestamps is not None else SINGLE_FRAME_FPS
     patch, temporal_patch = processor.patch_size, processor.temporal_patch_size
     grid = (-(-num_frames // temporal_patch), height // patch, width // patch)
     metadata = VideoMetadata(
@@ -130,6 +143,6 @@ def model_inputs(
 ) -> ModelInputs:
     """Qwen2.5-VL's and SAM2's inputs from the same decoded frames (see :func:`qwen_video`, :func:`sam2_frames`)."""
     return ModelInputs(
-        qwen_video(clip, video_processor, cap_pixels_per_frame),
+        qwen_video(clip.frames, clip.timestamps, video_processor, cap_pixels_per_frame),
         sam2_frames(clip.frames, sam_image_size, normalize=sam_normalize),
     )

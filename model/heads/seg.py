@@ -1,0 +1,183 @@
+"""The segmentation head: ``[SEG]`` hidden states -> SAM2 prompt tokens -> masks on every frame.
+
+Each ``[SEG]`` hidden state ``(D_llm,)`` goes through a small MLP into ``K`` tokens of SAM2's prompt
+space ``(K, C_sam)``; :class:`~model.heads.seg_sam2.PromptableVideoSAM2` decodes them on conditioning
+frames and propagates by memory (or prompts every frame, ``propagation: independent``). Objects
+(several ``[SEG]``) ride in SAM2's batch dimension. Losses: BCE and DICE on frames where the object
+is present, objectness on every frame, each averaged over the objects of the global batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.heads.base import Head, register_head
+from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig
+
+
+@register_head
+class SAM2SegHead(PromptableVideoSAM2, Head):
+    """SAM2 plus the projection from LLM ``[SEG]`` hidden states into its prompt space."""
+
+    name = "seg"
+    parameter_groups: ClassVar[dict[str, tuple[str, ...]]] = {
+        "seg_proj": ("text_hidden_proj.",),
+        "sam2_encoder": ("sam2.image_encoder.",),
+        "sam2_decoder": (
+            "sam2.sam_prompt_encoder.",
+            "sam2.sam_mask_decoder.",
+            "sam2.obj_ptr_proj.",
+            "sam2.obj_ptr_tpos_proj.",
+            "sam2.no_obj_ptr",
+        ),
+        "sam2_memory": ("sam2.",),
+    }
+
+    def __init__(self, config: SegHeadConfig, llm_hidden_size: int, seg_token_id: int | None = None):
+        super().__init__(config)
+        self.seg_token_id = seg_token_id
+        prompt_dim = self.sam2.sam_prompt_embed_dim
+        self.text_hidden_proj = nn.Sequential(
+            nn.Linear(llm_hidden_size, llm_hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(llm_hidden_size, prompt_dim * config.num_prompt_tokens),
+        )
+
+    @classmethod
+    def from_config(cls, values: dict | None, llm_hidden_size: int, model_config) -> SAM2SegHead | None:
+        """The head for ``UniGRConfig.seg`` (``None`` when unset or disabled)."""
+        if values is None:
+            return None
+        config = SegHeadConfig.from_dict(values)
+        return cls(config, llm_hidden_size, model_config.seg_token_id) if config.enabled else None
+
+    def after_load(self) -> None:
+        self.rebuild_rope_tables()
+
+    def reset_new_parameters(self, std: float) -> None:
+        """Initialise the projection (SAM2 keeps the sam2 package's own initialisation)."""
+        for layer in self.text_hidden_proj:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=std)
+                nn.init.zeros_(layer.bias)
+
+    def prompts_from_hidden(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """``(O, D_llm)`` [SEG] hidden states -> ``(O, K, C_sam)`` SAM2 sparse prompt tokens."""
+        weight = self.text_hidden_proj[0].weight
+        prompts = self.text_hidden_proj(seg_hidden.to(weight.dtype))
+        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, -1)
+
+    def seg_hidden_states(self, last_hidden: torch.Tensor, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Per sample ``(O_i, D)``: the hidden state of each ``[SEG]`` (or of the token before it)."""
+        positions = input_ids == self.seg_token_id  # (B, L)
+        if self.config.seg_hidden == "previous":  # the state that predicted [SEG] (LISA / RGA3)
+            positions = torch.cat([positions[:, 1:], torch.zeros_like(positions[:, :1])], dim=1)
+        return [last_hidden[i][positions[i]] for i in range(len(input_ids))]
+
+    # --- Head --------------------------------------------------------------------------------------
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        return {"num_objects_in_batch": sum(masks.shape[0] for masks in batch.get("gt_masks") or [])}
+
+    def predict(self, last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict) -> dict | None:
+        """``{"pred_masks": [(O_i, T_i, S, S)], "object_logits": [(O_i, T_i)]}``, or ``None`` without
+        ``sam_frames`` or without any ``[SEG]`` in the batch."""
+        sam_frames = batch.get("sam_frames")
+        if sam_frames is None or not bool((input_ids == self.seg_token_id).any()):
+            return None
+        segmented = self.segment(self.seg_hidden_states(last_hidden, input_ids), sam_frames)
+        return {
+            "pred_masks": [masks for masks, _ in segmented],
+            "object_logits": [scores for _, scores in segmented],
+        }
+
+    def losses(self, outputs: dict, batch: dict, counts: dict) -> dict[str, tuple]:
+        gt_masks = batch.get("gt_masks") or []
+        terms = [
+            mask_losses(masks, scores, gt)
+            for masks, scores, gt in zip(outputs["pred_masks"], outputs["object_logits"], gt_masks)
+            if gt.shape[0] > 0
+        ]
+        if not terms:  # a batch of QA-only samples
+            return {}
+        cfg = self.config
+        num_objects = counts["num_objects_in_batch"]
+        weights = {"bce": cfg.bce_weight, "dice": cfg.dice_weight, "objectness": cfg.objectness_weight}
+        return {name: (torch.cat([t[name] for t in terms]).sum() / num_objects, w) for name, w in weights.items()}
+
+    def idle_loss(self, device: torch.device) -> torch.Tensor:
+        """Zero times the masks of a 2-frame blank video prompted by a zero state: a real forward through
+        the projection, the image encoder, the decoder and the memory, so every parameter gets a gradient."""
+        size = self.image_size
+        frames = torch.zeros(2, 3, size, size, device=device)
+        hidden = torch.zeros(1, self.text_hidden_proj[0].in_features, device=device)
+        ((masks, scores),) = self.segment([hidden], [frames])
+        return 0.0 * (masks.sum() + scores.sum())
+
+    # --- segmentation ------------------------------------------------------------------------------
+
+    def segment(
+        self, seg_hidden: list[torch.Tensor], sam_frames: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Decode every sample's ``[SEG]`` states into masks on that sample's frames (training path).
+
+        Args:
+            seg_hidden: per sample ``(O_i, D)``; sam_frames: per sample ``(T_i, 3, S, S)``.
+        Returns:
+            per sample ``(mask_logits (O_i, T_i, S, S), object_logits (O_i, T_i))``.
+        """
+        lengths = [f.shape[0] for f in sam_frames]
+        counts = [h.shape[0] for h in seg_hidden]
+        device = seg_hidden[0].device
+        size = self.image_size
+        results: list = [None] * len(sam_frames)
+        for num_frames in sorted(set(lengths)):  # videos of equal length share one SAM2 batch
+            samples = [i for i, n in enumerate(lengths) if n == num_frames and counts[i] > 0]
+            for i in range(len(lengths)):
+                if lengths[i] == num_frames and counts[i] == 0:
+                    empty = torch.zeros(0, num_frames, size, size, device=device)
+                    results[i] = (empty, empty[:, :, 0, 0])
+            if not samples:
+                continue
+            frames = torch.cat([sam_frames[i] for i in samples]).to(device)  # (V*T, 3, S, S)
+            prompts = self.prompts_from_hidden(torch.cat([seg_hidden[i] for i in samples]))
+            per_video = [counts[i] for i in samples]
+            video_index = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor(per_video))
+            masks = self.segment_videos(self.encode_frames(frames), num_frames, prompts, video_index)
+            for j, i in enumerate(samples):
+                results[i] = (
+                    masks["mask_logits"].split(per_video)[j],
+                    masks["object_logits"].split(per_video)[j],
+                )
+        return results
+
+
+def mask_losses(
+    mask_logits: torch.Tensor, object_logits: torch.Tensor, gt_masks: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-object BCE and DICE on frames where the object is present, objectness on every frame (as SAM2 trains).
+
+    Args:
+        mask_logits: ``(O, T, S, S)``; object_logits: ``(O, T)``; gt_masks: ``(O, T, S, S)`` in {0, 1}.
+    Returns:
+        ``bce``, ``dice`` (means over each object's present frames) and ``objectness`` (mean over
+        frames), each ``(O,)``; callers sum them and divide by the number of objects.
+    """
+    gt = gt_masks.float()
+    mask_logits, object_logits = mask_logits.float(), object_logits.float()
+    present = (gt.flatten(2).amax(2) > 0).float()  # (O, T)
+    num_present = present.sum(1).clamp(min=1)  # (O,)
+    bce = F.binary_cross_entropy_with_logits(mask_logits, gt, reduction="none").flatten(2).mean(2)
+    prob = mask_logits.sigmoid().flatten(2)
+    target = gt.flatten(2)
+    dice = 1 - (2 * (prob * target).sum(2) + 1) / (prob.sum(2) + target.sum(2) + 1)  # (O, T)
+    objectness = F.binary_cross_entropy_with_logits(object_logits, present, reduction="none")
+    return {
+        "bce": (bce * present).sum(1) / num_present,
+        "dice": (dice * present).sum(1) / num_present,
+        "objectness": objectness.mean(1),
+    }
