@@ -54,8 +54,11 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
     dtype = dtype or DTYPES[cfg.train.dtype]
     seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None
     lora = OmegaConf.to_container(model_cfg.lora) if model_cfg.get("lora") else None
+    encoders = OmegaConf.to_container(model_cfg.encoders) if model_cfg.get("encoders") else None
     if model_cfg.get("pretrained"):
         model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)
+        if encoders is not None and encoders != model.config.encoders:
+            raise ValueError(f"model.encoders {encoders} differ from the pretrained model's {model.config.encoders}")
         if lora is not None:
             if model.config.lora is not None and model.config.lora != lora:
                 raise ValueError(f"model.lora {lora} differs from the pretrained model's adapters {model.config.lora}")
@@ -64,7 +67,8 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
                 model._inject_lora(lora)
     else:
         model, processor = build_unigr(
-            model_cfg.backbone_path, seg, model_cfg.sam2_checkpoint, lora, model_cfg.attn_implementation, dtype
+            model_cfg.backbone_path, seg, model_cfg.sam2_checkpoint, lora, model_cfg.attn_implementation, dtype,
+            encoders,
         )
     model.config.inputs = InputSettings.from_data_config(cfg.data).to_dict()
     return model, processor

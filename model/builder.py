@@ -27,6 +27,7 @@ from transformers.initialization import meta_device_safe_creation_ops
 from model.configuration_unigr import UniGRConfig
 from model.heads.seg import SAM2SegHead
 from model.heads.seg_sam2 import SegHeadConfig
+from model.input_assembly import InputAssembly, build_encoders, encoder_classes
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import build_sam2, load_sam2_checkpoint, save_sam2_checkpoint
 from model.tokenizer import add_seg_token, train_tiny_tokenizer
@@ -117,6 +118,7 @@ def build_unigr(
     lora: dict | None = None,
     attn_implementation: str = "sdpa",
     dtype: torch.dtype = torch.float32,
+    encoders: dict | None = None,
 ) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
     """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint.
 
@@ -124,7 +126,7 @@ def build_unigr(
     heads are built in float32 (the trainer casts frozen parts to its compute dtype).
     """
     backbone, processor = load_backbone(backbone_path, attn_implementation, dtype)
-    model = assemble_unigr(backbone, processor, seg, sam2_checkpoint, lora, attn_implementation)
+    model = assemble_unigr(backbone, processor, seg, sam2_checkpoint, lora, attn_implementation, encoders)
     return model, processor
 
 
@@ -135,15 +137,26 @@ def assemble_unigr(
     sam2_checkpoint: str | Path | None = None,
     lora: dict | None = None,
     attn_implementation: str = "sdpa",
+    encoders: dict | None = None,
 ) -> UniGRForConditionalGeneration:
     """UniGR around an in-memory backbone whose tokenizer (``processor.tokenizer``) has ``[SEG]``.
 
     The SAM2 head is built on the default device in float32, randomly initialised unless
     ``sam2_checkpoint`` (an official SAM2 file) is given; the backbone stays where and as it is.
+    ``encoders`` (``{name: options}``) enables input encoders; their placeholder tokens are added to
+    the tokenizer (and embedding rows to the backbone where it has too few).
     """
+    placeholders = sorted({cls.placeholder for cls in encoder_classes(encoders).values() if cls.placeholder})
+    if placeholders:
+        processor.tokenizer.add_tokens(placeholders, special_tokens=True)
+        rows = backbone.get_input_embeddings().weight.shape[0]
+        if len(processor.tokenizer) > rows:
+            backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
     config = UniGRConfig(
         backbone_config=backbone.config.to_dict(),
         seg=SegHeadConfig.from_dict(seg).to_dict() if seg is not None else None,
+        encoders=encoders,
+        placeholder_token_ids={token: processor.tokenizer.convert_tokens_to_ids(token) for token in placeholders},
         lora=None,
         seg_token_id=processor.tokenizer.convert_tokens_to_ids("[SEG]"),
     )
@@ -153,8 +166,10 @@ def assemble_unigr(
     with torch.device("meta"), meta_device_safe_creation_ops():
         model = UniGRForConditionalGeneration(config)
     model.backbone = backbone
+    hidden_size = backbone.config.get_text_config().hidden_size
+    model.input_assembly = InputAssembly(build_encoders(encoders, hidden_size))
+    model.input_assembly.apply(model._init_weights)
     if model.seg_config is not None:
-        hidden_size = backbone.config.get_text_config().hidden_size
         model.seg_head = SAM2SegHead(model.seg_config, hidden_size, config.seg_token_id)
         model._init_weights(model.seg_head)
         if sam2_checkpoint is not None:

@@ -61,51 +61,59 @@ class AssemblyContext:
 class InputEncoder(nn.Module):
     """An encoder that contributes to the LLM's input embeddings.
 
-    Subclasses set :attr:`kind`, (for ``fill`` / ``append``) :attr:`placeholder` and (for
-    ``append``) :attr:`num_appended`, and implement :meth:`forward`.
+    Subclasses set :attr:`kind` and, for ``fill`` / ``append``, :attr:`placeholder` (a token the
+    builder adds to the tokenizer); an ``append`` encoder also sets ``num_appended`` (tokens per
+    sample). They build from their config section with :meth:`from_options` and implement :meth:`forward`.
     """
 
     kind: ClassVar[str]
     placeholder: ClassVar[str | None] = None
     num_appended: int = 0
 
+    @classmethod
+    def from_options(cls, options: dict, llm_hidden_size: int) -> InputEncoder:
+        """The encoder for its ``UniGRConfig.encoders`` entry."""
+        return cls(**options, llm_hidden_size=llm_hidden_size)
+
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         """``(B, L, D)`` embeddings -> ``(B, L, D)`` embeddings with this encoder's contribution."""
         raise NotImplementedError
 
 
-EncoderBuilder = Callable[[dict, int], InputEncoder]
-"""``builder(options, llm_hidden_size) -> encoder``."""
-
-ENCODERS: dict[str, EncoderBuilder] = {}
-"""Encoder name -> builder; filled by :func:`register_encoder`."""
+ENCODERS: dict[str, type[InputEncoder]] = {}
+"""Encoder name -> class; filled by :func:`register_encoder`."""
 
 
-def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator registering an encoder builder under ``name`` (names are unique)."""
+def register_encoder(name: str) -> Callable[[type[InputEncoder]], type[InputEncoder]]:
+    """Class decorator registering an :class:`InputEncoder` under ``name`` (names are unique)."""
 
-    def register(builder: EncoderBuilder) -> EncoderBuilder:
+    def register(cls: type[InputEncoder]) -> type[InputEncoder]:
         if name in ENCODERS:
             raise ValueError(f"input encoder {name!r} is already registered")
-        ENCODERS[name] = builder
-        return builder
+        if cls.kind not in KIND_ORDER:
+            raise ValueError(f"input encoder {name!r} has kind {cls.kind!r}; expected one of {KIND_ORDER}")
+        if cls.kind in ("fill", "append") and not cls.placeholder:
+            raise ValueError(f"input encoder {name!r} ({cls.kind}) needs a placeholder token")
+        ENCODERS[name] = cls
+        return cls
 
     return register
 
 
+def encoder_classes(configs: dict | None) -> dict[str, type[InputEncoder]]:
+    """The registered classes of ``{name: options}``; an unknown name is an error naming the known ones."""
+    unknown = sorted(set(configs or {}) - set(ENCODERS))
+    if unknown:
+        raise ValueError(f"unknown input encoders {unknown}; registered: {sorted(ENCODERS)}")
+    return {name: ENCODERS[name] for name in configs or {}}
+
+
 def build_encoders(configs: dict | None, hidden_size: int) -> dict[str, InputEncoder]:
-    """``{name: options}`` -> ``{name: encoder}``; an unknown name is an error naming the known ones."""
-    encoders = {}
-    for name, options in (configs or {}).items():
-        if name not in ENCODERS:
-            raise ValueError(f"unknown input encoder {name!r}; registered: {sorted(ENCODERS)}")
-        encoder = ENCODERS[name](dict(options or {}), hidden_size)
-        if encoder.kind not in KIND_ORDER:
-            raise ValueError(f"input encoder {name!r} has kind {encoder.kind!r}; expected one of {KIND_ORDER}")
-        if encoder.kind in ("fill", "append") and not encoder.placeholder:
-            raise ValueError(f"input encoder {name!r} ({encoder.kind}) needs a placeholder token")
-        encoders[name] = encoder
-    return encoders
+    """``{name: options}`` -> ``{name: encoder}``."""
+    return {
+        name: cls.from_options(dict((configs or {})[name] or {}), hidden_size)
+        for name, cls in encoder_classes(configs).items()
+    }
 
 
 class InputAssembly(nn.Module):

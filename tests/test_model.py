@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-
-from model.builder import build_unigr, load_unigr
-from model.heads.seg_sam2 import SegHeadConfig, conditioning_frames
 from transformers import LogitsProcessor
 
+from model.builder import build_unigr, load_unigr
+from model.heads.sam2_video import best_scoring_frames, evenly_spaced
+from model.heads.seg_sam2 import SegHeadConfig
 from utils.data.collate import SampleCollator
 from utils.data.mevis import MeViSDataset
 from utils.data.prompts import SEG_TOKEN
@@ -110,10 +110,12 @@ def test_each_seg_token_is_its_own_object(tiny_model, samples) -> None:
 
 
 def test_conditioning_frames() -> None:
-    assert conditioning_frames(8, 1, "memory") == [0]
-    assert conditioning_frames(8, 3, "memory") == [0, 4, 7]
-    assert conditioning_frames(8, 2, "independent") == list(range(8))
-    assert conditioning_frames(3, 5, "memory") == [0, 1, 2]
+    assert evenly_spaced(list(range(8)), 1) == [0]
+    assert evenly_spaced(list(range(8)), 3) == [0, 4, 7]
+    assert evenly_spaced([2, 5, 9], 5) == [2, 5, 9]
+    scores = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, -1.0, -2.0, 4.0]])
+    assert best_scoring_frames(scores, [1, 3, 5, 7], 2) == [(3, 7), (1, 7)]
+    assert best_scoring_frames(scores, [1, 3, 5, 7], 9) == [(1, 3, 5, 7)] * 2
 
 
 def _head_outputs(head, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
@@ -127,7 +129,8 @@ def _head_outputs(head, frames: torch.Tensor, prompts: torch.Tensor) -> torch.Te
 
 def test_memory_carries_the_prompted_frame_to_later_frames(tiny_model) -> None:
     """With memory, a later frame's mask depends on the conditioning frame; prompted independently, it does not."""
-    head = tiny_model[0].seg_head
+    head = copy.deepcopy(tiny_model[0].seg_head)
+    head.config = dataclasses.replace(head.config, cond_frames="first")  # frame 0 conditions
     independent = copy.deepcopy(head)
     independent.config = dataclasses.replace(head.config, propagation="independent")
     torch.manual_seed(0)
@@ -150,6 +153,10 @@ def test_seg_head_config_rejects_unknown_options() -> None:
         SegHeadConfig.from_dict({"propagate": "memory"})
     with pytest.raises(ValueError, match="propagation"):
         SegHeadConfig.from_dict({"propagation": "every"})
+    with pytest.raises(ValueError, match="cond_frames"):
+        SegHeadConfig.from_dict({"cond_frames": "best"})
+    with pytest.raises(ValueError, match="encode_chunk_size"):
+        SegHeadConfig.from_dict({"encode_chunk_size": 0})
 
 
 class ForceAnswer(LogitsProcessor):

@@ -168,12 +168,15 @@ class PromptableVideoSAM2(nn.Module):
         )
 
     @torch.no_grad()
-    def propagate(self, state: VideoState, prompts: torch.Tensor, candidates: list[int]) -> dict[str, torch.Tensor]:
+    def propagate(
+        self, state: VideoState, prompts: torch.Tensor, candidates: list[int] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Masks of ``O`` prompted objects on every frame of ``state``'s video; encodes only uncached frames.
 
         Args:
             prompts: ``(O, K, C_sam)`` prompt tokens.
-            candidates: ascending frame indices the prompt may condition (the frames the language model saw).
+            candidates: frame indices the prompt may condition (the frames the language model saw);
+                ``None``: every frame.
         Returns:
             ``{"mask_logits": (O, T, S/4, S/4), "object_logits": (O, T)}``, float32 on the CPU; resize the
             mask logits with :func:`~model.heads.sam2_video.upscale_mask_logits`.
