@@ -67,7 +67,12 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
                 model._inject_lora(lora)
     else:
         model, processor = build_unigr(
-            model_cfg.backbone_path, seg, model_cfg.sam2_checkpoint, lora, model_cfg.attn_implementation, dtype,
+            model_cfg.backbone_path,
+            seg,
+            model_cfg.sam2_checkpoint,
+            lora,
+            model_cfg.attn_implementation,
+            dtype,
             encoders,
         )
     model.config.inputs = InputSettings.from_data_config(cfg.data).to_dict()

@@ -31,7 +31,7 @@ def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> 
     if args.predictor == "unigr":
         from evaluation.video_seg_predictor import UniGRVideoSegPredictor
 
-        return UniGRVideoSegPredictor(args.model, args.num_frames, args.video_fps, device)
+        return UniGRVideoSegPredictor(args.model, args.num_frames, device, args.dtype)
     return AllObjectsPredictor(dataset)
 
 
@@ -48,9 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="prediction store folder")
     parser.add_argument("--predictor", choices=PREDICTORS, default="unigr")
     parser.add_argument("--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames the LLM sees (SAM2 segments all)")
-    parser.add_argument("--video-fps", type=float, default=6.0, help="frame rate of the source frames")
+    parser.add_argument(
+        "--num-frames", type=int, default=None, help="frames the LLM sees (default: what the model was trained with)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on a GPU")
     args = parser.parse_args(argv)
     if args.predictor == "unigr" and not args.model:
         parser.error("--predictor unigr needs --model")

@@ -112,6 +112,8 @@ class UniGRVideoSegPredictor:
             return np.zeros((len(sample.frames), height, width), dtype=bool), text
         union = np.zeros((len(sample.frames), height, width), dtype=bool)
         for t in range(len(sample.frames)):  # one frame at a time: full-size logits of a long video never coexist
-            full = F.interpolate(logits[:, t : t + 1].float(), size=(height, width), mode="bilinear", align_corners=False)
+            full = F.interpolate(
+                logits[:, t : t + 1].float(), size=(height, width), mode="bilinear", align_corners=False
+            )
             union[t] = (full > 0).any(0)[0].cpu().numpy()
         return union, text

@@ -133,9 +133,7 @@ class InputAssembly(nn.Module):
 
     def after_visual_text(self) -> str:
         """Placeholder text the collator puts right after the media: ``append`` encoders' tokens, in order."""
-        return "".join(
-            e.placeholder * e.num_appended for e in self.encoders.values() if e.kind == "append"
-        )
+        return "".join(e.placeholder * e.num_appended for e in self.encoders.values() if e.kind == "append")
 
     def forward(
         self,
@@ -174,8 +172,15 @@ class InputAssembly(nn.Module):
         if not self.encoders:
             return embeds
         context = AssemblyContext(
-            input_ids, attention_mask, image_mask, video_mask, image_grid_thw, video_grid_thw, features,
-            batch or {}, token_ids or {},
+            input_ids,
+            attention_mask,
+            image_mask,
+            video_mask,
+            image_grid_thw,
+            video_grid_thw,
+            features,
+            batch or {},
+            token_ids or {},
         )
         for kind in KIND_ORDER:
             for encoder in self.encoders.values():

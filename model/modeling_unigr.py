@@ -257,12 +257,18 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         eos = generation_config.eos_token_id
         eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
         pad_id = generation_config.pad_token_id if generation_config.pad_token_id is not None else eos_ids[0]
-        seg_id, previous = self.config.seg_token_id, self.seg_config is not None and self.seg_config.seg_hidden == "previous"
+        seg_id, previous = (
+            self.config.seg_token_id,
+            self.seg_config is not None and self.seg_config.seg_hidden == "previous",
+        )
 
         cache = DynamicCache(config=self.language_model.config)
         out = self.language_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
         )
         hidden = out.last_hidden_state[:, -1]  # (B, D): left padding puts every prompt's end last
         next_position = position_ids.amax(dim=(0, 2)) + 1  # (B,)
@@ -284,8 +290,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
             step_positions = next_position.view(1, -1, 1).expand(3, -1, 1)
             out = self.language_model(
-                inputs_embeds=self.get_input_embeddings()(tokens[:, None]), attention_mask=attention_mask,
-                position_ids=step_positions, past_key_values=cache, use_cache=True,
+                inputs_embeds=self.get_input_embeddings()(tokens[:, None]),
+                attention_mask=attention_mask,
+                position_ids=step_positions,
+                past_key_values=cache,
+                use_cache=True,
             )
             hidden = out.last_hidden_state[:, -1]
             next_position = next_position + 1
@@ -296,11 +305,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             if bool(finished.all()):
                 break
         width = self.config.backbone_config.get_text_config().hidden_size
-        seg_hidden = [
-            torch.stack(states) if states else hidden.new_zeros(0, width) for states in seg_states
-        ]
+        seg_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in seg_states]
         return GenerationResult(sequences, seg_hidden)
-
 
     @torch.no_grad()
     def generate_and_segment(
@@ -326,6 +332,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         result = self.generate(inputs, **generate_kwargs)
         masks = []
         for i, state in enumerate(sam2_states):
+            if result.seg_hidden[i].shape[0] == 0:  # no [SEG] generated: nothing to segment
+                side = self.seg_head.image_size // 4
+                masks.append(torch.zeros(0, state.num_frames, side, side))
+                continue
             prompts = self.seg_head.prompts_from_hidden(result.seg_hidden[i])
             candidates = llm_frames[i] if llm_frames is not None else None
             masks.append(self.seg_head.propagate(state, prompts, candidates)["mask_logits"])

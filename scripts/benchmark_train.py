@@ -6,7 +6,7 @@
 Builds Qwen2.5-VL from the config's ``backbone`` section directly on ``--device`` (in bf16 with
 ``--dtype bf16``, so a 7B model is never materialised in float32 on the host), puts UniGR with a
 random SAM2 around it (``model.builder.assemble_unigr``), makes synthetic batches of random
-frames and masks with the project's ``VideoChatCollator``, and times forward + backward + AdamW
+frames and masks with the project's ``SampleCollator``, and times forward + backward + AdamW
 steps as ``train.py`` takes them (``train.unigr_step``, clipping, bf16 autocast). It prints
 samples/s, LLM tokens/s, peak memory, the step split into phases and, on a known GPU, the MFU of
 the language model, next to the reference system (RGA3, ~1.5 samples/s per GPU).
@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.builder import assemble_unigr, backbone_config, build_processor  # noqa: E402
 from model.modeling_unigr import UniGRForConditionalGeneration  # noqa: E402
 from model.tokenizer import train_tiny_tokenizer  # noqa: E402
-from train import unigr_counts, unigr_step  # noqa: E402
-from utils.data.collate import VideoChatCollator  # noqa: E402
+from train import count_fn, unigr_step  # noqa: E402
+from utils.data.collate import SampleCollator  # noqa: E402
 from utils.data.prompts import referring_seg_answer, referring_seg_question  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
 from utils.training.trainable import configure_trainable, group_prefixes, parameter_counts  # noqa: E402
@@ -176,30 +176,30 @@ def device_sync(device: torch.device) -> Callable[[], None]:
 
 
 def instrument_segment(model: UniGRForConditionalGeneration, marks: dict[str, float], sync: Callable[[], None]) -> None:
-    """Record in ``marks`` when ``model.segment`` starts and when the gradient of its input is complete.
+    """Record in ``marks`` when the segmentation head starts and when the gradient of its input is complete.
 
     The gradient of the last hidden state is complete once SAM2's backward and the LM head's
     backward have both run, which splits the backward pass into head and backbone parts.
     """
-    segment = model.segment
+    predict = model.seg_head.predict
 
     def mark(name: str) -> None:
         sync()
         marks[name] = time.perf_counter()
 
-    def timed_segment(last_hidden: torch.Tensor, input_ids: torch.Tensor, sam_frames: list[torch.Tensor]):
+    def timed_predict(last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict):
         mark("head_fwd_start")
         if last_hidden.requires_grad:
             last_hidden.register_hook(lambda grad: mark("head_bwd_end"))
-        return segment(last_hidden, input_ids, sam_frames)
+        return predict(last_hidden, input_ids, batch)
 
-    model.segment = timed_segment
+    model.seg_head.predict = timed_predict
 
 
 def time_step(
     model: UniGRForConditionalGeneration,
     optimizer: torch.optim.Optimizer,
-    collate: VideoChatCollator,
+    collate: SampleCollator,
     samples: list[Sample],
     args: argparse.Namespace,
     device: torch.device,
@@ -210,7 +210,7 @@ def time_step(
     marks.clear()
     start = time.perf_counter()
     batch = collate(samples)
-    counts = unigr_counts(batch)
+    counts = count_fn(model)(batch)
     collated = time.perf_counter()
     batch = _to_device(batch, device)
     sync()
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model.train()
     marks: dict[str, float] = {}
     instrument_segment(model, marks, device_sync(device))
-    collate = VideoChatCollator(processor, model.seg_head.image_size, VIDEO_FPS)
+    collate = SampleCollator(processor, model.seg_head.image_size)
     side = args.frame_size or frame_side(model_cfg["processor"]["max_pixels"])
     rng = np.random.default_rng(args.seed)
 

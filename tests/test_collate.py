@@ -56,8 +56,12 @@ def test_batch_shapes(processor, samples) -> None:
 
 def test_an_image_goes_through_qwens_image_path_beside_a_video(processor, samples) -> None:
     image = dataclasses.replace(
-        samples[0], frames=samples[0].frames[:1], frame_names=["0"], masks=samples[0].masks[:, :1],
-        timestamps=None, medium="image",
+        samples[0],
+        frames=samples[0].frames[:1],
+        frame_names=["0"],
+        masks=samples[0].masks[:, :1],
+        timestamps=None,
+        medium="image",
     )
     batch = SampleCollator(processor, 128)([samples[1], image])
     assert batch["image_grid_thw"].tolist() == [[1, 8, 8]] and batch["video_grid_thw"].tolist() == [[2, 8, 8]]

@@ -17,8 +17,14 @@ from utils.data.mevis import MeViSDataset
 from utils.training.trainable import group_of
 
 STOCK_INPUTS = (
-    "input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw",
-    "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
+    "input_ids",
+    "attention_mask",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
 )
 
 
@@ -90,15 +96,21 @@ def _model(tiny_parts, tiny_cfg, encoders):
 
 
 def _batch(model, processor, samples, **kwargs) -> dict:
-    collator = SampleCollator(processor, model.seg_head.image_size, after_visual=model.input_assembly.after_visual_text())
+    collator = SampleCollator(
+        processor, model.seg_head.image_size, after_visual=model.input_assembly.after_visual_text()
+    )
     return collator(samples, **kwargs)
 
 
 def test_without_encoders_the_logits_are_the_stock_qwen_logits(tiny_model, samples) -> None:
     model, processor = tiny_model
     image = dataclasses.replace(
-        samples[1], frames=samples[1].frames[:1], frame_names=["0"], masks=samples[1].masks[:, :1],
-        timestamps=None, medium="image",
+        samples[1],
+        frames=samples[1].frames[:1],
+        frame_names=["0"],
+        masks=samples[1].masks[:, :1],
+        timestamps=None,
+        medium="image",
     )
     batch = _batch(model, processor, [samples[0], image])
     with torch.no_grad():
@@ -137,10 +149,14 @@ def test_appended_tokens_follow_the_video_and_shift_later_positions(tiny_parts, 
     torch.testing.assert_close(positions[..., : vision_end + 1], plain_positions[..., : vision_end + 1])
     with torch.no_grad():
         embeds, _ = model.assemble(batch["input_ids"], batch)
-    torch.testing.assert_close(embeds[0, vision_end + 1 : vision_end + 4], model.input_assembly.encoders["toy_append"].tokens)
+    torch.testing.assert_close(
+        embeds[0, vision_end + 1 : vision_end + 4], model.input_assembly.encoders["toy_append"].tokens
+    )
 
 
-def test_a_fill_encoder_writes_its_placeholders_and_its_output_reaches_the_loss(tiny_parts, tiny_cfg, toy_encoders, samples):
+def test_a_fill_encoder_writes_its_placeholders_and_its_output_reaches_the_loss(
+    tiny_parts, tiny_cfg, toy_encoders, samples
+):
     model, processor = _model(tiny_parts, tiny_cfg, {"toy_fill": {}})
     question = dataclasses.replace(
         samples[0],

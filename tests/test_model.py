@@ -257,7 +257,6 @@ def test_seg_hidden_previous_projects_the_state_before_each_seg(tiny_model, samp
     model, processor = tiny_model
     batch = _batch(processor, model, samples[:1])
     hidden = torch.arange(batch["input_ids"].shape[1], dtype=torch.float32)[None, :, None].expand(1, -1, 128)
-    seen = []
     seg_at = (batch["input_ids"][0] == model.config.seg_token_id).nonzero().flatten().float()
     for mode, expected in (("self", seg_at), ("previous", seg_at - 1)):
         monkeypatch.setattr(model.seg_config, "seg_hidden", mode)

@@ -32,7 +32,7 @@ from transformers import (
 from model.builder import build_unigr, load_unigr
 from model.convert_released import load_rga3, main, rga3_key_to_unigr
 from model.sam2_builder import build_sam2, resolve_sam2_config
-from utils.data.collate import VideoChatCollator
+from utils.data.collate import SampleCollator
 from utils.data.prompts import SEG_TOKEN
 from utils.data.schema import Sample
 
@@ -216,7 +216,7 @@ def _segment_sample() -> Sample:
 
 
 def _pred_masks(model, processor) -> list[torch.Tensor]:
-    batch = VideoChatCollator(processor, model.seg_head.image_size, 6.0)([_segment_sample()])
+    batch = SampleCollator(processor, model.seg_head.image_size)([_segment_sample()])
     with torch.no_grad():
         return model.eval()(**batch).pred_masks
 

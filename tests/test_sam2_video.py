@@ -25,11 +25,9 @@ def head(tiny_cfg: dict) -> PromptableVideoSAM2:
     return PromptableVideoSAM2(SegHeadConfig.from_dict(tiny_cfg["seg"])).eval()
 
 
-def _with(head: PromptableVideoSAM2, **options) -> PromptableVideoSAM2:
-    """A copy of ``head`` with other :class:`SegHeadConfig` options (same weights)."""
-    other = copy.deepcopy(head)
-    other.config = dataclasses.replace(head.config, **options)
-    return other
+def _configure(head: PromptableVideoSAM2, monkeypatch, **options) -> None:
+    """Other :class:`SegHeadConfig` options for ``head`` until the test ends."""
+    monkeypatch.setattr(head, "config", dataclasses.replace(head.config, **options))
 
 
 def _video(head: PromptableVideoSAM2, num_frames: int, seed: int) -> torch.Tensor:
@@ -86,12 +84,8 @@ def test_a_target_absent_on_frame_0_conditions_where_it_scores_highest(head, mon
     assert (out["mask_logits"][0, :3] > NO_OBJECT).any()  # masks before frame 3, by backward propagation
 
     tracked.clear()
-    first = _with(head, cond_frames="first")
-    first.sam2.sam_mask_decoder.forward, first.sam2._track_step = (
-        head.sam2.sam_mask_decoder.forward,
-        head.sam2._track_step,
-    )
-    out = first.propagate(first.init_state(frames), prompts, list(range(8)))
+    _configure(head, monkeypatch, cond_frames="first")
+    out = head.propagate(head.init_state(frames), prompts, list(range(8)))
     assert [t for t, reverse, _ in tracked] == list(range(1, 8)) and not any(r for _, r, _ in tracked)
     assert out["object_logits"][0, 0] == -8 and (out["mask_logits"][0, 0] == NO_OBJECT).all()
 
@@ -104,20 +98,17 @@ def test_candidates_limit_where_the_prompt_conditions(head, monkeypatch) -> None
     assert out["object_logits"][0, 3] == 8 and sorted(t for t, _, _ in tracked) == [0, 1, 2, 4, 5]
 
 
-def test_the_state_path_gives_the_training_path_masks(head) -> None:
+def test_the_state_path_gives_the_training_path_masks(head, monkeypatch) -> None:
     """Inference (state, chunked, cached) and training (``segment_videos`` on a batch of two videos) agree."""
     videos = [_video(head, 6, seed=3), _video(head, 6, seed=4)]
     prompts, video_index, candidates = _prompts(head, 3, seed=3), torch.tensor([0, 1, 1]), [1, 2, 4]
     for options in ({}, {"num_cond_frames": 2}, {"cond_frames": "first"}, {"propagation": "independent"}):
-        variant = _with(head, **options)
+        _configure(head, monkeypatch, **options)
         with torch.no_grad():
-            batch = variant.segment_videos(
-                variant.encode_frames(torch.cat(videos)), 6, prompts, video_index, candidates=candidates
-            )
+            batch = head.segment_videos(head.encode_frames(torch.cat(videos)), 6, prompts, video_index, candidates)
         for v, frames in enumerate(videos):
             objects = video_index == v
-            state = variant.init_state(frames, chunk_size=4)
-            out = variant.propagate(state, prompts[objects], candidates)
+            out = head.propagate(head.init_state(frames, chunk_size=4), prompts[objects], candidates)
             size = (head.image_size,) * 2
             torch.testing.assert_close(upscale_mask_logits(out["mask_logits"], size), batch["mask_logits"][objects])
             torch.testing.assert_close(out["object_logits"], batch["object_logits"][objects])

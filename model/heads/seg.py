@@ -69,7 +69,7 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
         """``(O, D_llm)`` [SEG] hidden states -> ``(O, K, C_sam)`` SAM2 sparse prompt tokens."""
         weight = self.text_hidden_proj[0].weight
         prompts = self.text_hidden_proj(seg_hidden.to(weight.dtype))
-        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, -1)
+        return prompts.view(seg_hidden.shape[0], self.config.num_prompt_tokens, self.sam2.sam_prompt_embed_dim)
 
     def seg_hidden_states(self, last_hidden: torch.Tensor, input_ids: torch.Tensor) -> list[torch.Tensor]:
         """Per sample ``(O_i, D)``: the hidden state of each ``[SEG]`` (or of the token before it)."""

@@ -141,9 +141,7 @@ class SampleCollator:
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left" if self.inference else "right"
         videos = [
-            qwen_video(s.frames, s.timestamps, self.processor.video_processor)
-            for s in samples
-            if s.medium == "video"
+            qwen_video(s.frames, s.timestamps, self.processor.video_processor) for s in samples if s.medium == "video"
         ]
         images = [frame for s in samples if s.medium == "image" for frame in s.frames]
         kwargs: dict = {}
