@@ -41,7 +41,7 @@ def test_a_bf16_run_trains_merges_loads_in_bf16_and_predicts(tmp_path: Path, mev
     run = tmp_path / "run"
     dtypes = _dtypes(run / "final")
     # Frozen parts are held in bf16, what trains in float32 (master weights).
-    assert dtypes["backbone.model.visual.blocks.0.attn.qkv.weight"] == "BF16"
+    assert dtypes["backbone.visual.blocks.0.attn.qkv.weight"] == "BF16"
     assert dtypes["seg_head.sam2.image_encoder.trunk.patch_embed.proj.weight"] == "BF16"
     assert dtypes["seg_head.text_hidden_proj.0.weight"] == "F32"
 
