@@ -271,3 +271,35 @@ def test_a_batch_of_qa_only_samples_still_has_its_ce_loss(tiny_model, samples) -
     with torch.no_grad():
         out = model(**batch)
     assert out.loss is not None and torch.isfinite(out.loss) and set(out.losses) == {"ce"}
+
+
+def test_a_pretrained_model_takes_seg_options_that_keep_its_weights_and_refuses_the_rest(tiny_model, tmp_path):
+    model, processor = tiny_model
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, _ = load_unigr(tmp_path, seg={"propagation": "independent", "bce_weight": 3.0})
+    assert loaded.seg_config.propagation == "independent" and loaded.seg_config.bce_weight == 3.0
+    with pytest.raises(ValueError, match="num_prompt_tokens cannot change"):
+        load_unigr(tmp_path, seg={"num_prompt_tokens": 1})
+    with pytest.raises(ValueError, match="unknown seg head options"):
+        load_unigr(tmp_path, seg={"propagate": "memory"})
+
+
+def test_train_config_lora_goes_onto_a_pretrained_model(tiny_model, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from train import build_model
+
+    model, processor = tiny_model
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    cfg = OmegaConf.create(
+        {
+            "model": {"pretrained": str(tmp_path), "attn_implementation": "sdpa", "lora": {"r": 4}, "seg": None},
+            "train": {"dtype": "fp32"},
+            "data": {"num_frames": 6},
+        }
+    )
+    built, _ = build_model(cfg)
+    assert built.config.lora == {"r": 4} and any("lora_" in name for name, _ in built.named_parameters())
+    assert built.config.inputs["num_frames"] == 6

@@ -36,7 +36,7 @@ class VideoState:
     """One video as SAM2 inference sees it; prepared image features are cached across prompts.
 
     Attributes:
-        frames: ``(T, 3, S, S)`` float in [0, 1], on any device (moved chunk by chunk to compute).
+        frames: ``(T, 3, S, S)`` float in [0, 1] or uint8, on any device (moved chunk by chunk to compute).
         chunk_size: frames per image-encoder batch; frame ``t`` is encoded with its chunk
             ``[t // chunk_size * chunk_size, ...)``.
         storage_device: where the cached features live.

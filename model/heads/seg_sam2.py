@@ -112,10 +112,12 @@ class PromptableVideoSAM2(nn.Module):
         return sparse
 
     def encode_frames(self, frames: torch.Tensor) -> dict:
-        """Run SAM2's image encoder on ``(T, 3, S, S)`` frames in [0, 1]; returns SAM2's backbone output.
+        """SAM2's image encoder on ``(T, 3, S, S)`` frames, float in [0, 1] or uint8; returns SAM2's backbone output.
 
         The frames are cast to the weights' dtype (a bf16 head takes float32 frames).
         """
+        if frames.dtype == torch.uint8:  # 4x less to keep for a long video (SAM2's frames are rounded to uint8)
+            frames = frames.float() / 255
         mean = frames.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = frames.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         frames = (frames - mean) / std
@@ -155,7 +157,8 @@ class PromptableVideoSAM2(nn.Module):
     def init_state(
         self, frames: torch.Tensor, storage_device: torch.device | str | None = None, chunk_size: int | None = None
     ) -> VideoState:
-        """Start inference on one video: ``(T, 3, S, S)`` frames in [0, 1] (any device; nothing is encoded yet).
+        """Start inference on one video: ``(T, 3, S, S)`` frames, float in [0, 1] or uint8, on any device
+        (kept as given and moved to the head's device a chunk at a time; nothing is encoded yet).
 
         Args:
             storage_device: where encoded features are cached; default the frames' device.
