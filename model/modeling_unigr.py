@@ -208,16 +208,19 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             terms["ce"] = (ce, self.config.ce_weight)
         for name, head in self.heads():
             outputs = head.predict(hidden, input_ids, batch)
+            for key, value in (outputs or {}).items():
+                if key in UniGROutput.__dataclass_fields__:
+                    setattr(result, key, value)
+            if labels is None:
+                continue
             if outputs is not None:
-                for key, value in outputs.items():
-                    if key in UniGROutput.__dataclass_fields__:
-                        setattr(result, key, value)
-                if labels is not None:
-                    counts = head.counts(batch)
-                    counts.update({key: batch[key] for key in counts if batch.get(key) is not None})
-                    terms.update(head.losses(outputs, batch, counts))
-            elif labels is not None and self.training and torch.is_grad_enabled():
-                terms[f"{name}_idle"] = (head.idle_loss(hidden.device), 1.0)
+                counts = head.counts(batch)
+                counts.update({key: batch[key] for key in counts if batch.get(key) is not None})
+                terms.update(head.losses(outputs, batch, counts))
+            idle = outputs is None and self.training and torch.is_grad_enabled()
+            terms[f"{name}_idle"] = (head.idle_loss(hidden.device) if idle else hidden.new_zeros(()), 1.0)
+            for term in head.loss_names:  # every rank reports the same terms (zero where nothing was predicted)
+                terms.setdefault(term, (hidden.new_zeros(()), 0.0))
         if terms:
             result.losses = {term: value for term, (value, _) in terms.items()}
             result.loss = sum(weight * value for value, weight in terms.values())

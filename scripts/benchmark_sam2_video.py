@@ -134,7 +134,7 @@ def print_tables(args: argparse.Namespace, figures: dict) -> None:
     for row in figures["memory"]:
         print(
             f"| {row['frames']} | {args.image_size} | {row['model_gib']:.2f} | {row['peak_gib']:.2f} "
-            f"| {row['peak_gib'] / first:.2f} | {row['seconds']:.0f} |"
+            f"| {row['peak_gib'] / first:.2f} | {row['seconds']:.1f} |"
         )
     if "cache" not in figures:
         return

@@ -59,7 +59,7 @@ class ClickCollator:
     def __call__(self, samples: list[Sample]) -> dict:
         return {
             "frames": [sam2_frames(s.frames, self.image_size, normalize=False) for s in samples],
-            "masks": [resize_masks(s, self.image_size)[:1] for s in samples],
+            "masks": [resize_masks(s.masks, self.image_size)[:1] for s in samples],
         }
 
 

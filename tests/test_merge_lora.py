@@ -15,7 +15,7 @@ from test_engines import HAS_DEEPSPEED, run_group, zero_config
 import merge_lora
 from model.builder import load_unigr
 from train import build_model
-from utils.data.collate import VideoChatCollator
+from utils.data.collate import SampleCollator
 from utils.data.mevis import MeViSDataset
 from utils.training.config import load_config, save_config
 from utils.training.distributed import DistEnv
@@ -54,7 +54,7 @@ def _trained_model(run: Path):
 
 
 def _outputs(model, processor, samples) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    batch = VideoChatCollator(processor, model.seg_head.image_size, 6.0)(samples)
+    batch = SampleCollator(processor, model.seg_head.image_size)(samples)
     with torch.no_grad():
         out = model(**batch)
     return out.logits, out.pred_masks

@@ -147,6 +147,14 @@ def test_chunked_encoding_equals_one_batch(head) -> None:
     torch.testing.assert_close(a, b)
 
 
+def test_uint8_frames_give_the_float_frames_masks(head) -> None:
+    frames = (_video(head, 3, seed=10) * 255).round().to(torch.uint8)
+    prompts = _prompts(head, 1, seed=10)
+    as_uint8 = head.propagate(head.init_state(frames), prompts)
+    as_float = head.propagate(head.init_state(frames.float() / 255), prompts)
+    torch.testing.assert_close(as_uint8, as_float, atol=1e-4, rtol=1e-4)
+
+
 def test_a_bf16_head_takes_float32_frames_and_returns_float32_logits(head) -> None:
     bf16 = copy.deepcopy(head).to(torch.bfloat16)
     frames, prompts = _video(head, 4, seed=9), _prompts(head, 2, seed=9)

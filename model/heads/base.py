@@ -8,7 +8,9 @@ masks today; proposal scores, boxes as text and others later. Each head class de
   prefixes inside the head, first match wins (:mod:`utils.training.trainable` reads them);
 * :meth:`Head.counts`: what its losses average over, per micro-batch (the trainer sums them over the
   global batch and passes the totals back, as for the CE's label tokens);
-* :meth:`Head.predict` and :meth:`Head.losses`: outputs and weighted loss terms;
+* :meth:`Head.predict` and :meth:`Head.losses`: outputs and weighted loss terms, named in
+  :attr:`Head.loss_names` (the model reports every name on every rank, zero where a batch has
+  nothing for it, so ranks reduce the same metrics);
 * :meth:`Head.idle_loss`: a zero loss through every trainable parameter, used when a micro-batch has
   nothing for the head, so every rank gives gradients to the same parameters (DeepSpeed ZeRO needs it).
 """
@@ -25,7 +27,7 @@ class Head(nn.Module):
     """Base class of UniGR's output heads."""
 
     name: ClassVar[str]
-    output_field: ClassVar[str]
+    loss_names: ClassVar[tuple[str, ...]]
     parameter_groups: ClassVar[dict[str, tuple[str, ...]]]
 
     @classmethod

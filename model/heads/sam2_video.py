@@ -191,7 +191,8 @@ def _track(
 
     def remember(out: dict, feats: list[torch.Tensor], high_res: torch.Tensor) -> dict:
         mem, pos_enc = sam._encode_new_memory(feats, feat_sizes, high_res, out["object_score_logits"], False)
-        shared_pos_enc[:] = shared_pos_enc or [pos_enc]
+        if not shared_pos_enc:
+            shared_pos_enc.append(pos_enc)
         return {**out, "maskmem_features": mem, "maskmem_pos_enc": shared_pos_enc[0]}
 
     for t in sorted(cond):

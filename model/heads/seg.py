@@ -24,6 +24,7 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
     """SAM2 plus the projection from LLM ``[SEG]`` hidden states into its prompt space."""
 
     name = "seg"
+    loss_names = ("bce", "dice", "objectness")
     parameter_groups: ClassVar[dict[str, tuple[str, ...]]] = {
         "seg_proj": ("text_hidden_proj.",),
         "sam2_encoder": ("sam2.image_encoder.",),
