@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_l.yaml", help="SAM2 config name or path")
     parser.add_argument("--image-size", type=int, default=1024, help="SAM2 input size for the memory runs")
-    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="video lengths for the memory runs")
+    parser.add_argument("--frames", type=int, nargs="*", default=[16, 64], help="video lengths for the memory runs")
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per image-encoder batch")
     parser.add_argument("--objects", type=int, default=1, help="prompts (objects) per expression")
     parser.add_argument("--candidates", type=int, default=8, help="frames the prompt is scored on")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(memory_run(args)))
         return {}
-    figures: dict = {"memory": memory_table(args, argv)}
+    figures: dict = {"memory": memory_table(args, argv) if args.frames else []}
     if args.video_frames:
         figures["cache"] = cache_table(args)
     print_tables(args, figures)
@@ -128,17 +128,24 @@ def main(argv: list[str] | None = None) -> dict:
 def print_tables(args: argparse.Namespace, figures: dict) -> None:
     print(f"\nSAM2 {args.config}, random weights, CPU ({args.threads} threads), chunks of {args.chunk_size} frames,")
     print(f"{args.objects} object(s) per expression, prompt scored on {args.candidates} frames\n")
+    if figures["memory"]:
+        print_memory(args, figures["memory"])
+    if "cache" in figures:
+        print_cache(args, figures["cache"])
+
+
+def print_memory(args: argparse.Namespace, rows: list[dict]) -> None:
     print("| frames | image size | model RSS GiB | peak RSS GiB | x first | seconds |")
     print("|---:|---:|---:|---:|---:|---:|")
-    first = figures["memory"][0]["peak_gib"]
-    for row in figures["memory"]:
+    first = rows[0]["peak_gib"]
+    for row in rows:
         print(
             f"| {row['frames']} | {args.image_size} | {row['model_gib']:.2f} | {row['peak_gib']:.2f} "
             f"| {row['peak_gib'] / first:.2f} | {row['seconds']:.1f} |"
         )
-    if "cache" not in figures:
-        return
-    cache = figures["cache"]
+
+
+def print_cache(args: argparse.Namespace, cache: dict) -> None:
     print(f"\n{args.video_frames}-frame video at {cache['image_size']} px, seconds per expression:\n")
     print("| state | expressions | seconds each | mean |")
     print("|---|---:|---|---:|")

@@ -63,8 +63,8 @@ def test_a_bf16_run_trains_merges_loads_in_bf16_and_predicts(tmp_path: Path, mev
         assert next(predictor.model.seg_head.parameters()).dtype == torch.bfloat16
         answer = predictor.tokenizer.encode(f"Sure, {SEG_TOKEN}.<|im_end|>", add_special_tokens=False)
         generate = predictor.model.generate  # the random model is made to answer with a [SEG], so SAM2 runs
-        predictor.model.generate = lambda inputs, _g=generate, **kw: _g(
-            inputs, logits_processor=[ForceAnswer(answer, inputs["input_ids"].shape[1])], **kw
+        predictor.model.generate = lambda inputs, _g=generate, _a=answer, **kw: _g(
+            inputs, logits_processor=[ForceAnswer(_a, inputs["input_ids"].shape[1])], **kw
         )
         masks, text = predictor.predict(sample)
         assert text.startswith(f"Sure, {SEG_TOKEN}")

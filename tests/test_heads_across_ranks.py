@@ -1,4 +1,7 @@
-"""A global batch in which some ranks have ``[SEG]`` samples and others only QA trains under every engine.
+"""A global batch in which some ranks have ``[SEG]`` samples and others only QA trains under DDP, FSDP and ZeRO-2.
+
+(ZeRO-3 gathers each submodule's parameters per call, so it also needs every rank to call SAM2's modules
+equally often; see the README's known limits.)
 
 A test-only QA loader (the synthetic MeViS videos, asked what moves, answered in words) is registered
 in each ``train.py`` process by a small launcher script; the mixture draws it beside the segmentation
@@ -77,10 +80,10 @@ def _mixture_yaml(tmp_path: Path, mevis_root: Path) -> Path:
     """The quick-start recipe with the QA loader beside the segmentation data, weight 1 each."""
     text = (ROOT / "configs/quickstart.yaml").read_text()
     text = text.replace("defaults:\n  - model/tiny.yaml", f"defaults:\n  - {ROOT / 'configs/model/tiny.yaml'}")
-    extra = (
-        f"    qa:\n      loader: {QA_LOADER}\n      root: {mevis_root}\n      split: train\n      weight: 1\n"
+    extra = f"    qa:\n      loader: {QA_LOADER}\n      root: {mevis_root}\n      split: train\n      weight: 1\n"
+    text = text.replace(
+        "      options: {expressions_per_sample: 1}\n", "      options: {expressions_per_sample: 1}\n" + extra, 1
     )
-    text = text.replace("      options: {expressions_per_sample: 1}\n", "      options: {expressions_per_sample: 1}\n" + extra, 1)
     path = tmp_path / "mixed.yaml"
     path.write_text(text)
     return path
@@ -91,7 +94,10 @@ def test_the_chosen_seed_gives_the_ranks_different_heads(mevis_root: Path, tmp_p
     from utils.training.config import load_config
 
     register_qa_loader()
-    cfg = load_config(_mixture_yaml(tmp_path, mevis_root), _overrides(tmp_path, mevis_root, {"backbone": "", "sam2": ""}, ()))
+    cfg = load_config(
+        _mixture_yaml(tmp_path, mevis_root),
+        _overrides(tmp_path, mevis_root, {"backbone": "unused", "sam2": "unused"}, ()),
+    )
     mixture = build_training_mixture(cfg.data, cfg.seed)
     sampler = [iter(ResumableBatchSampler(len(mixture), 1, DistEnv(r, 2, r, None), seed=0)) for r in (0, 1)]
     kinds = [[mixture.locate(next(s)[0])[0] for s in sampler] for _ in range(3)]
@@ -104,17 +110,24 @@ def test_the_chosen_seed_gives_the_ranks_different_heads(mevis_root: Path, tmp_p
         ("train.engine=ddp",),
         ("train.engine=fsdp",),
         ("train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero2.json"),
-        ("train.engine=deepspeed", "train.deepspeed_config=configs/deepspeed/zero3.json"),
     ],
-    ids=["ddp", "fsdp", "zero2", "zero3"],
+    ids=["ddp", "fsdp", "zero2"],
 )
-def test_ranks_with_and_without_seg_samples_train_together(engine, mevis_root: Path, tiny_parts, tmp_path: Path) -> None:
+def test_ranks_with_and_without_seg_samples_train_together(
+    engine, mevis_root: Path, tiny_parts, tmp_path: Path
+) -> None:
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
     run = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29591",
-        str(launcher), "--config", str(_mixture_yaml(tmp_path, mevis_root)),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29591",
+        str(launcher),
+        "--config",
+        str(_mixture_yaml(tmp_path, mevis_root)),
         *_overrides(run, mevis_root, tiny_parts, engine),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -235,7 +235,9 @@ class DeepSpeedEngine(Engine):
     (ZeRO-2/3 reduce-scatter each micro-step into their gradient partitions) and every ``step`` is
     an optimizer step; the loss is never divided by DeepSpeed's ``gradient_accumulation_steps``.
     Unlike DDP and FSDP, ZeRO needs every rank to give a gradient to the same parameters in each
-    micro-step (a rank whose batch leaves a head unused makes the reduction fail or hang).
+    micro-step: UniGR's heads add an idle loss on a rank whose batch has nothing for them. ZeRO-3
+    also gathers each submodule's parameters per call, so every rank must call SAM2's modules
+    equally often (the same frame counts in each micro-step).
 
     Args:
         deepspeed_config: JSON path; see :func:`resolve_deepspeed_config` for its ``"auto"`` values.
