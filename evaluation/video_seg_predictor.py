@@ -13,7 +13,7 @@ from model.builder import load_unigr
 from utils.data.collate import SampleCollator
 from utils.data.input_settings import InputSettings, resolve_num_frames
 from utils.data.schema import Sample
-from utils.video.model_inputs import sam2_frames
+from utils.video.model_inputs import sam2_frames_uint8
 from utils.video.sampling import FrameSampling
 
 DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -84,8 +84,8 @@ class UniGRVideoSegPredictor:
         """SAM2's state on all the sample's frames, reused while consecutive samples show the same video."""
         key = (sample.meta.get("video"), tuple(sample.frame_names), sample.frames.shape)
         if key[0] is None or key != self._video_key:
-            frames = sam2_frames(sample.frames, self.model.seg_head.image_size, normalize=False)
-            self._video_state = self.model.seg_head.init_state(frames.to(self.device))
+            frames = sam2_frames_uint8(sample.frames, self.model.seg_head.image_size)  # kept on the CPU
+            self._video_state = self.model.seg_head.init_state(frames, storage_device=self.device)
             self._video_key = key if key[0] is not None else None
         return self._video_state
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.heads.base import Head, register_head
-from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig
+from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses
 
 
 @register_head
@@ -156,29 +155,3 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
                 )
         return results
 
-
-def mask_losses(
-    mask_logits: torch.Tensor, object_logits: torch.Tensor, gt_masks: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Per-object BCE and DICE on frames where the object is present, objectness on every frame (as SAM2 trains).
-
-    Args:
-        mask_logits: ``(O, T, S, S)``; object_logits: ``(O, T)``; gt_masks: ``(O, T, S, S)`` in {0, 1}.
-    Returns:
-        ``bce``, ``dice`` (means over each object's present frames) and ``objectness`` (mean over
-        frames), each ``(O,)``; callers sum them and divide by the number of objects.
-    """
-    gt = gt_masks.float()
-    mask_logits, object_logits = mask_logits.float(), object_logits.float()
-    present = (gt.flatten(2).amax(2) > 0).float()  # (O, T)
-    num_present = present.sum(1).clamp(min=1)  # (O,)
-    bce = F.binary_cross_entropy_with_logits(mask_logits, gt, reduction="none").flatten(2).mean(2)
-    prob = mask_logits.sigmoid().flatten(2)
-    target = gt.flatten(2)
-    dice = 1 - (2 * (prob * target).sum(2) + 1) / (prob.sum(2) + target.sum(2) + 1)  # (O, T)
-    objectness = F.binary_cross_entropy_with_logits(object_logits, present, reduction="none")
-    return {
-        "bce": (bce * present).sum(1) / num_present,
-        "dice": (dice * present).sum(1) / num_present,
-        "objectness": objectness.mean(1),
-    }

@@ -1,7 +1,7 @@
-"""Segmentation head: ``[SEG]`` hidden states -> SAM2 prompt tokens -> masks on every frame.
+"""SAM2 prompted by any sparse prompt tokens: masks on every frame of a video, and SAM2's mask losses.
 
-Each ``[SEG]`` hidden state ``(D_llm,)`` goes through a small MLP into ``K`` tokens of SAM2's
-prompt space ``(K, C_sam)``. On the *conditioning* frames those tokens are SAM2's sparse prompt;
+The segmentation head (:mod:`model.heads.seg`) turns each ``[SEG]`` hidden state into ``K`` tokens of
+SAM2's prompt space ``(K, C_sam)``. On the *conditioning* frames those tokens are SAM2's sparse prompt;
 the other frames get their masks from SAM2's memory (``propagation="memory"``), exactly as SAM2
 tracks a clicked object. Conditioning frames are chosen per object among the frames the language
 model saw, by object score (``cond_frames="object_score"``) so that a target absent from the first
@@ -36,9 +36,7 @@ from model.heads.sam2_video import (
     upscale_mask_logits,
 )
 from model.sam2_builder import build_sam2
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from utils.video.model_inputs import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -54,13 +52,15 @@ class SegHeadConfig:
     cond_frames: str = "object_score"  # "object_score": the candidates scoring highest | "first": spread from the first
     encode_chunk_size: int = 8  # frames per image-encoder batch at inference
     seg_hidden: str = "self"  # "self": the [SEG] token's last hidden state; "previous": the token before it
-    ce_weight: float = 1.0
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     objectness_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SegHeadConfig:
+        values = dict(values or {})
+        if values.pop("ce_weight", 1.0) != 1.0:  # folders saved before the CE weight moved to the model
+            raise ValueError("seg.ce_weight is now the model-level ce_weight (UniGRConfig.ce_weight)")
         names = {f.name for f in fields(cls)}
         unknown = set(values or {}) - names
         if unknown:

@@ -114,11 +114,17 @@ def qwen_video(
     return QwenVideo(resized, torch.tensor(grid), temporal_patch / fps, metadata)
 
 
-def sam2_frames(frames: np.ndarray, image_size: int, *, normalize: bool) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, 3, S, S)`` float32: square bilinear antialiased resize of the uint8 frames
-    (rounded to uint8, as SAM2's own loader resizes images), in [0, 1], ImageNet-normalised if ``normalize``."""
+def sam2_frames_uint8(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(T, 3, S, S)`` uint8: the square bilinear antialiased resize SAM2's own
+    loader applies, rounded to uint8 (a quarter of the float frames' memory, for long videos)."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # channels-last uint8: fast path
-    resized = F.interpolate(video, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(video, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def sam2_frames(frames: np.ndarray, image_size: int, *, normalize: bool) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(T, 3, S, S)`` float32: :func:`sam2_frames_uint8` in [0, 1],
+    ImageNet-normalised if ``normalize``."""
+    resized = sam2_frames_uint8(frames, image_size)
     out = torch.empty(resized.shape, dtype=torch.float32).copy_(resized)  # one pass: to float and contiguous
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     scale = 1 / (255 * torch.tensor(std))
