@@ -216,8 +216,7 @@ def merge_seg_overrides(saved: dict | None, overrides: dict) -> dict:
     refused = [key for key in overrides if key in WEIGHT_SHAPING_SEG_FIELDS and overrides[key] != merged.get(key)]
     if refused:
         raise ValueError(
-            f"model.seg.{refused[0]} cannot change on a pretrained model (its weights depend on it); "
-            f"refused: {refused}"
+            f"model.seg.{refused[0]} cannot change on a pretrained model (its weights depend on it); refused: {refused}"
         )
     merged.update(overrides)
     return SegHeadConfig.from_dict(merged).to_dict()

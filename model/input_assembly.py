@@ -75,6 +75,9 @@ class InputEncoder(nn.Module):
         """The encoder for its ``UniGRConfig.encoders`` entry."""
         return cls(**options, llm_hidden_size=llm_hidden_size)
 
+    def reset_new_parameters(self, std: float) -> None:
+        """Initialise the parameters UniGR adds (pretrained parts keep theirs); ``std``: the LLM's init range."""
+
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         """``(B, L, D)`` embeddings -> ``(B, L, D)`` embeddings with this encoder's contribution."""
         raise NotImplementedError

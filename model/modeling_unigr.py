@@ -19,20 +19,9 @@ from transformers.utils import ModelOutput
 
 from model.configuration_unigr import UniGRConfig
 from model.heads.base import HEADS, Head
-from model.input_assembly import InputAssembly, build_encoders, rope_position_ids
+from model.input_assembly import InputAssembly, InputEncoder, build_encoders, rope_position_ids
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-BACKBONE_INPUTS = (
-    "attention_mask",
-    "mm_token_type_ids",
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_values_videos",
-    "video_grid_thw",
-    "second_per_grid_ts",
-)
-"""Collated keys the input assembly and the position ids read (besides ``input_ids``)."""
 
 
 @dataclass
@@ -91,10 +80,8 @@ class UniGRPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: torch.nn.Module) -> None:
         # The backbone initialises itself (it is a PreTrainedModel); heads and encoders initialise
         # their own new layers (``reset_new_parameters``) with the LLM's initializer range.
-        if isinstance(module, Head) or hasattr(module, "reset_new_parameters"):
-            std = self.config.backbone_config.get_text_config().initializer_range
-            if hasattr(module, "reset_new_parameters"):
-                module.reset_new_parameters(std)
+        if isinstance(module, (Head, InputEncoder)):
+            module.reset_new_parameters(self.config.backbone_config.get_text_config().initializer_range)
 
 
 class UniGRForConditionalGeneration(UniGRPreTrainedModel):

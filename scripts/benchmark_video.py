@@ -140,8 +140,16 @@ def time_rows(args: argparse.Namespace, path: Path) -> list[dict]:
         for name in methods:
             seconds = statistics.median(times[name, n])
             speedup = baseline / seconds if baseline else None
-            rows.append({"reader": name, "frames": n, "ms": 1000 * seconds, "fps": n / seconds,
-                         "decoded": decoded[name, n], "speedup": speedup})
+            rows.append(
+                {
+                    "reader": name,
+                    "frames": n,
+                    "ms": 1000 * seconds,
+                    "fps": n / seconds,
+                    "decoded": decoded[name, n],
+                    "speedup": speedup,
+                }
+            )
     return rows
 
 
@@ -168,8 +176,13 @@ class LoaderSamples(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         start = time.perf_counter()
-        clip = read_clip(self.path, FrameSampling(num_frames=self.num_frames), threads=1, train=True,
-                         rng=np.random.default_rng([0, index]))
+        clip = read_clip(
+            self.path,
+            FrameSampling(num_frames=self.num_frames),
+            threads=1,
+            train=True,
+            rng=np.random.default_rng([0, index]),
+        )
         inputs = model_inputs(clip, self.sam_size, sam_normalize=False)
         return {"qwen": inputs.qwen.frames, "sam": inputs.sam_frames, "seconds": time.perf_counter() - start}
 
@@ -185,8 +198,13 @@ def _one_thread(_: int) -> None:
 def loader_rate(path: Path, num_frames: int, args: argparse.Namespace) -> tuple[float, float]:
     """``(samples/s, mean ms per sample inside a worker)`` of a ``DataLoader`` over :class:`LoaderSamples`."""
     dataset = LoaderSamples(path, num_frames, args.sam_size, args.loader_samples + args.loader_workers)
-    loader = DataLoader(dataset, batch_size=1, num_workers=args.loader_workers, collate_fn=first_item,
-                        worker_init_fn=_one_thread if args.loader_workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        num_workers=args.loader_workers,
+        collate_fn=first_item,
+        worker_init_fn=_one_thread if args.loader_workers else None,
+    )
     batches = iter(loader)
     worker_seconds = [next(batches)["seconds"]]  # start-up and the first sample are not timed
     start = time.perf_counter()
@@ -196,8 +214,10 @@ def loader_rate(path: Path, num_frames: int, args: argparse.Namespace) -> tuple[
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| reader | frames | ms / sample | frames/s | decoded pictures | speed-up vs best qwen-vl-utils |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| reader | frames | ms / sample | frames/s | decoded pictures | speed-up vs best qwen-vl-utils |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         decoded = "" if r["decoded"] is None else str(r["decoded"])
         speedup = "" if r["speedup"] is None else f"{r['speedup']:.2f}x"
@@ -221,21 +241,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     path = make_clip(args.clip, args.source, args.seconds, args.fps, args.gop)
     info = probe(path)
-    print(f"clip: {path} ({info.width}x{info.height}, {info.num_frames} frames, {info.duration:.1f} s, "
-          f"{len(info.keyframes)} key frames); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"clip: {path} ({info.width}x{info.height}, {info.num_frames} frames, {info.duration:.1f} s, "
+        f"{len(info.keyframes)} key frames); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     print(versions())
     rows = time_rows(args, path)
     print(format_table(rows))
-    best = {n: max((r for r in rows if r["frames"] == n and r["reader"].startswith("utils")), key=lambda r: r["fps"])
-            for n in args.frames}
+    best = {
+        n: max((r for r in rows if r["frames"] == n and r["reader"].startswith("utils")), key=lambda r: r["fps"])
+        for n in args.frames
+    }
     for n, row in best.items():
         if row["speedup"] is not None:
             print(f"speed-up at {n} frames: {row['reader']} is {row['speedup']:.2f}x the fastest qwen-vl-utils reader")
     print(f"decoding every frame instead (PyAV, in order): {1000 * decode_all_seconds(path):,.0f} ms")
     for num_frames in args.loader_frames if args.loader_samples > 0 else []:
         rate, worker_ms = loader_rate(path, num_frames, args)
-        print(f"loader: {args.loader_workers} workers, {num_frames} frames/sample, Qwen2.5-VL + SAM2 "
-              f"{args.sam_size} px inputs: {rate:.2f} samples/s ({worker_ms:,.0f} ms per sample in a worker)")
+        print(
+            f"loader: {args.loader_workers} workers, {num_frames} frames/sample, Qwen2.5-VL + SAM2 "
+            f"{args.sam_size} px inputs: {rate:.2f} samples/s ({worker_ms:,.0f} ms per sample in a worker)"
+        )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return rows
 

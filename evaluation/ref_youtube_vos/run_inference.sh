@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ref-YouTube-VOS: UniGR predictions for every sample of a split, sharded over this node's GPUs, resumable.
 #   bash evaluation/ref_youtube_vos/run_inference.sh MODEL_DIR DATA_ROOT OUT [run_inference args]
-# DATA_ROOT is the dataset's folder as released; OUT the prediction store. Args e.g. --split <split> (default valid), --num-frames 8; NPROC_PER_NODE / NNODES / RDZV_ENDPOINT as in evaluation/launch.sh.
+# DATA_ROOT is the dataset's folder as released; OUT the prediction store. Args e.g. --split <split> (default valid), --dtype bf16, --num-frames N (default: what the model was trained with); NPROC_PER_NODE / NNODES / RDZV_ENDPOINT as in evaluation/launch.sh.
 set -euo pipefail
 model=$1 data_root=$2 out=$3
 shift 3

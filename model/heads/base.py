@@ -38,6 +38,9 @@ class Head(nn.Module):
     def after_load(self) -> None:
         """Rebuild derived (non-weight) state after ``from_pretrained`` built the model on the meta device."""
 
+    def reset_new_parameters(self, std: float) -> None:
+        """Initialise the parameters UniGR adds (pretrained parts keep theirs); ``std``: the LLM's init range."""
+
     def counts(self, batch: dict) -> dict[str, int]:
         """``{count name: value}`` of this micro-batch, e.g. ``{"num_objects_in_batch": 3}``."""
         raise NotImplementedError

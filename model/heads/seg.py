@@ -154,4 +154,3 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
                     masks["object_logits"].split(per_video)[j],
                 )
         return results
-
