@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(dataset.describe())
         print(f"{counts['trainable']:,} of {counts['total']:,} parameters train")
 
-    sam_size = model.seg_head.image_size if model.seg_head is not None else None
-    collate = SampleCollator(processor, sam_size, after_visual=model.input_assembly.after_visual_text())
+    collate = SampleCollator.for_model(model, processor)
     trainer = Trainer(
         model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
     )

@@ -65,12 +65,7 @@ class UniGRVideoSegPredictor:
             print(f"warning: prompt templates {changed} differ from those {model_dir} was trained with")
         self.num_frames = resolve_num_frames(self.settings, num_frames)
         self.max_new_tokens = max_new_tokens
-        self.collator = SampleCollator(
-            processor,
-            self.model.seg_head.image_size,
-            inference=True,
-            after_visual=self.model.input_assembly.after_visual_text(),
-        )
+        self.collator = SampleCollator.for_model(self.model, processor, inference=True)
         self.tokenizer = processor.tokenizer
         self._video_key: tuple | None = None
         self._video_state = None

@@ -96,9 +96,7 @@ def _model(tiny_parts, tiny_cfg, encoders):
 
 
 def _batch(model, processor, samples, **kwargs) -> dict:
-    collator = SampleCollator(
-        processor, model.seg_head.image_size, after_visual=model.input_assembly.after_visual_text()
-    )
+    collator = SampleCollator.for_model(model, processor)
     return collator(samples, **kwargs)
 
 

@@ -137,6 +137,18 @@ class SampleCollator:
         self.processor, self.sam_image_size, self.inference = processor, sam_image_size, inference
         self.after_visual = after_visual
 
+    @classmethod
+    def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
+        """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head) and the
+        placeholders of its appended encoder tokens."""
+        seg_head = getattr(model, "seg_head", None)
+        return cls(
+            processor,
+            seg_head.image_size if seg_head is not None else None,
+            inference=inference,
+            after_visual=model.input_assembly.after_visual_text(),
+        )
+
     def __call__(self, samples: list[Sample]) -> dict:
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left" if self.inference else "right"
