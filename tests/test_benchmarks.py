@@ -201,3 +201,22 @@ def test_the_shell_scripts_shard_over_two_torchrun_processes_and_score(mevis_roo
         text=True,
     )
     assert "J&F" in done.stdout and (out / "metrics_mevis_valid_u.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["refcoco", "reasonseg", "revos"])
+def test_the_tiny_model_predicts_image_and_video_benchmarks_through_the_runner(
+    name: str, data: dict[str, Path], tiny_model, tmp_path: Path
+) -> None:
+    """Images take Qwen's image path and a one-frame SAM2 state, videos the video path; every sample is
+    predicted at its frames' full size, none fails, and the store scores."""
+    from evaluation.video_seg_predictor import UniGRVideoSegPredictor
+
+    model, processor = tiny_model
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    dataset, _ = build_benchmark_dataset(name, data[name])
+    predictor = UniGRVideoSegPredictor(tmp_path / "model", max_new_tokens=4)
+    summary = run_inference(dataset, predictor, PredictionStore(tmp_path / "store"), desc=name)
+    assert summary.failed == 0 and summary.predicted == len(dataset)
+    metrics = _eval(name, data[name], tmp_path / "store")
+    assert metrics["overall"]["count"] == len(dataset)
