@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.builder import load_unigr
+from model.heads.sam2_video import upscale_mask_logits
 from utils.data.collate import SampleCollator
 from utils.data.input_settings import InputSettings, resolve_num_frames
 from utils.data.schema import Sample
@@ -102,13 +102,8 @@ class UniGRVideoSegPredictor:
             inputs, [self.sam2_state(sample)], [indices], max_new_tokens=self.max_new_tokens
         )
         text = self.tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
-        height, width = sample.frames.shape[1:3]
-        if logits.shape[0] == 0:
-            return np.zeros((len(sample.frames), height, width), dtype=bool), text
-        union = np.zeros((len(sample.frames), height, width), dtype=bool)
+        size = sample.frames.shape[1:3]
+        union = np.zeros((len(sample.frames), *size), dtype=bool)
         for t in range(len(sample.frames)):  # one frame at a time: full-size logits of a long video never coexist
-            full = F.interpolate(
-                logits[:, t : t + 1].float(), size=(height, width), mode="bilinear", align_corners=False
-            )
-            union[t] = (full > 0).any(0)[0].cpu().numpy()
+            union[t] = (upscale_mask_logits(logits[:, t : t + 1], size) > 0).any(0)[0].cpu().numpy()
         return union, text

@@ -120,19 +120,15 @@ def build_encoders(configs: dict | None, hidden_size: int) -> dict[str, InputEnc
 
 
 class InputAssembly(nn.Module):
-    """Text + visual features + encoder contributions -> ``(inputs_embeds, position_ids)``.
+    """Text + visual features + encoder contributions -> ``inputs_embeds`` (positions: :func:`rope_position_ids`).
 
     Args:
-        encoders: the enabled encoders by name (their parameters live here: ``input_assembly.<name>.*``).
+        encoders: the enabled encoders by name (their parameters: ``input_assembly.encoders.<name>.*``).
     """
 
     def __init__(self, encoders: dict[str, InputEncoder]):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
-
-    def placeholder_tokens(self) -> list[str]:
-        """The placeholder tokens the tokenizer must hold for the enabled encoders."""
-        return sorted({e.placeholder for e in self.encoders.values() if e.placeholder})
 
     def after_visual_text(self) -> str:
         """Placeholder text the collator puts right after the media: ``append`` encoders' tokens, in order."""

@@ -247,10 +247,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         eos = generation_config.eos_token_id
         eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=input_ids.device)
         pad_id = generation_config.pad_token_id if generation_config.pad_token_id is not None else eos_ids[0]
-        seg_id, previous = (
-            self.config.seg_token_id,
-            self.seg_config is not None and self.seg_config.seg_hidden == "previous",
-        )
+        seg_id = self.config.seg_token_id
+        previous = self.seg_config is not None and self.seg_config.seg_hidden == "previous"
 
         cache = DynamicCache(config=self.language_model.config)
         out = self.language_model(

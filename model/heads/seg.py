@@ -148,9 +148,7 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
             per_video = [counts[i] for i in samples]
             video_index = torch.repeat_interleave(torch.arange(len(samples)), torch.tensor(per_video))
             masks = self.segment_videos(self.encode_frames(frames), num_frames, prompts, video_index)
-            for j, i in enumerate(samples):
-                results[i] = (
-                    masks["mask_logits"].split(per_video)[j],
-                    masks["object_logits"].split(per_video)[j],
-                )
+            split = zip(masks["mask_logits"].split(per_video), masks["object_logits"].split(per_video))
+            for i, pair in zip(samples, split):
+                results[i] = pair
         return results

@@ -62,10 +62,10 @@ class SegHeadConfig:
         if values.pop("ce_weight", 1.0) != 1.0:  # folders saved before the CE weight moved to the model
             raise ValueError("seg.ce_weight is now the model-level ce_weight (UniGRConfig.ce_weight)")
         names = {f.name for f in fields(cls)}
-        unknown = set(values or {}) - names
+        unknown = set(values) - names
         if unknown:
             raise ValueError(f"unknown seg head options {sorted(unknown)}; known: {sorted(names)}")
-        config = cls(**(values or {}))
+        config = cls(**values)
         if config.propagation not in ("memory", "independent"):
             raise ValueError(f"seg.propagation must be 'memory' or 'independent', got {config.propagation!r}")
         if config.seg_hidden not in ("self", "previous"):

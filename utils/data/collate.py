@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
@@ -26,7 +27,7 @@ from utils.video.model_inputs import qwen_video, sam2_frames
 IGNORE_INDEX = -100
 
 
-def resize_masks(masks, size: int) -> torch.Tensor:
+def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
     """``(O, T, H, W)`` bool masks -> ``(O, T, size, size)`` float in {0, 1}."""
     masks = torch.from_numpy(masks).float()
     resized = F.interpolate(masks, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

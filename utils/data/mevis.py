@@ -234,12 +234,12 @@ def build_mevis(
     train: bool,
     seed: int,
     expressions_per_sample: int = 1,
-    fps: float = MEVIS_FPS,
+    fps: float | None = None,
 ) -> MeViSDataset:
     """MeViS as released (``<root>/<split>/``); also any set written in its layout (the synthetic one).
 
     Benchmarks: ``valid_u`` (local, with masks) and ``valid`` (online server, no masks). ``fps``: frame
-    rate of the JPEG folders (default :data:`MEVIS_FPS`).
+    rate of the JPEG folders (``None``: :data:`MEVIS_FPS`).
     """
     return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, fps=fps)
 
@@ -257,10 +257,10 @@ def build_revos(
     train: bool,
     seed: int,
     expressions_per_sample: int = 1,
-    fps: float = REVOS_FPS,
+    fps: float | None = None,
 ) -> MeViSDataset:
     """ReVOS as released: one root for all splits, ``meta_expressions_<split>_.json`` per split.
 
-    ``fps``: frame rate of the JPEG folders (default :data:`REVOS_FPS`).
+    ``fps``: frame rate of the JPEG folders (``None``: :data:`REVOS_FPS`).
     """
     return MeViSDataset(root, split, num_frames, train, seed, expressions_per_sample, layout="revos", fps=fps)

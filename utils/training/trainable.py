@@ -68,10 +68,13 @@ class GroupConfig:
             raise ValueError(f"group mode must be one of {MODES}, got {self.mode!r}")
 
 
-def group_of(name: str) -> str:
-    """The group a parameter name belongs to (LoRA adapters belong to the layer they adapt)."""
-    for group, prefixes in group_prefixes().items():
-        if name.startswith(prefixes):
+def group_of(name: str, prefixes: dict[str, tuple[str, ...]] | None = None) -> str:
+    """The group a parameter name belongs to (LoRA adapters belong to the layer they adapt).
+
+    ``prefixes``: :func:`group_prefixes`, when the caller looks up many names.
+    """
+    for group, group_prefix in (prefixes or group_prefixes()).items():
+        if name.startswith(group_prefix):
             return group
     raise ValueError(f"parameter {name} is in no module group; its head or encoder must declare it")
 
@@ -94,9 +97,9 @@ def configure_trainable(
         optimizer groups ``{"name", "params", "lr", "weight_decay"}`` (``name`` is ``<group>`` or
         ``<group>/no_decay``), empty ones dropped.
     """
-    known = set(group_prefixes())
-    present = {group_of(name) for name, _ in model.named_parameters()}
-    unknown, missing = set(groups) - known, present - set(groups)
+    prefixes = group_prefixes()
+    group_of_param = {name: group_of(name, prefixes) for name, _ in model.named_parameters()}
+    unknown, missing = set(groups) - set(prefixes), set(group_of_param.values()) - set(groups)
     if unknown or missing:
         raise ValueError(f"model.groups: unknown {sorted(unknown)}, missing {sorted(missing)}")
     configs = {name: GroupConfig(**dict(values)) for name, values in groups.items()}
@@ -111,7 +114,7 @@ def configure_trainable(
 
     buckets: dict[str, list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        group = group_of(name)
+        group = group_of_param[name]
         mode = configs[group].mode
         param.requires_grad = mode in ("full", "new_tokens") or (mode == "lora" and "lora_" in name)
         if not param.requires_grad:
