@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from model.builder import build_unigr, load_unigr
 from model.modeling_unigr import UniGRForConditionalGeneration
+from model.sam2_builder import load_sam2_checkpoint
 from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.input_settings import InputSettings
 from utils.data.mixture import build_training_mixture
@@ -47,9 +48,10 @@ def count_fn(model: UniGRForConditionalGeneration):
 
 
 def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
-    """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` applied to it)
-    or from a backbone folder + SAM2 checkpoint; the backbone is loaded in ``dtype`` (default: the run's
-    compute dtype) and the data settings that shape inputs (``data.num_frames``, ...) are stored in its config."""
+    """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` applied to it, and
+    its SAM2 replaced by ``model.replace_sam2_checkpoint`` when set) or, without ``model.pretrained``, from
+    a backbone folder + SAM2 checkpoint (``model.sam2_checkpoint``); the backbone is loaded in ``dtype``
+    (default: the run's compute dtype) and the data settings that shape inputs (``data.num_frames``, ...) are stored in its config."""
     model_cfg = cfg.model
     dtype = dtype or DTYPES[cfg.train.dtype]
     seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None
@@ -57,6 +59,8 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
     encoders = OmegaConf.to_container(model_cfg.encoders) if model_cfg.get("encoders") else None
     if model_cfg.get("pretrained"):
         model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)
+        if model_cfg.get("replace_sam2_checkpoint"):
+            load_sam2_checkpoint(model.seg_head.sam2, model_cfg.replace_sam2_checkpoint)
         if encoders is not None and encoders != model.config.encoders:
             raise ValueError(f"model.encoders {encoders} differ from the pretrained model's {model.config.encoders}")
         if lora is not None:

@@ -22,7 +22,9 @@ from evaluation.prediction_store import PredictionStore
 from utils.data.schema import Sample
 
 MASK_COLOUR = np.array([255, 40, 200], dtype=np.float32)
-LABEL_HEIGHT = 14
+"""Magenta: unlike every object colour of the synthetic world (red, green, blue, yellow) and common scene colours."""
+MASK_ALPHA = 0.7
+LABEL_HEIGHT = 28
 LABEL_WIDTH = 110
 
 
@@ -33,7 +35,7 @@ def mask_boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
-def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = MASK_ALPHA) -> np.ndarray:
     """``(H, W, 3)`` uint8 frame with ``(H, W)`` bool mask blended in magenta and outlined in white."""
     out = frame.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * MASK_COLOUR
@@ -47,6 +49,9 @@ def overlay_grid(frames: np.ndarray, rows: dict[str, np.ndarray], title: str) ->
     grid = Image.new("RGB", (LABEL_WIDTH + num_frames * width, LABEL_HEIGHT + len(rows) * height), "white")
     draw = ImageDraw.Draw(grid)
     draw.text((2, 1), title, fill="black")
+    swatch = tuple(int(c) for c in MASK_COLOUR)
+    draw.rectangle((2, 16, 12, 25), fill=swatch, outline="black")
+    draw.text((16, 15), "= mask of that row (outlined in white); the frame shows through elsewhere", fill="black")
     for r, (name, masks) in enumerate(rows.items()):
         top = LABEL_HEIGHT + r * height
         draw.text((2, top + height // 2 - 5), name, fill="black")

@@ -25,6 +25,7 @@ from transformers import (
 from transformers.initialization import meta_device_safe_creation_ops
 
 from model.configuration_unigr import UniGRConfig
+from model.heads.location_prompt import VisualTokens
 from model.heads.seg import SAM2SegHead
 from model.heads.seg_sam2 import SegHeadConfig
 from model.input_assembly import InputAssembly, build_encoders, encoder_classes
@@ -170,7 +171,8 @@ def assemble_unigr(
     model.input_assembly = InputAssembly(build_encoders(encoders, hidden_size))
     model.input_assembly.apply(model._init_weights)
     if model.seg_config is not None:
-        model.seg_head = SAM2SegHead(model.seg_config, hidden_size, config.seg_token_id)
+        visual_tokens = VisualTokens.from_backbone_config(backbone.config)
+        model.seg_head = SAM2SegHead(model.seg_config, hidden_size, config.seg_token_id, visual_tokens)
         model._init_weights(model.seg_head)
         if sam2_checkpoint is not None:
             load_sam2_checkpoint(model.seg_head.sam2, sam2_checkpoint)
@@ -204,7 +206,7 @@ def load_unigr(
     return model, AutoProcessor.from_pretrained(path)
 
 
-WEIGHT_SHAPING_SEG_FIELDS = ("enabled", "sam2_config", "sam2_overrides", "num_prompt_tokens")
+WEIGHT_SHAPING_SEG_FIELDS = ("enabled", "sam2_config", "sam2_overrides", "num_prompt_tokens", "location_dim")
 """Segmentation-head fields a saved model's weights depend on: they cannot be overridden at load time."""
 
 
@@ -217,6 +219,13 @@ def merge_seg_overrides(saved: dict | None, overrides: dict) -> dict:
     if refused:
         raise ValueError(
             f"model.seg.{refused[0]} cannot change on a pretrained model (its weights depend on it); refused: {refused}"
+        )
+    if "location_prompt" in overrides and (overrides["location_prompt"] == "off") != (
+        merged["location_prompt"] == "off"
+    ):
+        raise ValueError(
+            f"model.seg.location_prompt cannot switch between 'off' and on for a pretrained model (the location map "
+            f"has weights); saved {merged['location_prompt']!r}, asked {overrides['location_prompt']!r}"
         )
     merged.update(overrides)
     return SegHeadConfig.from_dict(merged).to_dict()

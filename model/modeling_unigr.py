@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from model.configuration_unigr import UniGRConfig
 from model.heads.base import HEADS, Head
+from model.heads.location_prompt import frame_maps
 from model.input_assembly import InputAssembly, InputEncoder, build_encoders, rope_position_ids
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -36,6 +37,8 @@ class UniGROutput(ModelOutput):
         pred_masks: (segmentation head) one ``(O_i, T_i, S, S)`` mask-logit tensor per sample (``O_i`` =
             its number of ``[SEG]`` tokens, 0 for samples without); S = SAM2 image size.
         object_logits: (segmentation head) one ``(O_i, T_i)`` object-score tensor per sample.
+        location_maps: (segmentation head with ``location_prompt`` on) per sample ``(logits (O_i, slots,
+            h, w), frames_per_slot)`` of its ``[SEG]`` states over its visual tokens, or ``None``.
     """
 
     loss: torch.Tensor | None = None
@@ -44,6 +47,7 @@ class UniGROutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
     pred_masks: list[torch.Tensor] | None = None
     object_logits: list[torch.Tensor] | None = None
+    location_maps: list[tuple[torch.Tensor, int] | None] | None = None
 
 
 @dataclass
@@ -54,10 +58,14 @@ class GenerationResult:
         sequences: ``(B, L + N)`` prompt and generated ids (finished rows padded with the pad id).
         seg_hidden: per sample ``(O_i, D)`` last hidden states for the generated ``[SEG]`` tokens, in
             order (the ``[SEG]`` state, or the state before it with ``seg_hidden: previous``).
+        location_maps: with the segmentation head's location map on, per sample ``(logits (O_i, slots,
+            h, w), frames_per_slot)`` of its ``[SEG]`` states over its visual tokens (``None`` without
+            visual tokens); otherwise ``None``.
     """
 
     sequences: torch.Tensor
     seg_hidden: list[torch.Tensor]
+    location_maps: list[tuple[torch.Tensor, int] | None] | None = None
 
 
 class UniGRPreTrainedModel(PreTrainedModel):
@@ -258,7 +266,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             past_key_values=cache,
             use_cache=True,
         )
-        hidden = out.last_hidden_state[:, -1]  # (B, D): left padding puts every prompt's end last
+        prompt_hidden = out.last_hidden_state  # (B, L, D)
+        hidden = prompt_hidden[:, -1]  # (B, D): left padding puts every prompt's end last
         next_position = position_ids.amax(dim=(0, 2)) + 1  # (B,)
         batch_size = input_ids.shape[0]
         finished = torch.zeros(batch_size, dtype=torch.bool, device=input_ids.device)
@@ -294,7 +303,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 break
         width = self.config.backbone_config.get_text_config().hidden_size
         seg_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in seg_states]
-        return GenerationResult(sequences, seg_hidden)
+        location_maps = None
+        if self.seg_config is not None and self.seg_head.location is not None:
+            location_maps = self.seg_head.location_maps(seg_hidden, prompt_hidden, input_ids, batch)
+        return GenerationResult(sequences, seg_hidden, location_maps)
 
     @torch.no_grad()
     def generate_and_segment(
@@ -326,5 +338,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 continue
             prompts = self.seg_head.prompts_from_hidden(result.seg_hidden[i])
             candidates = llm_frames[i] if llm_frames is not None else None
-            masks.append(self.seg_head.propagate(state, prompts, candidates)["mask_logits"])
+            location = None
+            if result.location_maps is not None and result.location_maps[i] is not None:
+                logits, frames_per_slot = result.location_maps[i]
+                num_candidates = len(candidates) if candidates is not None else state.num_frames
+                location = frame_maps(logits, frames_per_slot, num_candidates)
+            masks.append(self.seg_head.propagate(state, prompts, candidates, location)["mask_logits"])
         return result.sequences, masks

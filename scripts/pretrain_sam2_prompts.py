@@ -1,9 +1,12 @@
-"""Teach a (tiny) SAM2 to follow prompts: clicks or a box on frame 0, masks on every frame by memory.
+"""Teach a (tiny) SAM2 to follow prompts: clicks, boxes or coarse location maps, masks on every frame.
 
 Real UniGR starts from an official SAM2 that already follows prompts; a random tiny SAM2 does not,
 and then its decoder ignores whatever ``[SEG]`` says. This recipe gives the quick start the same
-starting point: it trains SAM2 alone on point/box prompts and writes an official-format checkpoint
-(``{"model": state_dict}``) that ``train.py`` loads strictly, like ``sam2.1_hiera_*.pt``.
+starting point: it trains SAM2 alone and writes an official-format checkpoint (``{"model": state_dict}``)
+that ``train.py`` loads strictly, like ``sam2.1_hiera_*.pt``. A batch is prompted either by a click or
+a jittered box per object, or (``dense_prompt_prob``) by a coarse, noisy token-grid map of the object
+given as SAM2's dense mask prompt — the form in which the segmentation head's location map
+(:mod:`model.heads.location_prompt`) reaches SAM2 — with SAM2's padding point as the sparse prompt.
 
     python scripts/pretrain_sam2_prompts.py --config configs/quickstart_sam2_prompts.yaml [key=value ...]
 """
@@ -19,6 +22,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.heads.location_prompt import location_targets  # noqa: E402
 from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses  # noqa: E402
 from model.sam2_builder import load_sam2_checkpoint, save_sam2_checkpoint  # noqa: E402
 from utils.data.collate import resize_masks  # noqa: E402
@@ -30,6 +34,30 @@ from utils.training.trainer import TrainConfig, Trainer  # noqa: E402
 from utils.video.model_inputs import sam2_frames  # noqa: E402
 
 PADDING_LABEL = -1
+
+
+COARSE_GRIDS = (4, 8)
+"""Token-grid sides the simulated location maps are drawn at (the tiny backbone's merged grid is 4x4)."""
+
+
+def coarse_location_maps(masks: torch.Tensor) -> torch.Tensor:
+    """Noisy token-grid maps of ``(O, T, S, S)`` masks, as the location map gives them: ``(O, T, g, g)`` logits.
+
+    The grid side ``g`` is drawn from :data:`COARSE_GRIDS`. Tokens an object covers score ``+a``, the
+    others ``-a`` (``a`` uniform in [1, 8] per object), plus Gaussian noise; in a third of the maps one
+    random token is also raised, as a map with a distractor is.
+    """
+    side = COARSE_GRIDS[int(torch.randint(len(COARSE_GRIDS), ()))]
+    num_objects, num_frames = masks.shape[:2]
+    targets = location_targets(masks.flatten(0, 1)[:, None], (1, side, side), 1)[:, 0]  # (O*T, g, g)
+    amplitude = 1 + 7 * torch.rand(num_objects * num_frames, 1, 1, device=masks.device)
+    logits = amplitude * (2 * targets - 1) + torch.randn_like(targets)
+    distracted = torch.rand(num_objects * num_frames, device=masks.device) < 1 / 3
+    index = torch.randint(side * side, (num_objects * num_frames,), device=masks.device)
+    raised = amplitude[:, 0, 0] * torch.rand(num_objects * num_frames, device=masks.device)
+    flat = logits.flatten(1)
+    flat[distracted, index[distracted]] = raised[distracted]
+    return flat.view(num_objects, num_frames, side, side)
 
 
 def random_prompt(mask: torch.Tensor, box_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,9 +92,9 @@ class ClickCollator:
 
 
 def click_step(
-    model: torch.nn.Module, batch: dict, weights: SegHeadConfig, every_frame: bool
+    model: torch.nn.Module, batch: dict, weights: SegHeadConfig, every_frame: bool, dense_prompt_prob: float
 ) -> tuple[torch.Tensor, dict]:
-    """Random click or box prompts; losses on all frames.
+    """Random click, box or coarse-map prompts (one kind per batch); losses on all frames.
 
     ``every_frame``: each frame is prompted on its own (from its own mask), as SAM is trained on
     images; otherwise frame 0 of each video is prompted and memory carries the object on.
@@ -75,14 +103,21 @@ def click_step(
     masks = torch.cat(batch["masks"])  # (V, T, S, S)
     if every_frame:
         masks = masks.flatten(0, 1)[:, None]  # (V*T, 1, S, S): one-frame videos
-    prompts = [random_prompt(m[0].bool()) for m in masks]
-    coords = torch.stack([c for c, _ in prompts]).to(masks.device)
-    labels = torch.stack([lab for _, lab in prompts]).to(masks.device)
+    location = None
+    if torch.rand(()) < dense_prompt_prob:
+        coords = torch.zeros(masks.shape[0], 2, 2, device=masks.device)
+        labels = torch.full((masks.shape[0], 2), PADDING_LABEL, device=masks.device)
+        location = coarse_location_maps(masks)  # (O, T, g, g)
+    else:
+        prompts = [random_prompt(m[0].bool()) for m in masks]
+        coords = torch.stack([c for c, _ in prompts]).to(masks.device)
+        labels = torch.stack([lab for _, lab in prompts]).to(masks.device)
     out = sam.segment_videos(
         sam.encode_frames(torch.cat(batch["frames"])),
         masks.shape[1],
         sam.click_prompts(coords, labels),
         torch.arange(masks.shape[0]),
+        location=location,
     )
     terms = {
         name: per_object.mean()
@@ -113,7 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
     Trainer(
         model,
-        lambda m, b: click_step(m, b, seg_config, cfg.prompt_every_frame),
+        lambda m, b: click_step(m, b, seg_config, cfg.prompt_every_frame, cfg.dense_prompt_prob),
         dataset,
         ClickCollator(model.image_size),
         train_cfg,

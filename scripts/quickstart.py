@@ -1,8 +1,12 @@
-"""The quick start, end to end: data -> tiny parts -> SAM2 prompt stage -> joint training -> evaluation.
+"""The quick start, end to end: data -> tiny parts -> stage 0 (grounding) and stage 1 (SAM2 prompts)
+-> stage 2 (joint training) -> evaluation.
 
-Each stage skips work that is already on disk, so re-running continues where it stopped. It ends
-with a table of J&F on the synthetic valid split for the trained model, the same model before
-training, and a "segment every object" baseline, overall and by expression type.
+Stages 0 and 1 are run once and shipped (``assets/``); by default they are copied, and
+``--train-grounding`` / ``--train-sam2-prompts`` run them here. Each stage skips work that is already
+on disk, so re-running continues where it stopped. It ends with a table of J&F on the synthetic valid
+split for the trained model, the same model before stage 2 (the two assets alone), and a "segment every
+object" baseline, overall and by expression type, then the same for a valid split generated with
+another seed.
 
     python scripts/quickstart.py [--data-root data] [--work-dir work_dirs/quickstart]
 """
@@ -22,13 +26,23 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import run_eval, run_inference  # noqa: E402
 from evaluation.visualize import plot_training_curves, save_sample_overlay  # noqa: E402
-from scripts import build_tiny_parts, generate_synthetic_mevis, pretrain_sam2_prompts  # noqa: E402
+from scripts import (  # noqa: E402
+    build_tiny_parts,
+    generate_synthetic_mevis,
+    pretrain_grounding,
+    pretrain_sam2_prompts,
+)
 from utils.data.mevis import MeViSDataset  # noqa: E402
 
 EVAL_SPLIT = "valid_u"
 SHIPPED_SAM2 = ROOT / "assets" / "sam2.1_hiera_tiny_prompted.pt"
 """The tiny SAM2 after stage 1, as made by ``--train-sam2-prompts`` (see README): the quick start's
 stand-in for an official prompt-following SAM2 checkpoint."""
+SHIPPED_GROUNDED = ROOT / "assets" / "unigr_tiny_grounded"
+"""The tiny UniGR after stage 0, as made by ``--train-grounding`` (see README): the quick start's stand-in
+for a Qwen2.5-VL that already grounds text in its visual tokens."""
+OTHER_SEED = 1
+"""Seed of the second valid split the trained model is also scored on (a world it never saw)."""
 
 
 def stage(name: str) -> None:
@@ -36,6 +50,7 @@ def stage(name: str) -> None:
 
 
 def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path, work: Path) -> dict:
+    """Predict ``data``'s valid split with ``predictor`` into ``work/eval/<name>`` and score it."""
     out = work / "eval" / name
     common = ["--benchmark", "mevis", "--data-root", str(data), "--split", EVAL_SPLIT]
     run_inference.main(
@@ -65,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=400, help="synthetic training videos")
     parser.add_argument("--num-valid", type=int, default=40, help="synthetic valid_u videos")
     parser.add_argument(
+        "--train-grounding",
+        action="store_true",
+        help="run stage 0 here instead of starting from the shipped grounded tiny UniGR",
+    )
+    parser.add_argument("--grounding-steps", type=int, default=None, help="stage-0 steps (default: its config)")
+    parser.add_argument(
         "--train-sam2-prompts",
         action="store_true",
         help="run stage 1 here instead of starting from the shipped prompt-following tiny SAM2",
@@ -84,6 +105,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     stage("tiny parts (stock Qwen2.5-VL folder, official-format SAM2 checkpoint)")
     build_tiny_parts.main(["--config", "configs/quickstart.yaml", *overrides])
+
+    grounded = work / "parts" / "unigr_tiny_grounded"
+    stage("stage 0: a tiny backbone that grounds expressions in its visual tokens (no SAM2)")
+    if not (grounded / "config.json").is_file() and not args.train_grounding:
+        shutil.copytree(SHIPPED_GROUNDED, grounded)
+        print(f"copied {SHIPPED_GROUNDED.relative_to(ROOT)} (stage 0 run once; --train-grounding runs it here)")
+    if not (grounded / "config.json").is_file():
+        grounding_overrides = [*overrides[:2], f"output_dir={work / 'grounding'}"]
+        if args.grounding_steps is not None:
+            steps = args.grounding_steps
+            grounding_overrides += [
+                f"train.max_steps={steps}",
+                f"data.samples_per_epoch={steps * 8}",
+                f"data.datasets.moving_shapes.options.num_videos={steps * 8}",
+                "train.batch_size=8",
+            ]
+        final_grounded = pretrain_grounding.main(
+            ["--config", "configs/quickstart_grounding.yaml", *grounding_overrides]
+        )
+        shutil.copytree(final_grounded, grounded)
 
     prompted = work / "parts" / "sam2.1_hiera_tiny_prompted.pt"
     stage("stage 1: a tiny SAM2 that follows clicks and boxes")
@@ -111,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         subprocess.run(command, check=True, cwd=ROOT)
 
-    stage("the same model before joint training")
+    stage("the same model before stage 2 (stage 0 and stage 1 assets)")
     untrained = work / "untrained"
     if not (untrained / "config.json").is_file():
         from train import build_model
@@ -125,8 +166,18 @@ def main(argv: list[str] | None = None) -> None:
     stage("evaluation on the synthetic valid split")
     rows = {
         "UniGR-tiny, trained": evaluate_predictor("trained", "unigr", final, data, work),
-        "UniGR-tiny, untrained": evaluate_predictor("untrained", "unigr", untrained, data, work),
+        "UniGR-tiny, before stage 2": evaluate_predictor("untrained", "unigr", untrained, data, work),
         "segment every object": evaluate_predictor("all_objects", "all_objects", None, data, work),
+    }
+    stage(f"evaluation on a valid split generated with seed {OTHER_SEED}")
+    other = Path(args.data_root) / f"synthetic_mevis_seed{OTHER_SEED}"
+    generate_synthetic_mevis.main(
+        ["--out", str(other), "--num-train", "0", "--num-valid", str(args.num_valid), "--seed", str(OTHER_SEED)]
+    )
+    other_work = work / f"seed{OTHER_SEED}"
+    other_rows = {
+        "UniGR-tiny, trained": evaluate_predictor("trained", "unigr", final, other, other_work),
+        "segment every object": evaluate_predictor("all_objects", "all_objects", None, other, other_work),
     }
     stage("pictures")
     logs = {"stage 1: SAM2 prompts": work / "sam2_prompts" / "tb", "stage 2: joint": work / "tb"}
@@ -144,10 +195,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {out}")
     print(f"wrote {curves}")
 
-    table = results_table(rows)
+    table = f"valid_u, seed 0 (the quick start's world):\n\n{results_table(rows)}\n\n"
+    table += f"valid_u, seed {OTHER_SEED} (a freshly generated world):\n\n{results_table(other_rows)}"
     (work / "results.md").write_text(table + "\n")
     (work / "results.json").write_text(
-        json.dumps({k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in rows.items()}, indent=1)
+        json.dumps(
+            {
+                **{k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in rows.items()},
+                f"seed {OTHER_SEED}": {
+                    k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in other_rows.items()
+                },
+            },
+            indent=1,
+        )
     )
     print(f"\n{table}\n\nquick start took {(time.monotonic() - start) / 60:.1f} min; table in {work / 'results.md'}")
 

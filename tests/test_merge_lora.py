@@ -31,6 +31,7 @@ CHECKPOINT = "step_0000001"
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path]) -> Path:
     """A run folder as train.py leaves it: the resolved config of a LoRA run on the tiny parts."""
     overrides = [
+        "model.pretrained=null",
         f"model.backbone_path={tiny_parts['backbone']}",
         f"model.sam2_checkpoint={tiny_parts['sam2']}",
         "model.lora={r: 4, alpha: 8}",

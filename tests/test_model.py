@@ -35,7 +35,7 @@ def samples(mevis_root: Path) -> list[Sample]:
     return [dataset[0], dataset[5]]
 
 
-def test_loss_is_weighted_sum_of_ce_bce_dice_objectness(tiny_model, samples) -> None:
+def test_loss_is_weighted_sum_of_ce_bce_dice_objectness_and_location(tiny_model, samples) -> None:
     model, processor = tiny_model
     with torch.no_grad():
         out = model(**_batch(processor, model, samples))
@@ -46,10 +46,11 @@ def test_loss_is_weighted_sum_of_ce_bce_dice_objectness(tiny_model, samples) -> 
         + cfg.bce_weight * terms["bce"]
         + cfg.dice_weight * terms["dice"]
         + cfg.objectness_weight * terms["objectness"]
+        + cfg.location_weight * terms["loc"]
     )
     torch.testing.assert_close(out.loss, expected)
-    assert set(terms) == {"ce", "bce", "dice", "objectness", "seg_idle"}
-    assert all(terms[name] > 0 for name in ("ce", "bce", "dice", "objectness")) and terms["seg_idle"] == 0
+    assert set(terms) == {"ce", "bce", "dice", "objectness", "loc", "seg_idle"}
+    assert all(terms[name] > 0 for name in ("ce", "bce", "dice", "objectness", "loc")) and terms["seg_idle"] == 0
     assert [m.shape for m in out.pred_masks] == [(2, 4, 128, 128)] * 2
 
 

@@ -18,6 +18,9 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
         "3",
         "--num-valid",
         "1",
+        "--train-grounding",
+        "--grounding-steps",
+        "2",
         "--train-sam2-prompts",
         "--sam2-steps",
         "2",
@@ -28,10 +31,14 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     work = tmp_path / "work"
     assert (work / "parts" / "qwen2_5_vl_tiny" / "model.safetensors").is_file()
     assert (work / "parts" / "sam2.1_hiera_tiny_prompted.pt").is_file()
+    assert (work / "parts" / "unigr_tiny_grounded" / "model.safetensors").is_file()
+    assert (work / "grounding" / "hit_rates.png").is_file()
     assert (work / "final" / "model.safetensors").is_file() and (work / "untrained" / "model.safetensors").is_file()
     results = json.loads((work / "results.json").read_text())
-    assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, untrained", "segment every object"]
-    assert all(set(r["by_type"]) == {"attribute", "motion"} for r in results.values())
+    other = results.pop("seed 1")
+    assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, before stage 2", "segment every object"]
+    assert list(other) == ["UniGR-tiny, trained", "segment every object"]
+    assert all(set(r["by_type"]) == {"attribute", "motion"} for r in [*results.values(), *other.values()])
     assert (work / "curves.png").is_file()
     assert sorted(p.name for p in (work / "overlays").iterdir()) == ["attribute.png", "motion.png"]
     table = (work / "results.md").read_text()

@@ -257,3 +257,22 @@ def test_cli_refuses_to_overwrite_foreign_data(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         _load_script().main(["--out", str(tmp_path), "--num-train", "1", "--num-valid", "1", "--seed", "0"])
     assert (tmp_path / "train").is_dir()
+
+
+def test_the_stream_draws_the_worlds_train_videos_as_the_files_hold_them(tmp_path: Path) -> None:
+    from utils.data.catalog import LOADERS
+    from utils.data.mevis import MeViSDataset
+
+    generate_mevis(tmp_path, 3, 1, seed=0)  # the quick start's world at its size: 128 px, 8 frames
+    files = MeViSDataset(tmp_path, "train", num_frames=8)
+    stream = LOADERS["moving_shapes"].build(tmp_path, "train", num_frames=8, train=True, seed=0, num_videos=3)
+    for index in range(3):
+        sample = stream[index]
+        video_id, exp_id = sample.meta["video"], sample.sample_id.rsplit("/", 1)[1]
+        on_disk = files[files.keys().index((video_id, exp_id))]
+        assert sample.conversation == on_disk.conversation
+        assert np.array_equal(sample.frames, on_disk.frames)  # the same JPEG round trip
+        assert np.array_equal(sample.masks, on_disk.masks) and np.allclose(sample.timestamps, on_disk.timestamps)
+        assert stream[index].sample_id == sample.sample_id  # item i is fixed for a seed
+    with pytest.raises(ValueError, match="only the 'train' split"):
+        LOADERS["moving_shapes"].build(tmp_path, "valid_u", num_frames=8, train=True, seed=0)

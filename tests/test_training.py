@@ -69,6 +69,7 @@ def _train_command(
     overrides = [
         f"output_dir={run_dir}",
         f"data.datasets.synthetic_mevis.root={data_root}",
+        "model.pretrained=null",
         f"model.backbone_path={parts['backbone']}",
         f"model.sam2_checkpoint={parts['sam2']}",
         "data.num_frames=4",
@@ -238,3 +239,24 @@ def test_a_run_killed_with_sigkill_resumes_on_the_same_loss_curve(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     assert _logged_losses(killed_dir) == _logged_losses(tmp_path / "reference")  # bit-exact, every term
+
+
+def test_a_pretrained_folder_gets_the_replacement_sam2_and_keeps_its_own_weights(tiny_model, tiny_parts, tmp_path):
+    from model.sam2_builder import build_sam2, save_sam2_checkpoint
+    from train import build_model
+
+    model, processor = tiny_model
+    model.save_pretrained(tmp_path / "grounded")
+    processor.save_pretrained(tmp_path / "grounded")
+    seg = model.seg_config
+    torch.manual_seed(1)
+    other_sam2 = build_sam2(seg.sam2_config, seg.sam2_overrides)
+    save_sam2_checkpoint(other_sam2, tmp_path / "sam2.pt")
+    overrides = ["parts_dir=unused", f"model.pretrained={tmp_path / 'grounded'}", f"model.replace_sam2_checkpoint={tmp_path / 'sam2.pt'}"]
+    built, _ = build_model(load_config(QUICKSTART, overrides))
+    for name, value in other_sam2.state_dict().items():
+        torch.testing.assert_close(built.seg_head.sam2.state_dict()[name], value)
+    kept = dict(model.named_parameters())
+    for name, value in built.named_parameters():
+        if not name.startswith("seg_head.sam2."):
+            torch.testing.assert_close(value, kept[name])

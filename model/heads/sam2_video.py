@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 
+from model.heads.location_prompt import dense_prompt, peak_clicks
+
 FrameFeatures = Callable[[int], tuple[list[torch.Tensor], list[torch.Tensor]]]
 """Frame ``t`` -> (features, position encodings), per feature level ``(HW_l, V, C_l)``: frame ``t`` of ``V`` videos."""
 
@@ -130,11 +132,14 @@ def decode_prompted_frame(
     feats: list[torch.Tensor],
     feat_sizes: list[tuple[int, int]],
     prompts: torch.Tensor,
+    dense: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """SAM2's mask decoder on one frame with ``prompts`` ``(O, K, C)`` as the sparse prompt, no memory.
 
     Mirrors ``SAM2Base._forward_sam_heads`` (single-mask output, object-score gating, object
     pointer) with prompt tokens in place of encoded clicks. ``feats``: per level ``(HW_l, O, C_l)``.
+    ``dense``: ``(O, C, H/16, W/16)`` dense prompt embeddings (an encoded mask prompt); ``None``: SAM2's
+    "no mask" embedding.
 
     Returns:
         ``pred_masks`` ``(O, 1, S/4, S/4)`` float32, ``obj_ptr`` ``(O, C)``, ``object_score_logits`` ``(O, 1)``.
@@ -145,14 +150,15 @@ def decode_prompted_frame(
     )  # (O, C, H/16, W/16); a first conditioning frame reads no memory
     high_res = [x.permute(1, 2, 0).reshape(num_objects, x.shape[2], *size) for x, size in zip(feats[:-1], feat_sizes)]
     prompt_encoder = sam.sam_prompt_encoder
-    dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-        num_objects, -1, *prompt_encoder.image_embedding_size
-    )
+    if dense is None:
+        dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            num_objects, -1, *prompt_encoder.image_embedding_size
+        )
     low_res, _, sam_tokens, object_logits = sam.sam_mask_decoder(
         image_embeddings=pix_feat,
         image_pe=prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=prompts.to(pix_feat.dtype),
-        dense_prompt_embeddings=dense,
+        dense_prompt_embeddings=dense.to(pix_feat.dtype),
         multimask_output=False,
         repeat_image=False,
         high_res_features=high_res if sam.use_high_res_features_in_sam else None,
@@ -214,6 +220,24 @@ def _track(
     return {**output_dict["cond_frame_outputs"], **output_dict["non_cond_frame_outputs"]}
 
 
+def _frame_prompts(
+    sam: SAM2Base,
+    prompts: torch.Tensor,
+    frame: int,
+    candidates: list[int],
+    location: torch.Tensor | None,
+    location_prompt: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sparse prompt ``(O, K', C)`` and dense prompt (or ``None``) of every object on ``frame``."""
+    if location is None or location_prompt == "off" or frame not in candidates:
+        return prompts, None
+    logits = location[:, candidates.index(frame)]  # (O, h, w)
+    dense = dense_prompt(sam, logits) if "mask" in location_prompt else None
+    if "click" in location_prompt:
+        prompts = torch.cat([prompts, peak_clicks(sam, logits).to(prompts.dtype)], dim=1)
+    return prompts, dense
+
+
 def segment_objects(
     sam: SAM2Base,
     features: FrameFeatures,
@@ -225,6 +249,8 @@ def segment_objects(
     propagation: str,
     cond_frames: str,
     num_cond: int,
+    location: torch.Tensor | None = None,
+    location_prompt: str = "off",
 ) -> dict[str, torch.Tensor]:
     """Low-resolution masks of ``O`` prompted objects on all ``T`` frames of their videos.
 
@@ -241,6 +267,9 @@ def segment_objects(
             ``"object_score"`` (:func:`best_scoring_frames` over the candidates) or ``"first"``
             (:func:`evenly_spaced` over the candidates; 1 = the first candidate).
         num_cond: conditioning frames per object.
+        location: ``(O, len(candidates), h, w)`` location-map logits of each object on each candidate
+            frame (:mod:`model.heads.location_prompt`), added to the prompt on the candidates it is
+            decoded on, as ``location_prompt`` says (``"mask"``, ``"click"``, ``"mask+click"``).
     Returns:
         ``{"mask_logits": (O, T, S/4, S/4), "object_logits": (O, T)}``, float32.
     """
@@ -265,7 +294,15 @@ def segment_objects(
             decode_on = evenly_spaced(candidates, num_cond)
         else:
             decode_on = list(candidates)
-        decoded = {t: decode_prompted_frame(sam, objects_at(t, everyone)[0], feat_sizes, prompts) for t in decode_on}
+        decoded = {
+            t: decode_prompted_frame(
+                sam,
+                objects_at(t, everyone)[0],
+                feat_sizes,
+                *_frame_prompts(sam, prompts, t, candidates, location, location_prompt),
+            )
+            for t in decode_on
+        }
         if propagation == "memory" and cond_frames == "object_score":
             scores = torch.cat([decoded[t]["object_score_logits"] for t in decode_on], dim=1)  # (O, C)
             chosen = best_scoring_frames(scores, decode_on, num_cond)

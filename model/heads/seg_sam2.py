@@ -26,6 +26,7 @@ from sam2.modeling.sam.transformer import RoPEAttention
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
+from model.heads.location_prompt import LOCATION_PROMPTS
 from model.heads.sam2_video import (
     FrameFeatures,
     PreparedFeatures,
@@ -52,6 +53,9 @@ class SegHeadConfig:
     cond_frames: str = "object_score"  # "object_score": the candidates scoring highest | "first": spread from the first
     encode_chunk_size: int = 8  # frames per image-encoder batch at inference
     seg_hidden: str = "self"  # "self": the [SEG] token's last hidden state; "previous": the token before it
+    location_prompt: str = "off"  # "off" | "mask" | "click" | "mask+click": the [SEG] location map as SAM2 prompt
+    location_dim: int = 128  # width of the location map's query/key projections
+    location_weight: float = 1.0  # weight of the location map's BCE (auxiliary loss "loc")
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     objectness_weight: float = 1.0
@@ -72,7 +76,9 @@ class SegHeadConfig:
             raise ValueError(f"seg.seg_hidden must be 'self' or 'previous', got {config.seg_hidden!r}")
         if config.cond_frames not in ("object_score", "first"):
             raise ValueError(f"seg.cond_frames must be 'object_score' or 'first', got {config.cond_frames!r}")
-        for name in ("num_cond_frames", "encode_chunk_size"):
+        if config.location_prompt not in LOCATION_PROMPTS:
+            raise ValueError(f"seg.location_prompt must be one of {LOCATION_PROMPTS}, got {config.location_prompt!r}")
+        for name in ("num_cond_frames", "encode_chunk_size", "location_dim"):
             if getattr(config, name) < 1:
                 raise ValueError(f"seg.{name} must be at least 1, got {getattr(config, name)}")
         return config
@@ -130,6 +136,7 @@ class PromptableVideoSAM2(nn.Module):
         prompts: torch.Tensor,
         video_index: torch.Tensor,
         candidates: list[int] | None = None,
+        location: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Masks of ``O`` objects on all ``T`` frames of their videos (training: keeps gradients).
 
@@ -140,6 +147,7 @@ class PromptableVideoSAM2(nn.Module):
             video_index: ``(O,)`` which of the ``V`` videos each object lives in.
             candidates: frame indices the prompt may condition (the frames the language model saw);
                 ``None``: every frame.
+            location: ``(O, len(candidates), h, w)`` location-map logits (``config.location_prompt``).
         Returns:
             ``{"mask_logits": (O, T, S, S), "object_logits": (O, T)}`` float32; S = SAM2 image size.
         """
@@ -150,7 +158,7 @@ class PromptableVideoSAM2(nn.Module):
                 x.unflatten(1, (-1, num_frames))[:, :, t] for x in pos
             ]  # each (HW, V, C)
 
-        out = self._segment(frame_features, feat_sizes, num_frames, prompts, video_index, candidates)
+        out = self._segment(frame_features, feat_sizes, num_frames, prompts, video_index, candidates, location)
         out["mask_logits"] = upscale_mask_logits(out["mask_logits"], (self.image_size,) * 2)
         return out
 
@@ -172,7 +180,11 @@ class PromptableVideoSAM2(nn.Module):
 
     @torch.no_grad()
     def propagate(
-        self, state: VideoState, prompts: torch.Tensor, candidates: list[int] | None = None
+        self,
+        state: VideoState,
+        prompts: torch.Tensor,
+        candidates: list[int] | None = None,
+        location: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Masks of ``O`` prompted objects on every frame of ``state``'s video; encodes only uncached frames.
 
@@ -180,6 +192,7 @@ class PromptableVideoSAM2(nn.Module):
             prompts: ``(O, K, C_sam)`` prompt tokens.
             candidates: frame indices the prompt may condition (the frames the language model saw);
                 ``None``: every frame.
+            location: ``(O, len(candidates), h, w)`` location-map logits (``config.location_prompt``).
         Returns:
             ``{"mask_logits": (O, T, S/4, S/4), "object_logits": (O, T)}``, float32 on the CPU; resize the
             mask logits with :func:`~model.heads.sam2_video.upscale_mask_logits`.
@@ -192,6 +205,7 @@ class PromptableVideoSAM2(nn.Module):
             prompts.to(device),
             torch.zeros(prompts.shape[0], dtype=torch.long),
             candidates,
+            None if location is None else location.to(device),
         )
         return {name: value.cpu() for name, value in out.items()}
 
@@ -207,6 +221,7 @@ class PromptableVideoSAM2(nn.Module):
         prompts: torch.Tensor,
         video_index: torch.Tensor,
         candidates: list[int] | None,
+        location: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """:func:`~model.heads.sam2_video.segment_objects` with this head's options."""
         return segment_objects(
@@ -220,6 +235,8 @@ class PromptableVideoSAM2(nn.Module):
             self.config.propagation,
             self.config.cond_frames,
             self.config.num_cond_frames,
+            location,
+            self.config.location_prompt,
         )
 
 

@@ -6,6 +6,7 @@ imported; add a new dataset module here.
 
 from utils.data import (  # noqa: F401  (imported for their registrations)
     mevis,
+    moving_shapes_stream,
     reasonseg,
     reasonvos,
     ref_youtube_vos,

@@ -24,7 +24,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> DictCon
         current = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if current is None and not _has_key(cfg, key):
             raise KeyError(f"override {key!r} names no field of {path}")
-        if current is not None and not _same_type(current, value):
+        if current is not None and value is not None and not _same_type(current, value):  # null switches a field off
             raise TypeError(f"override {key}={raw!r}: expected {type(current).__name__}, got {type(value).__name__}")
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg

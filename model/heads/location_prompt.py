@@ -1,0 +1,195 @@
+"""Where ``[SEG]`` points: a map over the LLM's visual tokens, its target and loss, and SAM2 prompts from it.
+
+A language model's visual tokens carry *what* is where, but a ``[SEG]`` state alone does not say
+*where*: a tiny Qwen2.5-VL trained from scratch cannot regress a position, because its visual tokens
+hold position only through rotary attention. It can, however, tell which of its own visual tokens
+show the thing an expression names. :class:`LocationMap` scores every merged visual token against a
+``[SEG]`` state (one logit per token: ``(O, slots, h, w)`` over Qwen's temporal slots and merged grid),
+trained by BCE against the target's token occupancy (:func:`location_targets`). The map reaches SAM2
+as a position it understands (``SegHeadConfig.location_prompt``): a dense mask prompt
+(:func:`dense_prompt`, SAM2's own mask-prompt path) and/or a click at its peak (:func:`peak_clicks`).
+
+Frames and slots: Qwen merges ``temporal_patch_size`` consecutive video frames into one slot (an image
+is one slot), so frame ``j`` of the frames the LLM saw reads slot ``j // temporal_patch_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_base import SAM2Base
+from torch import nn
+
+MIN_TARGET_FRACTION = 0.02
+"""A token is a target token when the target covers at least this fraction of its area on a frame of its slot."""
+
+LOCATION_PROMPTS = ("off", "mask", "click", "mask+click")
+"""``SegHeadConfig.location_prompt`` values: how the map reaches SAM2 on conditioning frames."""
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """How to find a sample's visual tokens and lay them out on Qwen's merged grid."""
+
+    video_token_id: int
+    image_token_id: int
+    spatial_merge_size: int
+    temporal_patch_size: int
+
+    @classmethod
+    def from_backbone_config(cls, config) -> VisualTokens:
+        """From a Qwen2.5-VL / Qwen2-VL config (object or dict)."""
+        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
+        vision = get("vision_config")
+        vision_get = vision.get if isinstance(vision, dict) else lambda key: getattr(vision, key)
+        return cls(
+            video_token_id=get("video_token_id"),
+            image_token_id=get("image_token_id"),
+            spatial_merge_size=vision_get("spatial_merge_size"),
+            temporal_patch_size=vision_get("temporal_patch_size"),
+        )
+
+
+@dataclass
+class VisualLayout:
+    """One sample's visual tokens: where they sit in its sequence and how they tile its frames.
+
+    Attributes:
+        positions: ``(N,)`` indices of the visual tokens in the sample's sequence.
+        grid: ``(slots, h, w)`` merged-token grid; ``N = slots * h * w``.
+        frames_per_slot: frames of the sample per slot (Qwen's temporal patch for a video, 1 for images).
+    """
+
+    positions: torch.Tensor
+    grid: tuple[int, int, int]
+    frames_per_slot: int
+
+
+def visual_layouts(input_ids: torch.Tensor, batch: dict, tokens: VisualTokens) -> list[VisualLayout | None]:
+    """Per sample its :class:`VisualLayout` (``None`` for a text-only sample), from the token ids and the
+    collated ``video_grid_thw`` / ``image_grid_thw`` (consumed in sample order, as Qwen does).
+
+    Several images of one sample (one per frame) stack as slots; they must share a grid size.
+    """
+    merge = tokens.spatial_merge_size
+    grids = {
+        tokens.video_token_id: list(batch.get("video_grid_thw") if batch.get("video_grid_thw") is not None else []),
+        tokens.image_token_id: list(batch.get("image_grid_thw") if batch.get("image_grid_thw") is not None else []),
+    }
+    layouts: list[VisualLayout | None] = []
+    for row in input_ids:
+        found = None
+        for token_id, queue in grids.items():
+            positions = (row == token_id).nonzero()[:, 0]
+            if len(positions) == 0:
+                continue
+            if found is not None:
+                raise ValueError("a sample with both video and image tokens has no single location map")
+            items, count = [], 0
+            while count < len(positions):
+                t, h, w = (int(v) for v in queue.pop(0))
+                items.append((t, h // merge, w // merge))
+                count += t * (h // merge) * (w // merge)
+            if count != len(positions) or len({item[1:] for item in items}) != 1:
+                raise ValueError(f"visual tokens ({len(positions)}) do not tile the sample's grids {items}")
+            slots = sum(item[0] for item in items)
+            per_slot = tokens.temporal_patch_size if token_id == tokens.video_token_id else 1
+            found = VisualLayout(positions, (slots, *items[0][1:]), per_slot)
+        layouts.append(found)
+    return layouts
+
+
+class LocationMap(nn.Module):
+    """``[SEG]`` state x visual-token states -> one logit per merged visual token (scaled dot product)."""
+
+    def __init__(self, llm_hidden_size: int, dim: int):
+        super().__init__()
+        self.query = nn.Linear(llm_hidden_size, dim)
+        self.key = nn.Linear(llm_hidden_size, dim)
+        self.scale = dim**-0.5
+
+    def forward(
+        self, seg_hidden: torch.Tensor, visual_hidden: torch.Tensor, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """``(O, D)`` and ``(N, D)`` -> ``(O, slots, h, w)`` logits, ``N = slots * h * w``."""
+        dtype = self.query.weight.dtype
+        query = self.query(seg_hidden.to(dtype))  # (O, d)
+        key = self.key(visual_hidden.to(dtype))  # (N, d)
+        return (query @ key.T * self.scale).float().view(-1, *grid)
+
+
+def location_targets(gt_masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
+    """``(O, T, S, S)`` masks -> ``(O, slots, h, w)`` in {0, 1}: tokens the target covers on any of their frames.
+
+    Frame ``j`` falls in slot ``min(j // frames_per_slot, slots - 1)``.
+    """
+    slots, height, width = grid
+    num_objects, num_frames = gt_masks.shape[:2]
+    if num_objects == 0:
+        return gt_masks.new_zeros(0, *grid)
+    occupancy = F.adaptive_avg_pool2d(gt_masks.float().flatten(0, 1), (height, width))
+    occupancy = occupancy.view(num_objects, num_frames, height, width)
+    slot_of = (torch.arange(num_frames) // frames_per_slot).clamp(max=slots - 1)
+    targets = gt_masks.new_zeros(num_objects, slots, height, width)
+    for slot in slot_of.unique().tolist():
+        targets[:, slot] = occupancy[:, (slot_of == slot).to(gt_masks.device)].amax(1)
+    return (targets >= MIN_TARGET_FRACTION).float()
+
+
+def location_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per object ``(O,)``: BCE of ``(O, slots, h, w)`` map logits against token targets (mean over tokens),
+    plus a ranking term: on each slot where the target is present, the cross-entropy of the softmax over
+    the slot's tokens against the target tokens (uniform over them), averaged over those slots.
+
+    The BCE keeps the logits calibrated (they are SAM2's mask prompt); the ranking term makes the target's
+    tokens win over the other objects' tokens, which the BCE alone mostly learns as "any object".
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(1)
+    flat_targets = targets.flatten(2)  # (O, slots, h*w)
+    counts = flat_targets.sum(2)  # (O, slots)
+    present = (counts > 0).float()
+    log_probs = logits.flatten(2).log_softmax(2)
+    ranking = -(flat_targets * log_probs).sum(2) / counts.clamp(min=1)  # (O, slots)
+    return bce + (ranking * present).sum(1) / present.sum(1).clamp(min=1)
+
+
+def top_token_hits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """``(hits, slots scored)``: over (object, slot) pairs where the target is present, how often the
+    highest-scoring token is a target token (a random guess scores about the target's share of tokens)."""
+    flat_logits, flat_targets = logits.flatten(2), targets.flatten(2)  # (O, slots, h*w)
+    present = flat_targets.amax(2) > 0
+    top = flat_logits.argmax(2, keepdim=True)
+    hits = flat_targets.gather(2, top)[..., 0] > 0
+    return int((hits & present).sum()), int(present.sum())
+
+
+def frame_maps(logits: torch.Tensor, frames_per_slot: int, num_frames: int) -> torch.Tensor:
+    """``(O, slots, h, w)`` -> ``(O, num_frames, h, w)``: each of the frames the LLM saw reads its slot."""
+    slot_of = torch.arange(num_frames, device=logits.device).div(frames_per_slot, rounding_mode="floor")
+    return logits[:, slot_of.clamp(max=logits.shape[1] - 1)]
+
+
+def dense_prompt(sam: SAM2Base, logits: torch.Tensor) -> torch.Tensor:
+    """``(O, h, w)`` map logits -> ``(O, C, H/16, W/16)`` SAM2 dense prompt embeddings, through SAM2's own
+    mask-prompt encoder (the map resized to its mask input size, as SAM2 takes low-resolution mask logits)."""
+    encoder = sam.sam_prompt_encoder
+    size = encoder.mask_input_size
+    masks = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)
+    dtype = encoder.mask_downscaling[0].weight.dtype
+    return encoder._embed_masks(masks.to(dtype))
+
+
+def peak_clicks(sam: SAM2Base, logits: torch.Tensor) -> torch.Tensor:
+    """``(O, h, w)`` map logits -> ``(O, 2, C)`` SAM2 sparse tokens of one positive click at the centre of
+    the highest-scoring token (and SAM2's padding point), in SAM2's input pixels."""
+    num_objects, height, width = logits.shape
+    peak = logits.flatten(1).argmax(1)
+    size = sam.image_size
+    x = (peak % width + 0.5) * size / width
+    y = (peak.div(width, rounding_mode="floor") + 0.5) * size / height
+    coords = torch.stack([torch.stack([x, y], 1), torch.zeros(num_objects, 2, device=logits.device)], 1)
+    labels = torch.tensor([1, -1], device=logits.device).expand(num_objects, 2)
+    sparse, _ = sam.sam_prompt_encoder(points=(coords.float(), labels), boxes=None, masks=None)
+    return sparse
