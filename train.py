@@ -51,7 +51,8 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
     """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` applied to it, and
     its SAM2 replaced by ``model.replace_sam2_checkpoint`` when set) or, without ``model.pretrained``, from
     a backbone folder + SAM2 checkpoint (``model.sam2_checkpoint``); the backbone is loaded in ``dtype``
-    (default: the run's compute dtype) and the data settings that shape inputs (``data.num_frames``, ...) are stored in its config."""
+    (default: the run's compute dtype) and the data settings that shape inputs (``data.num_frames``, ...)
+    are stored in its config."""
     model_cfg = cfg.model
     dtype = dtype or DTYPES[cfg.train.dtype]
     seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None

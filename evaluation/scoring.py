@@ -106,23 +106,33 @@ def score_jf(dataset: Dataset, store: PredictionStore, options: ScoreOptions = S
 
     This is MeViS's, ReasonVOS's and Ref-YouTube-VOS's protocol (mean over expressions of the mean
     over frames, every frame scored, no void) and Ref-DAVIS17's per-expression one.
-    ``overall["distinct_pairs"]`` is :func:`distinct_pairs` over every video.
+    ``overall["distinct_pairs"]`` is :func:`distinct_pairs` over every video; each type's group has its
+    own, over the pairs of one video whose expressions are both of that type.
     """
     per_sample: dict[str, dict] = {}
-    distinct = total = 0
+    pair_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # type ("" = all) -> [distinct, total]
     for video in by_video(scored_pairs(dataset, store, options.binarize, "J&F")):
-        for sample, pred, gt in video:
-            per_sample[sample.sample_id] = {**jf_scores(pred, gt), "type": str(sample.meta.get("type", "all"))}
-        video_distinct, video_total = distinct_pairs([pred for _, pred, _ in video], [gt for _, _, gt in video])
-        distinct, total = distinct + video_distinct, total + video_total
+        types = [str(sample.meta.get("type", "all")) for sample, _, _ in video]
+        for (sample, pred, gt), kind in zip(video, types):
+            per_sample[sample.sample_id] = {**jf_scores(pred, gt), "type": kind}
+        for kind in ["", *sorted(set(types))]:
+            members = [item for item, t in zip(video, types) if kind in ("", t)]
+            video_distinct, video_total = distinct_pairs([pred for _, pred, _ in members], [gt for _, _, gt in members])
+            pair_counts[kind][0] += video_distinct
+            pair_counts[kind][1] += video_total
+
+    def pair_share(kind: str) -> float:
+        distinct, total = pair_counts[kind]
+        return distinct / total if total else math.nan
 
     by_type = defaultdict(dict)
     for sample_id, scores in per_sample.items():
         by_type[scores["type"]][sample_id] = scores
-    overall = {**summarize(per_sample), "distinct_pairs": distinct / total if total else math.nan}
     return {
-        "overall": overall,
-        "groups": {name: summarize(group) for name, group in sorted(by_type.items())},
+        "overall": {**summarize(per_sample), "distinct_pairs": pair_share("")},
+        "groups": {
+            name: {**summarize(group), "distinct_pairs": pair_share(name)} for name, group in sorted(by_type.items())
+        },
         "per_sample": per_sample,
     }
 

@@ -36,8 +36,9 @@ from utils.video.model_inputs import sam2_frames  # noqa: E402
 PADDING_LABEL = -1
 
 
-COARSE_GRIDS = (4, 8)
-"""Token-grid sides the simulated location maps are drawn at (the tiny backbone's merged grid is 4x4)."""
+COARSE_GRIDS = (4, 8, 32)
+"""Grid sides the simulated location maps are drawn at: token grids (the tiny backbone's merged grid is 4x4)
+and 32, the tiny SAM2's mask-prompt size, where the map is the object's own outline (teaches SAM2 to read it)."""
 
 
 def coarse_location_maps(masks: torch.Tensor) -> torch.Tensor:

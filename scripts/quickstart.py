@@ -61,14 +61,17 @@ def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path
 
 
 def results_table(rows: dict[str, dict]) -> str:
+    """Markdown: J&F overall and per expression type, J, F, and distinct pairs overall and per type."""
     types = sorted({t for metrics in rows.values() for t in metrics["groups"]})
     header = ["model", "J&F", *[f"J&F {t}" for t in types], "J", "F", "distinct pairs"]
+    header += [f"distinct pairs {t}" for t in types]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
-        overall = metrics["overall"]
+        overall, groups = metrics["overall"], metrics["groups"]
         cells = [name, f"{overall['J&F']:.3f}"]
-        cells += [f"{metrics['groups'][t]['J&F']:.3f}" if t in metrics["groups"] else "-" for t in types]
+        cells += [f"{groups[t]['J&F']:.3f}" if t in groups else "-" for t in types]
         cells += [f"{overall['J']:.3f}", f"{overall['F']:.3f}", f"{overall['distinct_pairs']:.3f}"]
+        cells += [f"{groups[t]['distinct_pairs']:.3f}" if t in groups else "-" for t in types]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

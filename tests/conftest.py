@@ -21,8 +21,10 @@ SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 @pytest.fixture(scope="session")
 def tiny_cfg() -> dict:
-    """The tiny model section of the quick-start config, as plain data."""
-    return OmegaConf.to_container(load_config(QUICKSTART, ["parts_dir=unused"]).model, resolve=True)
+    """The tiny model section of the quick-start config, as plain data, with SAM2 memory propagation (the
+    model's default, which the quick start switches off for its all-frames-seen videos)."""
+    cfg = load_config(QUICKSTART, ["parts_dir=unused", "model.seg.propagation=memory"])
+    return OmegaConf.to_container(cfg.model, resolve=True)
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,8 @@ def test_ground_truth_predictions_score_one_and_distinct(mevis_root: Path, tmp_p
     metrics = score_jf(dataset, store)
     assert metrics["overall"]["J&F"] == pytest.approx(1.0)
     assert metrics["overall"]["distinct_pairs"] == 1.0
+    per_type = [group["distinct_pairs"] for group in metrics["groups"].values()]
+    assert all(share == 1.0 for share in per_type if share == share)  # NaN: a type with no pair in a video
 
 
 def test_two_ranks_split_the_samples_and_together_complete_the_set(mevis_root: Path, tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,13 +23,16 @@ from model.heads.location_prompt import (
     visual_layouts,
 )
 from model.heads.sam2_video import decode_prompted_frame, prepare_features
-from scripts.pretrain_grounding import GroundingCollator, grounding_step
+from scripts import pretrain_grounding
+from scripts.pretrain_grounding import GroundingCollator, grounding_step, token_attribute_labels
 from scripts.pretrain_sam2_prompts import coarse_location_maps
 from tests.test_model import ForceAnswer
 from utils.data.collate import SampleCollator
 from utils.data.mevis import MeViSDataset
 from utils.data.prompts import SEG_TOKEN
 from utils.data.schema import Sample
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +141,9 @@ def test_training_forward_adds_the_location_loss_and_feeds_the_map_to_sam2(tiny_
 def test_grounding_step_trains_the_map_without_running_sam2(tiny_model, samples, monkeypatch) -> None:
     model, processor = tiny_model
     trained = copy.deepcopy(model).train()
-    collate = GroundingCollator(SampleCollator.for_model(trained, processor))
+    collate = GroundingCollator(SampleCollator.for_model(trained, processor), trained.seg_head.visual_tokens)
     batch = collate(samples)
+    assert batch.pop("token_attribute_labels") == [None, None]  # files do not list their objects' attributes
     assert "sam_frames" not in batch and batch["expression_types"] == [s.meta.get("type") for s in samples]
 
     def no_sam2(*args, **kwargs):
@@ -151,6 +157,36 @@ def test_grounding_step_trains_the_map_without_running_sam2(tiny_model, samples,
     assert grads["seg_head.location.query.weight"].abs().sum() > 0
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("backbone.model.visual."))
     assert all(g is None for n, g in grads.items() if n.startswith("seg_head.sam2."))
+
+
+def test_token_attribute_labels_name_the_object_covering_each_token() -> None:
+    masks = np.zeros((2, 2, 8, 8), dtype=bool)
+    masks[0, :, :4, :4] = True  # object 0 fills the top-left token of a 2x2 grid on both frames
+    masks[1, 1, 4:, 4:] = True  # object 1 fills the bottom-right token on frame 1 only (same slot)
+    objects = [("red", "square", "left"), ("blue", "circle", "down")]
+    labels = token_attribute_labels(masks, objects, (1, 2, 2), frames_per_slot=2)
+    assert labels.tolist() == [[1, 1, 1], [0, 0, 0], [0, 0, 0], [3, 2, 4]]
+
+
+def test_stage0_with_the_token_read_out_trains_it_and_saves_a_model_without_it(tiny_parts, tmp_path) -> None:
+    final = pretrain_grounding.main(
+        [
+            "--config",
+            str(ROOT / "configs/quickstart_grounding.yaml"),
+            f"output_dir={tmp_path}",
+            f"model.backbone_path={tiny_parts['backbone']}",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.num_workers=0",
+            "data.samples_per_epoch=4",
+            "data.datasets.moving_shapes.options.num_videos=4",
+            "data.datasets.moving_shapes.options.describe_share=0.5",
+        ]
+    )
+    logged = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert all(row["token_attributes"] > 0 and "hits_attribute" in row for row in logged)
+    loaded, _ = load_unigr(final)
+    assert not hasattr(loaded, "token_attributes") and loaded.seg_head.location is not None
 
 
 def test_generation_segments_with_the_location_map_of_the_prompt(tiny_model, samples, monkeypatch) -> None:
@@ -211,10 +247,10 @@ def test_location_prompt_cannot_be_switched_off_on_a_model_that_has_the_map(tiny
 def test_stage1_coarse_maps_score_the_object_tokens_above_the_rest() -> None:
     torch.manual_seed(0)
     masks = torch.zeros(64, 1, 32, 32)
-    masks[:, :, :8, :8] = 1  # the top-left token of a 4x4 grid, a quarter of one of an 8x8 grid
+    masks[:, :, :8, :8] = 1  # the top-left token of a 4x4 grid (4 tokens of 8x8, 64 of 32x32)
     maps = coarse_location_maps(masks)
     side = maps.shape[-1]
-    assert maps.shape == (64, 1, side, side) and side in (4, 8)
+    assert maps.shape == (64, 1, side, side) and side in (4, 8, 32)
     on_object = maps[:, 0, : side // 4, : side // 4].flatten(1).mean(1)
-    elsewhere = maps[:, 0].flatten(1)[:, side:].mean(1)  # rows below the object
+    elsewhere = maps[:, 0, side // 2 :].flatten(1).mean(1)  # the bottom half, far from the object
     assert (on_object - elsewhere).mean() > 4 and (on_object > elsewhere).float().mean() > 0.9

@@ -252,7 +252,11 @@ def test_a_pretrained_folder_gets_the_replacement_sam2_and_keeps_its_own_weights
     torch.manual_seed(1)
     other_sam2 = build_sam2(seg.sam2_config, seg.sam2_overrides)
     save_sam2_checkpoint(other_sam2, tmp_path / "sam2.pt")
-    overrides = ["parts_dir=unused", f"model.pretrained={tmp_path / 'grounded'}", f"model.replace_sam2_checkpoint={tmp_path / 'sam2.pt'}"]
+    overrides = [
+        "parts_dir=unused",
+        f"model.pretrained={tmp_path / 'grounded'}",
+        f"model.replace_sam2_checkpoint={tmp_path / 'sam2.pt'}",
+    ]
     built, _ = build_model(load_config(QUICKSTART, overrides))
     for name, value in other_sam2.state_dict().items():
         torch.testing.assert_close(built.seg_head.sam2.state_dict()[name], value)

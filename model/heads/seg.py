@@ -128,8 +128,9 @@ class SAM2SegHead(PromptableVideoSAM2, Head):
         return {"num_objects_in_batch": sum(masks.shape[0] for masks in batch.get("gt_masks") or [])}
 
     def predict(self, last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict) -> dict | None:
-        """``{"pred_masks": [(O_i, T_i, S, S)], "object_logits": [(O_i, T_i)]}``, or ``None`` without
-        ``sam_frames`` or without any ``[SEG]`` in the batch."""
+        """``{"pred_masks": [(O_i, T_i, S, S)], "object_logits": [(O_i, T_i)]}`` (with ``sam_frames``) and, with
+        the location map on, ``"location_maps"`` (see :meth:`location_maps`; also without ``sam_frames`` when
+        the batch has ``gt_masks``: stage 0); ``None`` without any ``[SEG]`` or anything to predict."""
         sam_frames = batch.get("sam_frames")
         if not bool((input_ids == self.seg_token_id).any()):
             return None

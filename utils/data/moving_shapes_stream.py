@@ -35,7 +35,8 @@ DESCRIBE_QUESTION = "Which objects are in this video, and where does each move?"
 def describe_video(objects: list[ShapeObject]) -> str:
     """Every object as ``"<colour> <shape> moving <direction>"``, in a fixed order (colour, shape, direction)."""
     order = sorted(
-        objects, key=lambda o: (list(COLOURS).index(o.colour), SHAPES.index(o.shape), list(DIRECTIONS).index(o.direction))
+        objects,
+        key=lambda o: (list(COLOURS).index(o.colour), SHAPES.index(o.shape), list(DIRECTIONS).index(o.direction)),
     )
     return ", ".join(f"{o.colour} {o.shape} moving {o.direction}" for o in order).capitalize() + "."
 
@@ -97,9 +98,7 @@ class MovingShapesStream(Dataset):
         rng = np.random.default_rng([self.seed, index])
         if rng.random() < self.describe_share:
             return self._description(index, video, frames)
-        expressions = [
-            e for e in video.expressions if self.expression_types is None or e.type in self.expression_types
-        ]
+        expressions = [e for e in video.expressions if self.expression_types is None or e.type in self.expression_types]
         if not expressions:
             raise ValueError(f"moving_shapes video {index} has no expression of types {self.expression_types}")
         expression = expressions[int(rng.integers(len(expressions)))]
@@ -114,8 +113,17 @@ class MovingShapesStream(Dataset):
             ],
             masks=video.masks[expression.target][None],
             timestamps=np.arange(num_frames) / MEVIS_FPS,
-            meta={"video": video.video_id, "exp": expression.text, "type": expression.type},
+            meta={"video": video.video_id, "exp": expression.text, "type": expression.type, **self._world(video)},
         )
+
+    @staticmethod
+    def _world(video: Video) -> dict:
+        """What the world knows about every object: ``objects`` (colour, shape, direction) and their
+        visible ``object_masks`` ``(N, T, H, W)`` bool (for token-level supervision in pretraining)."""
+        return {
+            "objects": [(o.colour, o.shape, o.direction) for o in video.objects],
+            "object_masks": video.masks,
+        }
 
     def _description(self, index: int, video: Video, frames: np.ndarray) -> Sample:
         """The item that asks for every object of the video as text."""
@@ -129,7 +137,7 @@ class MovingShapesStream(Dataset):
                 {"role": "assistant", "content": describe_video(video.objects)},
             ],
             timestamps=np.arange(num_frames) / MEVIS_FPS,
-            meta={"video": video.video_id, "type": "description"},
+            meta={"video": video.video_id, "type": "description", **self._world(video)},
         )
 
 
