@@ -33,7 +33,13 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.heads.location_prompt import VisualTokens, location_targets, top_token_hits, visual_layouts  # noqa: E402
+from model.heads.location_prompt import (  # noqa: E402
+    VisualTokens,
+    location_targets,
+    token_coverage,
+    top_token_hits,
+    visual_layouts,
+)
 from train import build_model, count_fn  # noqa: E402
 from utils.data.collate import SampleCollator  # noqa: E402
 from utils.data.mixture import build_training_mixture  # noqa: E402
@@ -56,24 +62,13 @@ def token_attribute_labels(
 ) -> torch.Tensor:
     """``(slots * h * w, 3)`` labels (colour, shape, direction) of the visual tokens of one video, in Qwen's
     token order, from its objects' ``(N, T, H, W)`` visible masks."""
-    coverage = location_targets_soft(torch.from_numpy(object_masks), grid, frames_per_slot)  # (N, slots, h, w)
+    coverage = token_coverage(torch.from_numpy(object_masks), grid, frames_per_slot)  # (N, slots, h, w)
     best_share, best = coverage.max(0)
     labels = []
     for position, vocabulary in enumerate(ATTRIBUTES.values()):
         table = torch.tensor([vocabulary.index(attributes[position]) + 1 for attributes in objects])
         labels.append(torch.where(best_share >= MIN_TOKEN_COVERAGE, table[best], 0))
     return torch.stack(labels, -1).flatten(0, 2)
-
-
-def location_targets_soft(masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
-    """``(N, T, H, W)`` masks -> ``(N, slots, h, w)``: the largest share of each token an object covers on a frame
-    of the token's slot."""
-    slots, height, width = grid
-    num_objects, num_frames = masks.shape[:2]
-    share = torch.nn.functional.adaptive_avg_pool2d(masks.float().flatten(0, 1), (height, width))
-    share = share.view(num_objects, num_frames, height, width)
-    slot_of = (torch.arange(num_frames) // frames_per_slot).clamp(max=slots - 1)
-    return torch.stack([share[:, slot_of == s].amax(1) for s in range(slots)], 1)
 
 
 class TokenAttributeHead(torch.nn.Module):

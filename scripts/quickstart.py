@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copytree(final_grounded, grounded)
 
     prompted = work / "parts" / "sam2.1_hiera_tiny_prompted.pt"
-    stage("stage 1: a tiny SAM2 that follows clicks and boxes")
+    stage("stage 1: a tiny SAM2 that follows clicks, boxes and location maps")
     if not prompted.is_file() and not args.train_sam2_prompts:
         shutil.copyfile(SHIPPED_SAM2, prompted)
         print(f"copied {SHIPPED_SAM2.relative_to(ROOT)} (stage 1 run once; --train-sam2-prompts runs it here)")
@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         ["train/loss", "train/ce", "train/bce", "train/dice", "train/objectness"],
         work / "curves.png",
     )
-    predictions = {name: work / "eval" / name for name in ("trained", "untrained", "all_objects")}
+    predictions = {
+        "trained": work / "eval" / "trained",
+        "before stage 2": work / "eval" / "untrained",
+        "every object": work / "eval" / "all_objects",
+    }
     per_sample = rows["UniGR-tiny, trained"]["per_sample"]
     valid = MeViSDataset(data, EVAL_SPLIT)
     for kind in ("attribute", "motion"):

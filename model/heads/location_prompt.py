@@ -120,22 +120,26 @@ class LocationMap(nn.Module):
         return (query @ key.T * self.scale).float().view(-1, *grid)
 
 
-def location_targets(gt_masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
-    """``(O, T, S, S)`` masks -> ``(O, slots, h, w)`` in {0, 1}: tokens the target covers on any of their frames.
-
-    Frame ``j`` falls in slot ``min(j // frames_per_slot, slots - 1)``.
-    """
+def token_coverage(masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
+    """``(O, T, H, W)`` masks -> ``(O, slots, h, w)``: the largest share of each token an object covers on a
+    frame of the token's slot. Frame ``j`` falls in slot ``min(j // frames_per_slot, slots - 1)``."""
     slots, height, width = grid
-    num_objects, num_frames = gt_masks.shape[:2]
+    num_objects, num_frames = masks.shape[:2]
     if num_objects == 0:
-        return gt_masks.new_zeros(0, *grid)
-    occupancy = F.adaptive_avg_pool2d(gt_masks.float().flatten(0, 1), (height, width))
-    occupancy = occupancy.view(num_objects, num_frames, height, width)
-    slot_of = (torch.arange(num_frames) // frames_per_slot).clamp(max=slots - 1)
-    targets = gt_masks.new_zeros(num_objects, slots, height, width)
+        return masks.new_zeros(0, *grid, dtype=torch.float32)
+    share = F.adaptive_avg_pool2d(masks.float().flatten(0, 1), (height, width))
+    share = share.view(num_objects, num_frames, height, width)
+    slot_of = (torch.arange(num_frames) // frames_per_slot).clamp(max=slots - 1).to(masks.device)
+    coverage = share.new_zeros(num_objects, slots, height, width)
     for slot in slot_of.unique().tolist():
-        targets[:, slot] = occupancy[:, (slot_of == slot).to(gt_masks.device)].amax(1)
-    return (targets >= MIN_TARGET_FRACTION).float()
+        coverage[:, slot] = share[:, slot_of == slot].amax(1)
+    return coverage
+
+
+def location_targets(gt_masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
+    """``(O, T, S, S)`` masks -> ``(O, slots, h, w)`` in {0, 1}: tokens the target covers (at least
+    :data:`MIN_TARGET_FRACTION`) on any frame of their slot (:func:`token_coverage`)."""
+    return (token_coverage(gt_masks, grid, frames_per_slot) >= MIN_TARGET_FRACTION).float()
 
 
 def location_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
