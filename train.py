@@ -7,7 +7,6 @@ Re-running the same command resumes from the newest checkpoint in ``output_dir/c
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from model.sam2_builder import load_sam2_checkpoint
 from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.input_settings import InputSettings
 from utils.data.mixture import build_training_mixture
-from utils.training.config import load_config, save_config
+from utils.training.config import config_from_command_line, save_config
 from utils.training.distributed import init_distributed
 from utils.training.trainable import cast_frozen, configure_trainable, parameter_counts
 from utils.training.trainer import TrainConfig, Trainer
@@ -84,20 +83,11 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
     return model, processor
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="run config YAML")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    env = init_distributed(cfg.device)
-    output_dir = Path(cfg.output_dir)
-    if env.is_main:
-        save_config(cfg, output_dir / "config.yaml")
-
-    dataset = build_training_mixture(cfg.data, cfg.seed)  # every dataset checked before any compute
-    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+def build_trainable_model(cfg: DictConfig, train_cfg: TrainConfig) -> tuple:
+    """``(model, processor, optimizer_groups)``: :func:`build_model` with ``model.groups`` applied (what trains,
+    at which learning rate) and frozen weights cast to the run's dtype (trained ones stay float32, the
+    optimizer's master copy). Seeded by ``cfg.seed``, so every rank starts from the same weights."""
+    torch.manual_seed(cfg.seed)
     model, processor = build_model(cfg)
     optimizer_groups = configure_trainable(
         model,
@@ -106,7 +96,20 @@ def main(argv: list[str] | None = None) -> Path:
         train_cfg.weight_decay,
         new_token_ids=[model.config.seg_token_id],
     )
-    cast_frozen(model, DTYPES[train_cfg.dtype])  # trainable weights stay float32 (the optimizer's master copy)
+    cast_frozen(model, DTYPES[train_cfg.dtype])
+    return model, processor, optimizer_groups
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = config_from_command_line(argv, __doc__)
+    env = init_distributed(cfg.device)
+    output_dir = Path(cfg.output_dir)
+    if env.is_main:
+        save_config(cfg, output_dir / "config.yaml")
+
+    dataset = build_training_mixture(cfg.data, cfg.seed)  # every dataset checked before any compute
+    train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
+    model, processor, optimizer_groups = build_trainable_model(cfg, train_cfg)
     torch.manual_seed(cfg.seed + env.rank)  # dropout differs between ranks; data order is seeded by index
     if train_cfg.gradient_checkpointing:
         model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -22,7 +22,6 @@ aid like a vision encoder's own pretraining; it is dropped from the saved model)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -40,14 +39,13 @@ from model.heads.location_prompt import (  # noqa: E402
     top_token_hits,
     visual_layouts,
 )
-from train import build_model, count_fn  # noqa: E402
+from train import build_trainable_model, count_fn  # noqa: E402
 from utils.data.collate import SampleCollator  # noqa: E402
 from utils.data.mixture import build_training_mixture  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
 from utils.synthetic.moving_shapes import COLOURS, DIRECTIONS, SHAPES  # noqa: E402
-from utils.training.config import load_config, save_config  # noqa: E402
+from utils.training.config import config_from_command_line, save_config  # noqa: E402
 from utils.training.distributed import init_distributed  # noqa: E402
-from utils.training.trainable import configure_trainable  # noqa: E402
 from utils.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 EXPRESSION_TYPES = ("attribute", "motion")
@@ -176,11 +174,7 @@ def plot_hit_rates(losses_path: Path, out: Path, window: int = 250) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_from_command_line(argv, __doc__)
     if cfg.model.seg.location_prompt == "off":
         sys.exit("stage 0 trains the location map: set model.seg.location_prompt (e.g. mask)")
     env = init_distributed(cfg.device)
@@ -189,15 +183,7 @@ def main(argv: list[str] | None = None) -> Path:
         save_config(cfg, output_dir / "config.yaml")
     dataset = build_training_mixture(cfg.data, cfg.seed)
     train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train))
-    torch.manual_seed(cfg.seed)
-    model, processor = build_model(cfg)
-    optimizer_groups = configure_trainable(
-        model,
-        OmegaConf.to_container(cfg.model.groups),
-        train_cfg.lr,
-        train_cfg.weight_decay,
-        new_token_ids=[model.config.seg_token_id],
-    )
+    model, processor, optimizer_groups = build_trainable_model(cfg, train_cfg)
     weight = float(cfg.get("token_attribute_weight", 0.0))
     if weight > 0:  # a pretraining aid outside the model's groups; removed before saving
         model.token_attributes = TokenAttributeHead(model.config.backbone_config.get_text_config().hidden_size)

@@ -13,7 +13,6 @@ given as SAM2's dense mask prompt — the form in which the segmentation head's 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from model.sam2_builder import load_sam2_checkpoint, save_sam2_checkpoint  # noq
 from utils.data.collate import resize_masks  # noqa: E402
 from utils.data.mixture import build_training_mixture  # noqa: E402
 from utils.data.schema import Sample  # noqa: E402
-from utils.training.config import load_config, save_config  # noqa: E402
+from utils.training.config import config_from_command_line, save_config  # noqa: E402
 from utils.training.distributed import init_distributed  # noqa: E402
 from utils.training.trainer import TrainConfig, Trainer  # noqa: E402
 from utils.video.model_inputs import sam2_frames  # noqa: E402
@@ -130,11 +129,7 @@ def click_step(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_from_command_line(argv, __doc__)
     out_path = Path(cfg.sam2_output_checkpoint)
     env = init_distributed(cfg.device)
     if env.is_main:

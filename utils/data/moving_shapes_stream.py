@@ -102,18 +102,13 @@ class MovingShapesStream(Dataset):
         if not expressions:
             raise ValueError(f"moving_shapes video {index} has no expression of types {self.expression_types}")
         expression = expressions[int(rng.integers(len(expressions)))]
-        num_frames = len(frames)
-        return Sample(
-            sample_id=f"moving_shapes/{TRAIN_SPLIT}/{index}/{video.expressions.index(expression)}",
-            frames=frames,
-            frame_names=[f"{t:05d}" for t in range(num_frames)],
-            conversation=[
-                {"role": "user", "content": referring_seg_question([expression.text])},
-                {"role": "assistant", "content": referring_seg_answer(1)},
-            ],
+        return self._sample(
+            f"{index}/{video.expressions.index(expression)}",
+            video,
+            frames,
+            [referring_seg_question([expression.text]), referring_seg_answer(1)],
             masks=video.masks[expression.target][None],
-            timestamps=np.arange(num_frames) / MEVIS_FPS,
-            meta={"video": video.video_id, "exp": expression.text, "type": expression.type, **self._world(video)},
+            meta={"exp": expression.text, "type": expression.type},
         )
 
     @staticmethod
@@ -127,17 +122,22 @@ class MovingShapesStream(Dataset):
 
     def _description(self, index: int, video: Video, frames: np.ndarray) -> Sample:
         """The item that asks for every object of the video as text."""
+        turns = [DESCRIBE_QUESTION, describe_video(video.objects)]
+        return self._sample(f"{index}/describe", video, frames, turns, masks=None, meta={"type": "description"})
+
+    def _sample(
+        self, key: str, video: Video, frames: np.ndarray, turns: list[str], masks: np.ndarray | None, meta: dict
+    ) -> Sample:
+        """A one-turn sample of ``video``: question and answer ``turns``, the world's facts in ``meta``."""
         num_frames = len(frames)
         return Sample(
-            sample_id=f"moving_shapes/{TRAIN_SPLIT}/{index}/describe",
+            sample_id=f"moving_shapes/{TRAIN_SPLIT}/{key}",
             frames=frames,
             frame_names=[f"{t:05d}" for t in range(num_frames)],
-            conversation=[
-                {"role": "user", "content": DESCRIBE_QUESTION},
-                {"role": "assistant", "content": describe_video(video.objects)},
-            ],
+            conversation=[{"role": "user", "content": turns[0]}, {"role": "assistant", "content": turns[1]}],
+            masks=masks,
             timestamps=np.arange(num_frames) / MEVIS_FPS,
-            meta={"video": video.video_id, "type": "description", **self._world(video)},
+            meta={"video": video.video_id, **meta, **self._world(video)},
         )
 
 

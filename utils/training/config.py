@@ -7,6 +7,7 @@ turning something on (nanoGPT's configurator check, without its ``exec``).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import yaml
@@ -28,6 +29,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> DictCon
             raise TypeError(f"override {key}={raw!r}: expected {type(current).__name__}, got {type(value).__name__}")
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg
+
+
+def config_from_command_line(argv: list[str] | None, description: str | None) -> DictConfig:
+    """A run script's config from its command line: ``--config <yaml> [key=value ...]``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="run config YAML")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
