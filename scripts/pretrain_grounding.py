@@ -4,7 +4,7 @@ A Qwen2.5-VL from scratch binds an expression to the video tokens that show its 
 thousands of steps, and SAM2 makes each step about 5x dearer; a real UniGR starts from a Qwen2.5-VL
 that already grounds. This recipe trains the backbone and the segmentation head's location map
 (:mod:`model.heads.location_prompt`) alone: the batch carries no SAM2 frames, so the head scores the
-``[SEG]`` state against the visual tokens and learns from the target's token occupancy (BCE, ``loc``)
+``[SEG]`` state against the visual tokens and learns from the target's tokens (``loc``: BCE + ranking)
 plus the answer's language-modelling loss; SAM2 is neither run nor changed. The data is the
 synthetic world drawn on the fly (loader ``moving_shapes``), every item a video never seen before,
 so the logged top-token hit rate (per expression type) is a held-out measurement. Writes a UniGR

@@ -117,13 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (grounded / "config.json").is_file():
         grounding_overrides = [*overrides[:2], f"output_dir={work / 'grounding'}"]
         if args.grounding_steps is not None:
-            steps = args.grounding_steps
-            grounding_overrides += [
-                f"train.max_steps={steps}",
-                f"data.samples_per_epoch={steps * 8}",
-                f"data.datasets.moving_shapes.options.num_videos={steps * 8}",
-                "train.batch_size=8",
-            ]
+            grounding_overrides.append(f"train.max_steps={args.grounding_steps}")
         final_grounded = pretrain_grounding.main(
             ["--config", "configs/quickstart_grounding.yaml", *grounding_overrides]
         )

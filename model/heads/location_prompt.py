@@ -120,6 +120,11 @@ class LocationMap(nn.Module):
         return (query @ key.T * self.scale).float().view(-1, *grid)
 
 
+def frame_slots(num_frames: int, frames_per_slot: int, slots: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(num_frames,)``: the slot each frame falls in, ``min(j // frames_per_slot, slots - 1)``."""
+    return (torch.arange(num_frames, device=device) // frames_per_slot).clamp(max=slots - 1)
+
+
 def token_coverage(masks: torch.Tensor, grid: tuple[int, int, int], frames_per_slot: int) -> torch.Tensor:
     """``(O, T, H, W)`` masks -> ``(O, slots, h, w)``: the largest share of each token an object covers on a
     frame of the token's slot. Frame ``j`` falls in slot ``min(j // frames_per_slot, slots - 1)``."""
@@ -129,7 +134,7 @@ def token_coverage(masks: torch.Tensor, grid: tuple[int, int, int], frames_per_s
         return masks.new_zeros(0, *grid, dtype=torch.float32)
     share = F.adaptive_avg_pool2d(masks.float().flatten(0, 1), (height, width))
     share = share.view(num_objects, num_frames, height, width)
-    slot_of = (torch.arange(num_frames) // frames_per_slot).clamp(max=slots - 1).to(masks.device)
+    slot_of = frame_slots(num_frames, frames_per_slot, slots, masks.device)
     coverage = share.new_zeros(num_objects, slots, height, width)
     for slot in slot_of.unique().tolist():
         coverage[:, slot] = share[:, slot_of == slot].amax(1)
@@ -171,8 +176,7 @@ def top_token_hits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, in
 
 def frame_maps(logits: torch.Tensor, frames_per_slot: int, num_frames: int) -> torch.Tensor:
     """``(O, slots, h, w)`` -> ``(O, num_frames, h, w)``: each of the frames the LLM saw reads its slot."""
-    slot_of = torch.arange(num_frames, device=logits.device).div(frames_per_slot, rounding_mode="floor")
-    return logits[:, slot_of.clamp(max=logits.shape[1] - 1)]
+    return logits[:, frame_slots(num_frames, frames_per_slot, logits.shape[1], logits.device)]
 
 
 def dense_prompt(sam: SAM2Base, logits: torch.Tensor) -> torch.Tensor:

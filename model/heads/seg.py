@@ -8,7 +8,7 @@ is present, objectness on every frame, each averaged over the objects of the glo
 
 With ``location_prompt`` on, each ``[SEG]`` also scores the LLM's visual tokens
 (:mod:`model.heads.location_prompt`): the map is SAM2's dense and/or click prompt on the conditioning
-frames and is trained by its own BCE (``loc``). A batch without SAM2 frames but with masks (grounding
+frames and is trained by its own loss (``loc``: BCE + ranking). A batch without SAM2 frames but with masks (grounding
 pretraining, ``scripts/pretrain_grounding.py``) trains the map alone, SAM2 untouched.
 """
 

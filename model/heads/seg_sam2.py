@@ -55,7 +55,7 @@ class SegHeadConfig:
     seg_hidden: str = "self"  # "self": the [SEG] token's last hidden state; "previous": the token before it
     location_prompt: str = "off"  # "off" | "mask" | "click" | "mask+click": the [SEG] location map as SAM2 prompt
     location_dim: int = 128  # width of the location map's query/key projections
-    location_weight: float = 1.0  # weight of the location map's BCE (auxiliary loss "loc")
+    location_weight: float = 1.0  # weight of the location map's loss "loc" (BCE + ranking)
     bce_weight: float = 2.0
     dice_weight: float = 0.5
     objectness_weight: float = 1.0
