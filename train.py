@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from model.builder import build_unigr, load_unigr
+from model.builder import add_encoders, build_unigr, load_unigr
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import load_sam2_checkpoint
 from utils.data.collate import IGNORE_INDEX, SampleCollator
@@ -61,8 +61,8 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
         model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)
         if model_cfg.get("replace_sam2_checkpoint"):
             load_sam2_checkpoint(model.seg_head.sam2, model_cfg.replace_sam2_checkpoint)
-        if encoders is not None and encoders != model.config.encoders:
-            raise ValueError(f"model.encoders {encoders} differ from the pretrained model's {model.config.encoders}")
+        if encoders is not None:
+            add_encoders(model, processor, encoders)
         if lora is not None:
             if model.config.lora is not None and model.config.lora != lora:
                 raise ValueError(f"model.lora {lora} differs from the pretrained model's adapters {model.config.lora}")

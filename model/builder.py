@@ -25,13 +25,13 @@ from transformers import (
 from transformers.initialization import meta_device_safe_creation_ops
 
 from model.configuration_unigr import UniGRConfig
-from model.heads.location_prompt import VisualTokens
 from model.heads.seg import SAM2SegHead
 from model.heads.seg_sam2 import SegHeadConfig
 from model.input_assembly import InputAssembly, build_encoders, encoder_classes
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import build_sam2, load_sam2_checkpoint, save_sam2_checkpoint
 from model.tokenizer import add_seg_token, train_tiny_tokenizer
+from model.visual_tokens import VisualTokens
 
 VOCAB_PAD_MULTIPLE = 64
 
@@ -147,12 +147,7 @@ def assemble_unigr(
     ``encoders`` (``{name: options}``) enables input encoders; their placeholder tokens are added to
     the tokenizer (and embedding rows to the backbone where it has too few).
     """
-    placeholders = sorted({cls.placeholder for cls in encoder_classes(encoders).values() if cls.placeholder})
-    if placeholders:
-        processor.tokenizer.add_tokens(placeholders, special_tokens=True)
-        rows = backbone.get_input_embeddings().weight.shape[0]
-        if len(processor.tokenizer) > rows:
-            backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
+    placeholders = add_placeholder_tokens(backbone, processor, encoders)
     config = UniGRConfig(
         backbone_config=backbone.config.to_dict(),
         seg=SegHeadConfig.from_dict(seg).to_dict() if seg is not None else None,
@@ -168,7 +163,7 @@ def assemble_unigr(
         model = UniGRForConditionalGeneration(config)
     model.backbone = backbone
     hidden_size = backbone.config.get_text_config().hidden_size
-    model.input_assembly = InputAssembly(build_encoders(encoders, hidden_size))
+    model.input_assembly = InputAssembly(build_encoders(encoders, hidden_size, backbone.config))
     model.input_assembly.apply(model._init_weights)
     if model.seg_config is not None:
         visual_tokens = VisualTokens.from_backbone_config(backbone.config)
@@ -183,6 +178,44 @@ def assemble_unigr(
     if meta:
         raise RuntimeError(f"parameters left uninitialised: {meta[:5]}")
     return model
+
+
+def add_placeholder_tokens(backbone: PreTrainedModel, processor: ProcessorMixin, encoders: dict | None) -> list[str]:
+    """Add the placeholder tokens of ``encoders`` to the tokenizer (and embedding rows where the backbone has
+    too few); returns them, sorted."""
+    placeholders = sorted({cls.placeholder for cls in encoder_classes(encoders).values() if cls.placeholder})
+    if placeholders:
+        processor.tokenizer.add_tokens(placeholders, special_tokens=True)
+        rows = backbone.get_input_embeddings().weight.shape[0]
+        if len(processor.tokenizer) > rows:
+            backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
+    return placeholders
+
+
+def add_encoders(model: UniGRForConditionalGeneration, processor: ProcessorMixin, encoders: dict) -> None:
+    """Enable ``encoders`` (``{name: options}``) on a built or loaded model, in place: encoders it already has
+    must have the same options; new ones get their placeholder tokens and freshly initialised weights."""
+    current = dict(model.config.encoders or {})
+    changed = [name for name in encoders if name in current and current[name] != encoders[name]]
+    if changed:
+        raise ValueError(f"model.encoders {changed} differ from the model's {current}; options cannot change")
+    new = {name: options for name, options in encoders.items() if name not in current}
+    if not new:
+        return
+    backbone = model.backbone
+    placeholders = add_placeholder_tokens(backbone, processor, new)
+    hidden_size = backbone.config.get_text_config().hidden_size
+    built = build_encoders(new, hidden_size, backbone.config)
+    for name, encoder in built.items():
+        encoder.to(next(model.parameters()).device)
+        encoder.apply(model._init_weights)
+        model.input_assembly.encoders[name] = encoder
+    model.config.encoders = {**current, **new}
+    model.config.placeholder_token_ids = {
+        **(model.config.placeholder_token_ids or {}),
+        **{token: processor.tokenizer.convert_tokens_to_ids(token) for token in placeholders},
+    }
+    model.config.backbone_config = backbone.config  # the vocabulary may have grown
 
 
 def load_unigr(

@@ -71,8 +71,9 @@ class InputEncoder(nn.Module):
     num_appended: int = 0
 
     @classmethod
-    def from_options(cls, options: dict, llm_hidden_size: int) -> InputEncoder:
-        """The encoder for its ``UniGRConfig.encoders`` entry."""
+    def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> InputEncoder:
+        """The encoder for its ``UniGRConfig.encoders`` entry; ``backbone_config`` (the Qwen config, object or
+        dict) for encoders that need more than the LLM's width."""
         return cls(**options, llm_hidden_size=llm_hidden_size)
 
     def reset_new_parameters(self, std: float) -> None:
@@ -111,10 +112,10 @@ def encoder_classes(configs: dict | None) -> dict[str, type[InputEncoder]]:
     return {name: ENCODERS[name] for name in configs or {}}
 
 
-def build_encoders(configs: dict | None, hidden_size: int) -> dict[str, InputEncoder]:
+def build_encoders(configs: dict | None, hidden_size: int, backbone_config=None) -> dict[str, InputEncoder]:
     """``{name: options}`` -> ``{name: encoder}``."""
     return {
-        name: cls.from_options(dict((configs or {})[name] or {}), hidden_size)
+        name: cls.from_options(dict((configs or {})[name] or {}), hidden_size, backbone_config)
         for name, cls in encoder_classes(configs).items()
     }
 

@@ -17,6 +17,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.utils import ModelOutput
 
+import model.encoders  # noqa: F401  (registers the input encoders)
 from model.configuration_unigr import UniGRConfig
 from model.heads.base import HEADS, Head
 from model.heads.location_prompt import frame_maps
@@ -107,7 +108,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         backbone_config._attn_implementation = config._attn_implementation
         hidden_size = backbone_config.get_text_config().hidden_size
         self.backbone = AutoModelForImageTextToText.from_config(backbone_config)
-        self.input_assembly = InputAssembly(build_encoders(config.encoders, hidden_size))
+        self.input_assembly = InputAssembly(build_encoders(config.encoders, hidden_size, backbone_config))
         for name, head_class in HEADS.items():
             setattr(self, f"{name}_head", head_class.from_config(getattr(config, name, None), hidden_size, config))
         if config.lora is not None:

@@ -32,13 +32,8 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.heads.location_prompt import (  # noqa: E402
-    VisualTokens,
-    location_targets,
-    token_coverage,
-    top_token_hits,
-    visual_layouts,
-)
+from model.heads.location_prompt import location_targets, token_coverage, top_token_hits  # noqa: E402
+from model.visual_tokens import VisualTokens, visual_layouts  # noqa: E402
 from train import build_trainable_model, count_fn  # noqa: E402
 from utils.data.collate import SampleCollator  # noqa: E402
 from utils.data.mixture import build_training_mixture  # noqa: E402

@@ -20,9 +20,9 @@ from model.heads.location_prompt import (
     location_targets,
     peak_clicks,
     top_token_hits,
-    visual_layouts,
 )
 from model.heads.sam2_video import decode_prompted_frame, prepare_features
+from model.visual_tokens import visual_layouts
 from scripts import pretrain_grounding
 from scripts.pretrain_grounding import GroundingCollator, grounding_step, token_attribute_labels
 from scripts.pretrain_sam2_prompts import coarse_location_maps

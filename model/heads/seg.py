@@ -20,15 +20,9 @@ import torch
 from torch import nn
 
 from model.heads.base import Head, register_head
-from model.heads.location_prompt import (
-    LocationMap,
-    VisualTokens,
-    frame_maps,
-    location_loss,
-    location_targets,
-    visual_layouts,
-)
+from model.heads.location_prompt import LocationMap, frame_maps, location_loss, location_targets
 from model.heads.seg_sam2 import PromptableVideoSAM2, SegHeadConfig, mask_losses
+from model.visual_tokens import VisualTokens, visual_layouts
 
 
 @register_head

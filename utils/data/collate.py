@@ -4,7 +4,8 @@
 per video or image, Qwen's visual tensors (videos through :func:`utils.video.model_inputs.qwen_video`,
 the one video-input builder; images through Qwen's image processor), and in training the CE labels —
 and then runs one *step* per typed :class:`~utils.data.schema.Sample` field (:data:`COLLATE_STEPS`):
-SAM2 frames, mask targets, region prompts, scene geometry. A new family adds a field and a step.
+SAM2 frames, mask targets, region prompts (rasterised for the region encoder), scene geometry.
+A new family adds a field and a step.
 
 Training, evaluation, the demo and the command line all collate through it, so prompts, frame
 resizing and pixel budgets are the same everywhere (``inference=True`` only drops the final answer
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from transformers import ProcessorMixin
 
 from utils.data.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
-from utils.data.schema import Sample
+from utils.data.schema import RegionPrompt, Sample
 from utils.video.model_inputs import qwen_video, sam2_frames
 
 IGNORE_INDEX = -100
@@ -93,10 +94,80 @@ def masks_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> 
     ]
 
 
-def regions_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
-    """``regions``: per sample its :class:`~utils.data.schema.RegionPrompt` list, for a region encoder."""
-    if any(s.regions for s in samples):
-        batch["regions"] = [list(s.regions) for s in samples]
+REGION_MASK_SIZE = 112
+"""Region prompts are rasterised to this square size (the region encoder pools them onto Qwen's grid)."""
+
+POINT_RADIUS = 0.03
+"""A point prompt becomes a disc of this radius (a fraction of the frame's shorter side, at least 1 px)."""
+
+
+def region_prompt_mask(sample: Sample, prompt: RegionPrompt) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(mask (H, W) bool, box (4,) x1 y1 x2 y2 in [0, 1], kind)`` of one prompt on the sample's frame.
+
+    A mask is used as given, a box is filled, points become small discs around the positive ones;
+    ``kind`` indexes :data:`model.encoders.region.PROMPT_KINDS` (mask, box, points). An empty mask, a
+    box outside the frame or no positive point is an error naming the sample and frame.
+    """
+    height, width = sample.frames.shape[1:3]
+    where = f"{sample.sample_id}: region {prompt.region} on frame {prompt.frame}"
+    if prompt.mask is not None:
+        mask, kind = np.asarray(prompt.mask, dtype=bool), 0
+        if mask.shape != (height, width):
+            raise ValueError(f"{where}: mask {mask.shape} does not match the frame {(height, width)}")
+        if not mask.any():
+            raise ValueError(f"{where}: the mask is empty")
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+    elif prompt.box is not None:
+        box, kind = np.asarray(prompt.box, dtype=np.float64), 1
+        x1, y1 = np.clip(box[:2], 0, [width, height])
+        x2, y2 = np.clip(box[2:], 0, [width, height])
+        if not (box.shape == (4,) and x2 - x1 >= 1 and y2 - y1 >= 1):
+            raise ValueError(f"{where}: box {prompt.box} covers no pixel of the {width}x{height} frame")
+        box = np.array([x1, y1, x2, y2])
+        mask = np.zeros((height, width), dtype=bool)
+        mask[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = True
+    else:
+        points, kind = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2), 2
+        labels = np.ones(len(points)) if prompt.point_labels is None else np.asarray(prompt.point_labels)
+        positive = points[(labels > 0) & (points[:, 0] >= 0) & (points[:, 0] < width)]
+        positive = positive[(positive[:, 1] >= 0) & (positive[:, 1] < height)]
+        if len(positive) == 0:
+            raise ValueError(f"{where}: no positive point inside the {width}x{height} frame")
+        radius = max(POINT_RADIUS * min(height, width), 1.0)
+        ys, xs = np.mgrid[:height, :width]
+        dx = xs[None] + 0.5 - positive[:, 0, None, None]
+        dy = ys[None] + 0.5 - positive[:, 1, None, None]
+        mask = (dx**2 + dy**2 <= radius**2).any(0)
+        box = np.concatenate([positive.min(0) - radius, positive.max(0) + radius]).clip(0, [width, height] * 2)
+    return mask, box / np.array([width, height, width, height]), kind
+
+
+def region_prompts_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
+    """``region_prompts``: per sample ``None`` or ``{"masks": (P, S, S) float, "frames": (P,), "regions": (P,),
+    "kinds": (P,), "boxes": (P, 4)}`` for its ``P`` region prompts (``S`` = :data:`REGION_MASK_SIZE`),
+    read by the region encoder (:mod:`model.encoders.region`)."""
+    if not any(s.regions for s in samples):
+        return
+    batch["region_prompts"] = [_region_prompts(s) if s.regions else None for s in samples]
+
+
+def _region_prompts(sample: Sample) -> dict[str, torch.Tensor]:
+    masks, boxes, kinds = zip(*(region_prompt_mask(sample, prompt) for prompt in sample.regions), strict=True)
+    resized = F.interpolate(
+        torch.from_numpy(np.stack(masks)).float()[:, None],
+        size=(REGION_MASK_SIZE, REGION_MASK_SIZE),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[:, 0]
+    return {
+        "masks": resized,
+        "frames": torch.tensor([p.frame for p in sample.regions]),
+        "regions": torch.tensor([p.region for p in sample.regions]),
+        "kinds": torch.tensor(kinds),
+        "boxes": torch.from_numpy(np.stack(boxes)).float(),
+    }
 
 
 def scene_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
@@ -107,7 +178,7 @@ def scene_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> 
         batch["proposals"] = [None if s.proposals is None else torch.from_numpy(s.proposals) for s in samples]
 
 
-COLLATE_STEPS: tuple[CollateStep, ...] = (sam_frames_step, masks_step, regions_step, scene_step)
+COLLATE_STEPS: tuple[CollateStep, ...] = (sam_frames_step, masks_step, region_prompts_step, scene_step)
 """The per-field steps, in order, after the text and visual inputs."""
 
 
@@ -118,7 +189,7 @@ class SampleCollator:
     ``pixel_values_videos``, ``video_grid_thw`` ``(V, 3)`` and ``second_per_grid_ts`` ``(V,)`` (from
     each sample's frame timestamps); for images ``pixel_values`` and ``image_grid_thw`` ``(I, 3)``;
     in training ``labels`` ``(B, L)``; then what :data:`COLLATE_STEPS` add (``sam_frames``,
-    ``gt_masks``, ``regions``, ``scenes``, ``proposals``).
+    ``gt_masks``, ``region_prompts``, ``scenes``, ``proposals``).
 
     Args:
         processor: a Qwen2.5-VL / Qwen2-VL processor (its pixel budgets set the LLM's frame sizes).

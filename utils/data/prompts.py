@@ -45,3 +45,14 @@ def referring_seg_answer(num_objects: int) -> str:
     if num_objects == 1:
         return f"Sure, {SEG_TOKEN}."
     return "Sure, " + ", ".join(SEG_TOKEN for _ in range(num_objects)) + "."
+
+
+REGION_PLACEHOLDER = "<region>"
+"""Where a region's tokens go in a user turn; the k-th occurrence is filled from the regions with ``region == k``."""
+
+
+def object_reference(index: int) -> str:
+    """How a question names its ``index``-th pointed-at object, as VideoRefer-Bench writes it: ``<object0><region>``."""
+    if index < 0:
+        raise ValueError(f"object index must be >= 0, got {index}")
+    return f"<object{index}>{REGION_PLACEHOLDER}"

@@ -26,7 +26,10 @@ class RegionPrompt:
         mask: ``(H, W)`` bool, or ``None``.
         box: ``(4,)`` float ``x1, y1, x2, y2`` in pixels of the frame, or ``None``.
         points: ``(P, 2)`` float ``x, y`` in pixels, or ``None``; ``point_labels`` ``(P,)``: 1 positive, 0 negative.
-        region: which ``<region>`` placeholder of the conversation it fills (``<object{region}>``).
+        region: which ``<region>`` placeholder of the conversation it fills: the ``region``-th
+            occurrence (0-based) of :data:`~utils.data.prompts.REGION_PLACEHOLDER` in the user turns,
+            written ``<object{region}><region>`` (:func:`~utils.data.prompts.object_reference`).
+            Several prompts with the same ``region`` are one object seen on several frames.
     """
 
     frame: int
@@ -75,6 +78,9 @@ class Sample:
         scene: posed RGB-D of a 3D scene, or ``None``.
         proposals: ``(N, 6)`` 3D boxes (centre, size) of object proposals, or ``None``.
         meta: dataset-specific facts (video id, expression ids and type, source frame indices, ...).
+            Question-answering samples add ``answer`` (the reference answer text, also the last
+            assistant turn), ``category`` (question type, for per-category scores) and, for multiple
+            choice, ``options`` (``["(A) ...", "(B) ...", ...]`` as the benchmark writes them).
     """
 
     sample_id: str
