@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from utils.data.schema import MEDIA
 
 SEG_TOKEN = "[SEG]"
@@ -56,3 +58,30 @@ def object_reference(index: int) -> str:
     if index < 0:
         raise ValueError(f"object index must be >= 0, got {index}")
     return f"<object{index}>{REGION_PLACEHOLDER}"
+
+
+MULTIPLE_CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+"""The last line of every multiple-choice user turn (the wording VideoRefer's and RGA3's Bench-Q inference use)."""
+
+
+def multiple_choice_question(question: str, options: list[str]) -> str:
+    """The user turn of a multiple-choice question: the question, one ``(A) ...`` option per line, the instruction.
+
+    ``options`` are written as the benchmark writes them (``"(A) A helmet"``); an option without its
+    ``(<letter>)`` prefix gets it, one with another option's letter is a ``ValueError``.
+    """
+    if not question.strip():
+        raise ValueError("a multiple-choice question needs a non-empty question")
+    if not 2 <= len(options) <= 26:
+        raise ValueError(f"a multiple-choice question needs 2 to 26 options, got {len(options)}")
+    lines = []
+    for position, option in enumerate(options):
+        letter, text = chr(ord("A") + position), option.strip()
+        prefix = re.match(r"\(([A-Z])\)\s*", text)
+        if prefix and prefix.group(1) != letter:
+            raise ValueError(f"option {position} is lettered ({prefix.group(1)}), expected ({letter}): {option!r}")
+        body = text[prefix.end() :] if prefix else text
+        if not body:
+            raise ValueError(f"option ({letter}) is empty")
+        lines.append(f"({letter}) {body}")
+    return "\n".join([question.strip(), "Options:", *lines, MULTIPLE_CHOICE_INSTRUCTION])
