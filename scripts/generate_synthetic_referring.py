@@ -12,8 +12,8 @@ are written as
 * ``<out>/VideoRefer-Bench-Q/``: the evaluated split, in VideoRefer-Bench-Q's format, on videos of
   the world's ``region_test`` split, which no training split contains.
 
-A question's object is given by its mask on one frame. Re-running with the same arguments rewrites
-the same files.
+A question's objects are given by their masks on every frame where they are visible. Re-running with
+the same arguments rewrites the same files.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def world_records(seed: int, world_split: str, num_videos: int, config: WorldCon
                     video=video.video_id,
                     frames=video.frames,
                     frame_names=frame_names,
-                    objects=[{question.frame: video.masks[obj, question.frame]} for obj in question.objects],
+                    objects=[{t: video.masks[obj, t] for t in question.frames} for obj in question.objects],
                     question=question.question,
                     options=question.options,
                     answer=question.answer,

@@ -8,7 +8,9 @@ and this ``fill`` encoder writes the object's token into the k-th ``<region>`` p
    weighted by how much of each merged token the prompt covers (mask pooling on Qwen's grid);
 2. to that feature it adds a learned embedding of the slot (when), of the prompt's box (where: the
    visual tokens carry position only through rotary attention, so the box is what tells the LLM
-   where the object is) and of the prompt's kind (mask / box / points);
+   where the object is), of the mask's outline inside its box (its shape, finer than the merged
+   grid: the mask cropped to its box and resized to :data:`SHAPE_GRID` squared cells, as Osprey's
+   mask-aware extractor keeps the mask's own geometry) and of the prompt's kind (mask / box / points);
 3. an MLP maps each prompted frame's vector into the LLM's embedding space, and the object's token
    is the mean over its prompted frames (the order of frames survives through the slot embedding
    inside the non-linearity).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.visual_tokens import VisualTokens, visual_layouts
@@ -30,6 +33,9 @@ from utils.data.prompts import REGION_PLACEHOLDER
 
 PROMPT_KINDS = ("mask", "box", "points")
 """``region_prompts["kinds"]`` values index this tuple."""
+
+SHAPE_GRID = 8
+"""The mask inside its box is resampled to ``SHAPE_GRID x SHAPE_GRID`` cells for the shape embedding."""
 
 
 @register_encoder("region")
@@ -59,6 +65,7 @@ class RegionEncoder(InputEncoder):
         self.slot_embedding = nn.Embedding(max_slots, llm_hidden_size)
         self.kind_embedding = nn.Embedding(len(PROMPT_KINDS), llm_hidden_size)
         self.box_embedding = nn.Linear(4, llm_hidden_size)
+        self.shape_embedding = nn.Linear(SHAPE_GRID * SHAPE_GRID, llm_hidden_size)
         self.mlp = nn.Sequential(
             nn.LayerNorm(llm_hidden_size),
             nn.Linear(llm_hidden_size, hidden_size),
@@ -75,7 +82,7 @@ class RegionEncoder(InputEncoder):
     def reset_new_parameters(self, std: float) -> None:
         for module in (self.slot_embedding, self.kind_embedding):
             nn.init.normal_(module.weight, std=std)
-        for linear in (self.box_embedding, self.mlp[1], self.mlp[3]):
+        for linear in (self.box_embedding, self.shape_embedding, self.mlp[1], self.mlp[3]):
             nn.init.normal_(linear.weight, std=std)
             nn.init.zeros_(linear.bias)
 
@@ -92,12 +99,17 @@ class RegionEncoder(InputEncoder):
         weights = coverage / coverage.sum(1, keepdim=True).clamp(min=1e-6)
         pooled = torch.einsum("pn,pnd->pd", weights.to(tokens.dtype), tokens)  # (P, D)
         dtype = self.box_embedding.weight.dtype
+        boxes = prompts["boxes"].to(visual.device, torch.float32)  # (P, 4) in [0, 1]
+        size = masks.shape[-1]
+        rois = torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].float(), boxes * size], 1)
+        outline = roi_align(masks[:, None], rois, SHAPE_GRID, aligned=True).flatten(1)  # (P, SHAPE_GRID**2)
         slot_ids = slot.clamp(max=self.slot_embedding.num_embeddings - 1)
         vectors = (
             pooled.to(dtype)
             + self.slot_embedding(slot_ids)
             + self.kind_embedding(prompts["kinds"].to(visual.device))
-            + self.box_embedding(prompts["boxes"].to(visual.device, dtype))
+            + self.box_embedding(boxes.to(dtype))
+            + self.shape_embedding(outline.to(dtype))
         )
         per_prompt = self.mlp(vectors)  # (P, D)
         regions = prompts["regions"].to(visual.device)

@@ -5,13 +5,19 @@ imported; add a new dataset module here.
 """
 
 from utils.data import (  # noqa: F401  (imported for their registrations)
+    llava_instruct,
+    llava_video,
     mevis,
     moving_shapes_stream,
+    osprey,
     reasonseg,
     reasonvos,
     ref_youtube_vos,
     refer,
     semantic_seg,
+    videoinfer,
+    videorefer,
+    vip_llava,
 )
 from utils.data.registry import EVALUATED_SPLITS, LOADERS, registered_names
 

@@ -1,15 +1,16 @@
 """Region questions over the moving-shapes world: what is the object the user points at, and where is it going?
 
 Each video of :mod:`utils.synthetic.moving_shapes` yields multiple-choice questions about objects
-given by their mask on one frame (the *annotated frame*), as VideoRefer-Bench-Q asks them:
+given by their masks on every frame where they are visible (VideoRefer's multi-frame mode; one of
+those frames is the item's ``frame_idx``), as VideoRefer-Bench-Q asks them:
 
 * ``colour`` — "What colour is <object0><region>?" (red / green / blue / yellow);
 * ``shape`` — "What shape is <object0><region>?" (square / circle / triangle);
 * ``motion`` — "Which way is <object0><region> moving?" (left / right / up / down): the video holds
   look-alikes that only their motion tells apart, so one frame's look does not answer it;
 * ``relation`` — "Where is <object0><region> relative to <object1><region>?" (left of / right of /
-  above / below) on the annotated frame, asked only for pairs whose centres are clearly apart along
-  one axis (twice as far as along the other, and more than the larger object's size).
+  above / below), asked only for pairs whose centres are clearly apart along one axis (twice as far
+  as along the other, and more than the larger object's size) on every frame where both are visible.
 
 The options list every value of the asked attribute in a fixed order (:data:`OPTIONS`), so chance is
 1/4 (1/3 for shapes) and the letter alone never gives the answer away; which value is right follows
@@ -53,7 +54,8 @@ class RegionQuestion:
 
     Attributes:
         kind: ``colour`` / ``shape`` / ``motion`` / ``relation``.
-        frame: the annotated frame (index into the video's frames).
+        frame: the key frame (``frame_idx``), one where every pointed-at object is visible.
+        frames: the frames each object is given on (where it is visible; for relations, both are).
         objects: indices of the pointed-at objects, ``<object0>`` first.
         question: the text, with ``<object{k}><region>`` for each object.
         options: ``["(A) red", ...]``; answer: the right option (``"(C) blue"``).
@@ -62,6 +64,7 @@ class RegionQuestion:
 
     kind: str
     frame: int
+    frames: list[int]
     objects: list[int]
     question: str
     options: list[str]
@@ -78,9 +81,12 @@ def lettered(values: tuple[str, ...]) -> list[str]:
     return [f"({chr(ord('A') + i)}) {value}" for i, value in enumerate(values)]
 
 
-def _question(kind: str, frame: int, objects: list[int], text: str, value: str, sentence: str) -> RegionQuestion:
+def _question(
+    kind: str, frame: int, frames: list[int], objects: list[int], text: str, value: str, sentence: str
+) -> RegionQuestion:
     options = lettered(OPTIONS[kind])
-    return RegionQuestion(kind, frame, objects, text, options, options[OPTIONS[kind].index(value)], sentence)
+    answer = options[OPTIONS[kind].index(value)]
+    return RegionQuestion(kind, frame, frames, objects, text, options, answer, sentence)
 
 
 def _centre(mask: np.ndarray) -> np.ndarray:
@@ -99,35 +105,36 @@ def relation_of(first: np.ndarray, second: np.ndarray, min_gap: float) -> str | 
 
 
 def region_questions(video: Video, rng: np.random.Generator) -> list[RegionQuestion]:
-    """Questions about ``video``: colour, shape and motion for each object visible enough on some frame,
-    and one relation question for a random pair that is clearly apart on a shared frame (if any)."""
+    """Questions about ``video``: colour, shape and motion for each object visible on some frame, and one
+    relation question for a random pair that is clearly apart on every frame both show (if any)."""
     visible = video.masks.sum((2, 3)) >= MIN_ANNOTATED_PIXELS  # (N, T)
     questions = []
+    ref = object_reference(0)
     for index, obj in enumerate(video.objects):
-        frames = np.nonzero(visible[index])[0]
-        if len(frames) == 0:
+        frames = [int(t) for t in np.nonzero(visible[index])[0]]
+        if not frames:
             continue
-        frame = int(rng.choice(frames))
-        ref = object_reference(0)
-        questions += [
-            _question("colour", frame, [index], f"What colour is {ref}?", obj.colour, f"It is {obj.colour}."),
-            _question("shape", frame, [index], f"What shape is {ref}?", obj.shape, f"It is a {obj.shape}."),
-            _question(
-                "motion", frame, [index], f"Which way is {ref} moving?", obj.direction, f"It moves {obj.direction}."
-            ),
+        key = frames[int(rng.integers(len(frames)))]
+        asked = [
+            ("colour", f"What colour is {ref}?", obj.colour, f"It is {obj.colour}."),
+            ("shape", f"What shape is {ref}?", obj.shape, f"It is a {obj.shape}."),
+            ("motion", f"Which way is {ref} moving?", obj.direction, f"It moves {obj.direction}."),
         ]
+        questions += [_question(kind, key, frames, [index], *rest) for kind, *rest in asked]
     pairs = [(a, b) for a in range(len(video.objects)) for b in range(len(video.objects)) if a != b]
     for a, b in (pairs[i] for i in rng.permutation(len(pairs))):
-        shared = np.nonzero(visible[a] & visible[b])[0]
-        if len(shared) == 0:
+        shared = [int(t) for t in np.nonzero(visible[a] & visible[b])[0]]
+        if not shared:
             continue
-        frame = int(rng.choice(shared))
         min_gap = max(video.objects[a].size, video.objects[b].size)
-        relation = relation_of(video.masks[a, frame], video.masks[b, frame], min_gap)
-        if relation is None:
+        relations = {relation_of(video.masks[a, t], video.masks[b, t], min_gap) for t in shared}
+        if len(relations) != 1 or None in relations:
             continue
+        key = shared[int(rng.integers(len(shared)))]
         text = f"Where is {object_reference(0)} relative to {object_reference(1)}?"
-        sentence = f"It is {relation} the other object."
-        questions.append(_question("relation", frame, [a, b], text, relation, sentence))
+        relation = relations.pop()
+        questions.append(
+            _question("relation", key, shared, [a, b], text, relation, f"It is {relation} the other object.")
+        )
         break
     return questions
