@@ -1,4 +1,4 @@
-"""The segmentation benchmarks: which loader and split each reads, how it is scored, how it is submitted.
+"""The benchmarks: which loader and split each reads, what it predicts, how it is scored, how it is submitted.
 
 Every benchmark folder under ``evaluation/`` (``mevis/``, ``revos/``, ...) holds a thin
 ``run_inference.sh`` / ``run_eval.sh`` pair that calls :mod:`evaluation.run_inference` and
@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 from torch.utils.data import Dataset
 
-from evaluation import scoring
-from utils.data.catalog import LOADERS
+from evaluation import qa_scoring, scoring
+from utils.data.catalog import LOADERS, registered_names
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class Benchmark:
         columns: the metric columns its table shows.
         submissions: split -> the folder an online server wants the ``<video>/<exp_id>/<frame>.png``
             tree in, inside the zip (``""``: at the zip's root), for the splits such a server scores.
+        predicts: ``"masks"`` (segmentation) or ``"text"`` (answers only; the store holds no masks).
+        unscaled: columns on their own scale (a judge's 0-5), printed as they are rather than in percent.
     """
 
     loader: str
@@ -37,10 +39,13 @@ class Benchmark:
     score: Callable[..., dict]
     columns: tuple[str, ...]
     submissions: Mapping[str, str] = field(default_factory=dict)
+    predicts: str = "masks"
+    unscaled: tuple[str, ...] = ()
 
 
 JF_COLUMNS = ("J&F", "J", "F", "count")
 IOU_COLUMNS = ("gIoU", "cIoU", "count")
+DESCRIPTION_COLUMNS = (*qa_scoring.DESCRIPTION_DIMENSIONS.values(), "average")
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mevis": Benchmark("mevis", "valid_u", scoring.score_jf, JF_COLUMNS, submissions={"valid": ""}),
@@ -55,6 +60,25 @@ BENCHMARKS: dict[str, Benchmark] = {
     "refcocog": Benchmark("refcocog", "val", scoring.score_refer_iou, IOU_COLUMNS),
     "refclef": Benchmark("refclef", "val", scoring.score_refer_iou, IOU_COLUMNS),
     "reasonseg": Benchmark("reasonseg", "val", scoring.score_refer_iou, IOU_COLUMNS),
+    "videorefer_q": Benchmark(
+        "videorefer_bench_q", "test", qa_scoring.score_choice, ("accuracy", "unparsed", "count"), predicts="text"
+    ),
+    "videorefer_d": Benchmark(
+        "videorefer_bench_d",
+        "test",
+        qa_scoring.score_description,
+        (*DESCRIPTION_COLUMNS, "count", "parse_failures", "refusals"),
+        predicts="text",
+        unscaled=DESCRIPTION_COLUMNS,
+    ),
+    "videoinfer": Benchmark(
+        "videoinfer",
+        "test",
+        qa_scoring.score_open_qa,
+        ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "judge accuracy", "judge score", "count"),
+        predicts="text",
+        unscaled=("judge score",),
+    ),
 }
 """Benchmark name -> :class:`Benchmark`."""
 
@@ -84,6 +108,8 @@ def build_benchmark_dataset(
     """``(dataset with every frame, split)`` of benchmark ``name``; missing files are named before loading."""
     benchmark = BENCHMARKS[name]
     split = split or benchmark.split
+    if benchmark.loader not in LOADERS:
+        raise KeyError(f"{name} reads loader {benchmark.loader!r}, which is not registered ({registered_names()})")
     loader = LOADERS[benchmark.loader]
     root = Path(data_root)
     missing = loader.missing_paths(root, split)

@@ -5,9 +5,14 @@
     torchrun --nproc_per_node 8 -m evaluation.run_inference --benchmark revos ...   # one shard per rank
 
 Each rank predicts items ``rank, rank + world_size, ...`` on ``cuda:<LOCAL_RANK>`` (or the CPU)
-and writes ``<out>/masks/<sample_id>/<frame>.png`` and ``<out>/records/rank<r>.jsonl``. Running the
-same command again skips finished samples and retries failed ones. Score with
-``python -m evaluation.run_eval`` (or each benchmark's ``run_eval.sh``).
+and writes ``<out>/masks/<sample_id>/<frame>.png`` (segmentation benchmarks) and
+``<out>/records/rank<r>.jsonl`` (every sample's answer). Running the same command again skips
+finished samples and retries failed ones. Score with ``python -m evaluation.run_eval`` (or each
+benchmark's ``run_eval.sh``).
+
+Predictors: ``unigr`` segments (benchmarks that predict masks) or answers (benchmarks that predict
+text) with the model in ``--model``; ``blind`` is the same model answering with no frames (text
+benchmarks); ``all_objects`` predicts every annotated object (segmentation benchmarks).
 """
 
 from __future__ import annotations
@@ -19,19 +24,31 @@ import torch
 from torch.utils.data import Dataset
 
 from baselines.all_objects import AllObjectsPredictor
-from evaluation.benchmarks import add_benchmark_arguments, build_benchmark_dataset
+from evaluation.benchmarks import BENCHMARKS, add_benchmark_arguments, build_benchmark_dataset
 from evaluation.prediction_store import PredictionStore
 from evaluation.runner import DistributedEnv, InferenceSummary, Predictor, run_inference
 
-PREDICTORS = ("unigr", "all_objects")
+PREDICTORS = ("unigr", "blind", "all_objects")
+PREDICTS = {"blind": "text", "all_objects": "masks"}
+"""What a baseline predicts; ``unigr`` predicts what the benchmark asks for."""
 
 
 def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> Predictor:
-    """``unigr``: the model in ``--model``; ``all_objects``: the every-object baseline (needs ground truth)."""
+    """``unigr``: the model in ``--model`` as a segmenter or an answerer, as the benchmark predicts;
+    ``blind``: that model with no frames; ``all_objects``: the every-object baseline (needs ground truth)."""
+    tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    if args.predictor == "blind":
+        from baselines.blind import BlindPredictor
+
+        return BlindPredictor(args.model, device, args.dtype, **tokens)
+    if args.predictor == "unigr" and BENCHMARKS[args.benchmark].predicts == "text":
+        from evaluation.answer_predictor import UniGRAnswerPredictor
+
+        return UniGRAnswerPredictor(args.model, args.num_frames, device, args.dtype, **tokens)
     if args.predictor == "unigr":
         from evaluation.video_seg_predictor import UniGRVideoSegPredictor
 
-        return UniGRVideoSegPredictor(args.model, args.num_frames, device, args.dtype)
+        return UniGRVideoSegPredictor(args.model, args.num_frames, device, args.dtype, **tokens)
     return AllObjectsPredictor(dataset)
 
 
@@ -47,15 +64,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_benchmark_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="prediction store folder")
     parser.add_argument("--predictor", choices=PREDICTORS, default="unigr")
-    parser.add_argument("--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr")
+    parser.add_argument("--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr and blind")
     parser.add_argument(
         "--num-frames", type=int, default=None, help="frames the LLM sees (default: what the model was trained with)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on a GPU")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="longest generated answer (default: 32 masks, 512 text)"
+    )
     args = parser.parse_args(argv)
-    if args.predictor == "unigr" and not args.model:
-        parser.error("--predictor unigr needs --model")
+    if args.predictor in ("unigr", "blind") and not args.model:
+        parser.error(f"--predictor {args.predictor} needs --model")
+    predicts = BENCHMARKS[args.benchmark].predicts
+    if PREDICTS.get(args.predictor, predicts) != predicts:
+        parser.error(
+            f"--predictor {args.predictor} predicts {PREDICTS[args.predictor]}; {args.benchmark} scores {predicts}"
+        )
     return args
 
 

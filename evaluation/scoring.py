@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from evaluation.judge import JudgeConfig
 from evaluation.metrics import davis17, refer_iou, revos
 from evaluation.metrics.jf import jf_scores, summarize
 from evaluation.prediction_store import PredictionStore, foreground
@@ -41,10 +42,14 @@ class ScoreOptions:
             official script uses the raw PNG values, so its A and R depend on how masks were saved;
             1 gives the intended accuracy and robustness, 100 reproduces numbers of RGA3-style 0/100
             files (see :mod:`evaluation.metrics.revos`).
+        judge: the LLM judge of the judged text benchmarks (:mod:`evaluation.qa_scoring`), or ``None``.
+        caption_tokenizer: how caption metrics tokenise (:data:`evaluation.metrics.captions.TOKENIZERS`).
     """
 
     binarize: Binarize = foreground
     ar_scale: int = 1
+    judge: JudgeConfig | None = None
+    caption_tokenizer: str = "none"
 
 
 class NoGroundTruth(ValueError):
@@ -254,17 +259,20 @@ def score_revos(dataset: Dataset, store: PredictionStore, options: ScoreOptions 
     }
 
 
-def format_table(rows: dict[str, dict], columns: list[str]) -> str:
-    """A plain-text table: one row per entry of ``rows``, numbers in percent with one decimal, counts as is."""
+def format_table(rows: dict[str, dict], columns: list[str], unscaled: Collection[str] = ()) -> str:
+    """A plain-text table: one row per entry of ``rows``, numbers in percent with one decimal, counts as is;
+    ``unscaled`` columns (scores on their own scale, e.g. a judge's 0-5) with two decimals."""
 
-    def cell(value) -> str:
+    def cell(value, column: str) -> str:
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             return str(value)
         if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{100 * value:.1f}"
+            if math.isnan(value):
+                return "nan"
+            return f"{value:.2f}" if column in unscaled else f"{100 * value:.1f}"
         return str(value)
 
-    body = [[name] + [cell(row.get(column, "")) for column in columns] for name, row in rows.items()]
+    body = [[name] + [cell(row.get(column, ""), column) for column in columns] for name, row in rows.items()]
     header = [""] + columns
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = [header, *body]

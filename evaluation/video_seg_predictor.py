@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.builder import load_unigr
+from evaluation.unigr_predictor import UniGRPredictor
 from model.heads.sam2_video import upscale_mask_logits
-from utils.data.collate import SampleCollator
-from utils.data.input_settings import InputSettings, resolve_num_frames
 from utils.data.schema import Sample
 from utils.video.model_inputs import sam2_frames_uint8
-from utils.video.sampling import FrameSampling
-
-DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """``auto``: bf16 on a GPU, float32 on the CPU; else ``fp32`` / ``bf16``."""
-    if name == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if name not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be auto, fp32 or bf16, got {name!r}")
-    return DTYPE_NAMES[name]
-
-
-class UniGRVideoSegPredictor:
+class UniGRVideoSegPredictor(UniGRPredictor):
     """The LLM sees the frames the model was trained to see; SAM2 segments and propagates over all frames.
 
     The prompt is the sample's own conversation (built by the dataset with the training templates),
     frames are chosen with the saved :class:`~utils.data.input_settings.InputSettings` and resized by
-    the shared collator, so train and test agree. SAM2's image features of a video are kept in a
-    state object and reused by the next sample of the same video (benchmarks list a video's
-    expressions one after another).
+    the shared collator, so train and test agree (:class:`~evaluation.unigr_predictor.UniGRPredictor`).
+    SAM2's image features of a video are kept in a state object and reused by the next sample of the
+    same video (benchmarks list a video's expressions one after another).
 
     Args:
         model_dir: a UniGR folder.
@@ -52,28 +37,11 @@ class UniGRVideoSegPredictor:
         dtype: str = "auto",
         max_new_tokens: int = 32,
     ):
-        self.model, processor = load_unigr(model_dir, dtype=resolve_dtype(dtype, device))
-        self.model.to(device).eval()
+        super().__init__(model_dir, num_frames, device, dtype, max_new_tokens)
         if self.model.seg_head is None:
             raise ValueError(f"{model_dir} has no segmentation head")
-        self.device = torch.device(device)
-        if self.model.config.inputs is None:
-            print(f"note: {model_dir} stores no input settings (not trained here); using the defaults")
-        self.settings = InputSettings.from_dict(self.model.config.inputs)
-        changed = self.settings.template_mismatches()
-        if changed:
-            print(f"warning: prompt templates {changed} differ from those {model_dir} was trained with")
-        self.num_frames = resolve_num_frames(self.settings, num_frames)
-        self.max_new_tokens = max_new_tokens
-        self.collator = SampleCollator.for_model(self.model, processor, inference=True)
-        self.tokenizer = processor.tokenizer
         self._video_key: tuple | None = None
         self._video_state = None
-
-    def llm_frames(self, sample: Sample) -> list[int]:
-        """Indices of the frames the LLM sees (the saved sampling strategy, no jitter)."""
-        timestamps = sample.timestamps if sample.timestamps is not None else np.arange(len(sample.frames), dtype=float)
-        return FrameSampling(self.settings.frame_sampling, num_frames=self.num_frames).select(timestamps)
 
     def sam2_state(self, sample: Sample):
         """SAM2's state on all the sample's frames, reused while consecutive samples show the same video."""
@@ -87,17 +55,7 @@ class UniGRVideoSegPredictor:
     @torch.no_grad()
     def predict(self, sample: Sample) -> tuple[np.ndarray, str]:
         """``(T, H, W)`` bool mask (union over generated ``[SEG]``) and the generated text."""
-        indices = self.llm_frames(sample)
-        seen = replace(
-            sample,
-            frames=sample.frames[indices],
-            frame_names=[sample.frame_names[i] for i in indices],
-            timestamps=None if sample.timestamps is None else sample.timestamps[indices],
-            masks=None,
-        )
-        batch = self.collator([seen])
-        batch.pop("sam_frames")
-        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        inputs, indices = self.llm_inputs(sample)
         sequences, (logits,) = self.model.generate_and_segment(
             inputs, [self.sam2_state(sample)], [indices], max_new_tokens=self.max_new_tokens
         )

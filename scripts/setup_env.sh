@@ -9,6 +9,11 @@ if ! command -v ffmpeg >/dev/null && command -v apt-get >/dev/null && [ "$(id -u
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } \
     || echo "warning: could not install ffmpeg; the torchcodec video backend will be unavailable" >&2
 fi
+# METEOR and the PTB tokenizer of the caption metrics run Java jars; without Java they report "not run".
+if ! command -v java >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; } \
+    || echo "warning: could not install Java; METEOR and PTB tokenisation will be unavailable" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

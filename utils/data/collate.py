@@ -42,11 +42,14 @@ def visual_placeholders(sample: Sample) -> str:
     return "".join(IMAGE_PLACEHOLDER for _ in range(len(sample.frames)))
 
 
-def chat_text(processor: ProcessorMixin, sample: Sample, inference: bool, after_visual: str = "") -> str:
+def chat_text(
+    processor: ProcessorMixin, sample: Sample, inference: bool, after_visual: str = "", media: bool = True
+) -> str:
     """The sample's conversation in the chat template, its media placeholders in the first user turn.
 
     ``after_visual`` (placeholder tokens of appended encoder tokens) follows the media. With
-    ``inference`` the final assistant turn is dropped and the generation prompt added.
+    ``inference`` the final assistant turn is dropped and the generation prompt added. Without
+    ``media`` the text is the conversation alone (no media placeholders, no ``after_visual``).
     """
     turns = [dict(turn) for turn in sample.conversation]
     if inference and turns[-1]["role"] == "assistant":
@@ -54,7 +57,8 @@ def chat_text(processor: ProcessorMixin, sample: Sample, inference: bool, after_
     first_user = next((i for i, turn in enumerate(turns) if turn["role"] == "user"), None)
     if first_user is None:
         raise ValueError(f"{sample.sample_id}: the conversation has no user turn")
-    turns[first_user]["content"] = f"{visual_placeholders(sample)}{after_visual}\n{turns[first_user]['content']}"
+    if media:
+        turns[first_user]["content"] = f"{visual_placeholders(sample)}{after_visual}\n{turns[first_user]['content']}"
     return processor.apply_chat_template(turns, tokenize=False, add_generation_prompt=inference)
 
 
@@ -197,6 +201,7 @@ class SampleCollator:
         inference: prompt only (generation prompt added, left padding, no labels or targets).
         after_visual: text placed right after the media placeholders (placeholders of appended tokens,
             :meth:`model.input_assembly.InputAssembly.after_visual_text`).
+        media: ``False``: text only (no frames, no media placeholders), for blind baselines.
     """
 
     def __init__(
@@ -205,9 +210,10 @@ class SampleCollator:
         sam_image_size: int | None,
         inference: bool = False,
         after_visual: str = "",
+        media: bool = True,
     ):
         self.processor, self.sam_image_size, self.inference = processor, sam_image_size, inference
-        self.after_visual = after_visual
+        self.after_visual, self.media = after_visual, media
 
     @classmethod
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
@@ -224,10 +230,11 @@ class SampleCollator:
     def __call__(self, samples: list[Sample]) -> dict:
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left" if self.inference else "right"
+        seen = samples if self.media else []
         videos = [
-            qwen_video(s.frames, s.timestamps, self.processor.video_processor) for s in samples if s.medium == "video"
+            qwen_video(s.frames, s.timestamps, self.processor.video_processor) for s in seen if s.medium == "video"
         ]
-        images = [frame for s in samples if s.medium == "image" for frame in s.frames]
+        images = [frame for s in seen if s.medium == "image" for frame in s.frames]
         kwargs: dict = {}
         if videos:
             kwargs["videos"] = [v.frames for v in videos]
@@ -241,7 +248,7 @@ class SampleCollator:
             kwargs["images"] = images
         batch = dict(
             self.processor(
-                text=[chat_text(self.processor, s, self.inference, self.after_visual) for s in samples],
+                text=[chat_text(self.processor, s, self.inference, self.after_visual, self.media) for s in samples],
                 padding=True,
                 return_tensors="pt",
                 return_mm_token_type_ids=True,
