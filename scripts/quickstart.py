@@ -6,7 +6,8 @@ Stages 0 and 1 are run once and shipped (``assets/``); by default they are copie
 on disk, so re-running continues where it stopped. It ends with a table of J&F on the synthetic valid
 split for the trained model, the same model before stage 2 (the two assets alone), and a "segment every
 object" baseline, overall and by expression type, then the same for a valid split generated with
-another seed.
+another seed; and the accuracy on region questions (VideoRefer-Bench-Q format, both seeds) of the
+trained model, of the same model given no frames (blind), and of chance.
 
     python scripts/quickstart.py [--data-root data] [--work-dir work_dirs/quickstart]
 """
@@ -29,6 +30,7 @@ from evaluation.visualize import plot_training_curves, save_sample_overlay  # no
 from scripts import (  # noqa: E402
     build_tiny_parts,
     generate_synthetic_mevis,
+    generate_synthetic_referring,
     pretrain_grounding,
     pretrain_sam2_prompts,
 )
@@ -51,12 +53,32 @@ def stage(name: str) -> None:
 
 def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path, work: Path) -> dict:
     """Predict ``data``'s valid split with ``predictor`` into ``work/eval/<name>`` and score it."""
+    return evaluate("mevis", name, predictor, model, data, work, split=EVAL_SPLIT)
+
+
+def evaluate_region_qa(name: str, predictor: str, model: Path, data: Path, work: Path) -> dict:
+    """Answer ``data``'s VideoRefer-Bench-Q-format questions with ``predictor`` and score them."""
+    return evaluate("videorefer_q", name, predictor, model, data, work / "region_qa", max_new_tokens=16)
+
+
+def evaluate(
+    benchmark: str,
+    name: str,
+    predictor: str,
+    model: Path | None,
+    data: Path,
+    work: Path,
+    split: str | None = None,
+    max_new_tokens: int | None = None,
+) -> dict:
+    """Predict ``benchmark`` with ``predictor`` into ``work/eval/<name>`` and score it, with the real scripts."""
     out = work / "eval" / name
-    common = ["--benchmark", "mevis", "--data-root", str(data), "--split", EVAL_SPLIT]
-    run_inference.main(
-        [*common, "--predictor", predictor, "--out", str(out), "--device", "cpu"]
-        + (["--model", str(model)] if model else [])
+    common = ["--benchmark", benchmark, "--data-root", str(data)] + (["--split", split] if split else [])
+    inference = ["--predictor", predictor, "--out", str(out), "--device", "cpu"]
+    inference += (["--model", str(model)] if model else []) + (
+        ["--max-new-tokens", str(max_new_tokens)] if max_new_tokens else []
     )
+    run_inference.main([*common, *inference])
     return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 
@@ -76,12 +98,36 @@ def results_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def region_qa_table(rows: dict[str, dict], chance: float) -> str:
+    """Markdown: multiple-choice accuracy overall and per category, with chance beside it."""
+    categories = sorted({c for metrics in rows.values() for c in metrics["groups"]})
+    header = ["model", "accuracy", *categories, "unparsed", "questions"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, metrics in rows.items():
+        overall, groups = metrics["overall"], metrics["groups"]
+        cells = [name, f"{overall['accuracy']:.3f}"]
+        cells += [f"{groups[c]['accuracy']:.3f}" if c in groups else "-" for c in categories]
+        cells += [str(overall["unparsed"]), str(overall["count"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"| chance | {chance:.3f} |" + " |" * (len(header) - 2))
+    return "\n".join(lines)
+
+
+def chance_accuracy(bench_q_root: Path) -> float:
+    """Expected accuracy of a uniform guess among each question's options."""
+    questions = json.loads((bench_q_root / "VideoRefer-Bench-Q.json").read_text())
+    return sum(1 / len(q["options"]) for q in questions) / len(questions)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--work-dir", default="work_dirs/quickstart")
     parser.add_argument("--num-train", type=int, default=400, help="synthetic training videos")
     parser.add_argument("--num-valid", type=int, default=40, help="synthetic valid_u videos")
+    parser.add_argument(
+        "--num-region-test", type=int, default=20, help="videos of the region-question test split (per seed)"
+    )
     parser.add_argument(
         "--train-grounding",
         action="store_true",
@@ -97,14 +143,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="joint-training steps (default: its config)")
     args = parser.parse_args(argv)
     data = Path(args.data_root) / "synthetic_mevis"
+    referring = Path(args.data_root) / "synthetic_referring"
     work = Path(args.work_dir)
-    overrides = [f"output_dir={work}", f"parts_dir={work / 'parts'}", f"data.datasets.synthetic_mevis.root={data}"]
+    overrides = [
+        f"output_dir={work}",
+        f"parts_dir={work / 'parts'}",
+        f"data.datasets.synthetic_mevis.root={data}",
+        f"data.datasets.synthetic_region_qa.root={referring / 'VideoRefer-700K'}",
+    ]
     joint_overrides = overrides + ([f"train.max_steps={args.steps}"] if args.steps is not None else [])
     start = time.monotonic()
 
     stage("synthetic MeViS-format data")
     generate_synthetic_mevis.main(
         ["--out", str(data), "--num-train", str(args.num_train), "--num-valid", str(args.num_valid), "--seed", "0"]
+    )
+    stage("synthetic referring data: region questions in VideoRefer-700K / Bench-Q format")
+    generate_synthetic_referring.main(
+        ["--out", str(referring), "--num-train", str(args.num_train), "--num-test", str(args.num_region_test)]
+        + ["--seed", "0"]
     )
     stage("tiny parts (stock Qwen2.5-VL folder, official-format SAM2 checkpoint)")
     build_tiny_parts.main(["--config", "configs/quickstart.yaml", *overrides])
@@ -176,6 +233,22 @@ def main(argv: list[str] | None = None) -> None:
         "UniGR-tiny, trained": evaluate_predictor("trained", "unigr", final, other, other_work),
         "segment every object": evaluate_predictor("all_objects", "all_objects", None, other, other_work),
     }
+    stage("region questions (VideoRefer-Bench-Q format), seed 0 and seed 1")
+    region_tables = []
+    for seed, root in ((0, referring), (OTHER_SEED, Path(args.data_root) / f"synthetic_referring_seed{OTHER_SEED}")):
+        if seed != 0:
+            generate_synthetic_referring.main(
+                ["--out", str(root), "--num-train", "0", "--num-test", str(args.num_region_test)]
+                + ["--seed", str(seed)]
+            )
+        bench_q = root / "VideoRefer-Bench-Q"
+        seed_work = work if seed == 0 else other_work
+        region_rows = {
+            "UniGR-tiny, trained": evaluate_region_qa("trained", "unigr", final, bench_q, seed_work),
+            "blind (same model, no frames)": evaluate_region_qa("blind", "blind", final, bench_q, seed_work),
+        }
+        region_tables.append((seed, region_rows, region_qa_table(region_rows, chance_accuracy(bench_q))))
+
     stage("pictures")
     logs = {"stage 1: SAM2 prompts": work / "sam2_prompts" / "tb", "stage 2: joint": work / "tb"}
     curves = plot_training_curves(
@@ -198,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
 
     table = f"valid_u, seed 0 (the quick start's world):\n\n{results_table(rows)}\n\n"
     table += f"valid_u, seed {OTHER_SEED} (a freshly generated world):\n\n{results_table(other_rows)}"
+    for seed, _, region_table in region_tables:
+        table += f"\n\nregion questions, seed {seed} (VideoRefer-Bench-Q format):\n\n{region_table}"
     (work / "results.md").write_text(table + "\n")
     (work / "results.json").write_text(
         json.dumps(
@@ -205,6 +280,10 @@ def main(argv: list[str] | None = None) -> None:
                 **{k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in rows.items()},
                 f"seed {OTHER_SEED}": {
                     k: {"overall": v["overall"], "by_type": v["groups"]} for k, v in other_rows.items()
+                },
+                "region questions": {
+                    f"seed {seed}": {k: {"overall": v["overall"], "by_category": v["groups"]} for k, v in rows.items()}
+                    for seed, rows, _ in region_tables
                 },
             },
             indent=1,

@@ -228,3 +228,25 @@ def test_every_config_names_dataset_roots_through_variables(path: Path) -> None:
     for name, entry in entries.items():
         assert entry["root"].startswith("${oc.env:UNIGR_DATA_ROOT,data}/"), name
         assert (entry["loader"], entry["split"]) not in EVALUATED_SPLITS, name
+
+
+class _Videos(Dataset):
+    def __init__(self, videos: set[str]):
+        self._videos = videos
+
+    def videos(self) -> set[str]:
+        return self._videos
+
+
+def test_a_mix_with_videoinfer_refuses_datasets_that_show_its_test_videos(tmp_path: Path) -> None:
+    from utils.data.mixture import check_benchmark_videos
+    from utils.data.registry import DatasetSpec
+    from utils.synthetic.videoinfer_format import write_tiny_videoinfer
+
+    test_records = write_tiny_videoinfer(tmp_path, "test")
+    write_tiny_videoinfer(tmp_path, "train")
+    leaked = test_records[0].video
+    specs = [DatasetSpec("videoinfer", "videoinfer", tmp_path, "train", 1.0)]
+    check_benchmark_videos(specs, {"revos": _Videos({"other_video"})})
+    with pytest.raises(ValueError, match=rf"dataset 'revos': 1 videos are also in VideoInfer's test.*{leaked}"):
+        check_benchmark_videos(specs, {"revos": _Videos({leaked, "other_video"})})

@@ -18,6 +18,8 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
         "3",
         "--num-valid",
         "1",
+        "--num-region-test",
+        "1",
         "--train-grounding",
         "--grounding-steps",
         "2",
@@ -36,6 +38,11 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert (work / "final" / "model.safetensors").is_file() and (work / "untrained" / "model.safetensors").is_file()
     results = json.loads((work / "results.json").read_text())
     other = results.pop("seed 1")
+    region = results.pop("region questions")
+    assert list(region) == ["seed 0", "seed 1"]
+    for rows in region.values():
+        assert list(rows) == ["UniGR-tiny, trained", "blind (same model, no frames)"]
+        assert all(0 <= r["overall"]["accuracy"] <= 1 and r["overall"]["count"] > 0 for r in rows.values())
     assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, before stage 2", "segment every object"]
     assert list(other) == ["UniGR-tiny, trained", "segment every object"]
     assert all(set(r["by_type"]) == {"attribute", "motion"} for r in [*results.values(), *other.values()])
@@ -43,6 +50,7 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     assert sorted(p.name for p in (work / "overlays").iterdir()) == ["attribute.png", "motion.png"]
     table = (work / "results.md").read_text()
     assert table in capsys.readouterr().out and "| segment every object |" in table
+    assert "region questions, seed 1 (VideoRefer-Bench-Q format)" in table and "| chance |" in table
     # A second run finds every stage done and only re-prints the table.
     quickstart.main(args)
     assert "already predicted" in capsys.readouterr().out

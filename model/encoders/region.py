@@ -11,9 +11,9 @@ and this ``fill`` encoder writes the object's token into the k-th ``<region>`` p
    where the object is), of the mask's outline inside its box (its shape, finer than the merged
    grid: the mask cropped to its box and resized to :data:`SHAPE_GRID` squared cells, as Osprey's
    mask-aware extractor keeps the mask's own geometry) and of the prompt's kind (mask / box / points);
-3. an MLP maps each prompted frame's vector into the LLM's embedding space, and the object's token
-   is the mean over its prompted frames (the order of frames survives through the slot embedding
-   inside the non-linearity).
+3. an MLP maps each prompted frame's vector, plus an embedding of the object's trajectory (how its
+   box moved from its first to its last prompted frame, in frame widths and heights), into the
+   LLM's embedding space, and the object's token is the mean over its prompted frames.
 
 Images are one slot; several regions per question, on any frames, with or without overlays drawn on
 the pixels. A sample whose ``<region>`` placeholders have no prompts at all (a text-only question)
@@ -66,6 +66,7 @@ class RegionEncoder(InputEncoder):
         self.kind_embedding = nn.Embedding(len(PROMPT_KINDS), llm_hidden_size)
         self.box_embedding = nn.Linear(4, llm_hidden_size)
         self.shape_embedding = nn.Linear(SHAPE_GRID * SHAPE_GRID, llm_hidden_size)
+        self.trajectory_embedding = nn.Linear(4, llm_hidden_size)
         self.mlp = nn.Sequential(
             nn.LayerNorm(llm_hidden_size),
             nn.Linear(llm_hidden_size, hidden_size),
@@ -82,7 +83,13 @@ class RegionEncoder(InputEncoder):
     def reset_new_parameters(self, std: float) -> None:
         for module in (self.slot_embedding, self.kind_embedding):
             nn.init.normal_(module.weight, std=std)
-        for linear in (self.box_embedding, self.shape_embedding, self.mlp[1], self.mlp[3]):
+        for linear in (
+            self.box_embedding,
+            self.shape_embedding,
+            self.trajectory_embedding,
+            self.mlp[1],
+            self.mlp[3],
+        ):
             nn.init.normal_(linear.weight, std=std)
             nn.init.zeros_(linear.bias)
 
@@ -104,15 +111,16 @@ class RegionEncoder(InputEncoder):
         rois = torch.cat([torch.arange(len(boxes), device=boxes.device)[:, None].float(), boxes * size], 1)
         outline = roi_align(masks[:, None], rois, SHAPE_GRID, aligned=True).flatten(1)  # (P, SHAPE_GRID**2)
         slot_ids = slot.clamp(max=self.slot_embedding.num_embeddings - 1)
+        regions = prompts["regions"].to(visual.device)
         vectors = (
             pooled.to(dtype)
             + self.slot_embedding(slot_ids)
             + self.kind_embedding(prompts["kinds"].to(visual.device))
             + self.box_embedding(boxes.to(dtype))
             + self.shape_embedding(outline.to(dtype))
+            + self.trajectory_embedding(trajectories(prompts["frames"].to(visual.device), regions, boxes).to(dtype))
         )
         per_prompt = self.mlp(vectors)  # (P, D)
-        regions = prompts["regions"].to(visual.device)
         count = int(regions.max()) + 1
         sums = per_prompt.new_zeros(count, per_prompt.shape[1]).index_add(0, regions, per_prompt)
         totals = torch.bincount(regions, minlength=count).clamp(min=1)
@@ -148,3 +156,14 @@ class RegionEncoder(InputEncoder):
                 raise ValueError(f"batch row {row}: no prompt for {self.placeholder} number(s) {missing}")
             rows.append(embeds[row].index_copy(0, where, tokens.to(embeds.dtype)))
         return torch.stack(rows)
+
+
+def trajectories(frames: torch.Tensor, regions: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``(P,)`` frames, ``(P,)`` region ids, ``(P, 4)`` boxes -> ``(P, 4)``: for each prompt, its region's box on
+    its last prompted frame minus its box on its first (zeros for a region given on one frame)."""
+    out = torch.zeros_like(boxes)
+    for region in regions.unique():
+        members = (regions == region).nonzero()[:, 0]
+        order = members[frames[members].argsort()]
+        out[members] = boxes[order[-1]] - boxes[order[0]]
+    return out

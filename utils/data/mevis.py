@@ -144,6 +144,10 @@ class MeViSDataset(Dataset):
         """``(video_id, exp_id)`` of every item, in item order."""
         return self.items
 
+    def videos(self) -> set[str]:
+        """The videos its items show (for a training mix's benchmark-leakage check)."""
+        return {video_id for video_id, _ in self.items}
+
     def sample_ids(self) -> list[str]:
         """``sample_id`` of every item, in item order (reads no image)."""
         return [f"{self.layout}/{self.split}/{video_id}/{exp_id}" for video_id, exp_id in self.items]

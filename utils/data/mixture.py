@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from utils.data.catalog import EVALUATED_SPLITS, LOADERS, registered_names
 from utils.data.registry import DatasetSpec
 from utils.data.schema import Sample
+from utils.data.videoinfer import check_no_test_videos
 
 ENTRY_KEYS = ("loader", "root", "split", "weight")
 """Required keys of a dataset entry; ``options`` (a mapping passed to the builder) is optional."""
@@ -108,7 +109,23 @@ def build_training_mixture(data_cfg: Mapping, seed: int) -> WeightedMixture:
             )
         except Exception as error:
             _reraise_in_context(error, f"building dataset {spec.name!r} ({spec.loader} {spec.split})")
+    check_benchmark_videos(specs, datasets)
     return WeightedMixture(datasets, {spec.name: spec.weight for spec in specs}, data["samples_per_epoch"], seed)
+
+
+def check_benchmark_videos(specs: list[DatasetSpec], datasets: Mapping[str, Dataset]) -> None:
+    """Refuse a mix where a dataset trains on a video another benchmark tests on.
+
+    VideoInfer's split follows ReVOS (its videos are ReVOS videos): when the mix has VideoInfer and its
+    ``test.json`` is present, no dataset of the mix that lists its videos (``videos()``: VideoInfer's
+    train split, ReVOS, MeViS, ...) may contain one of VideoInfer's test videos.
+    """
+    for spec in specs:
+        if spec.loader != "videoinfer" or not (spec.root / "test.json").is_file():
+            continue
+        for name, dataset in datasets.items():
+            if hasattr(dataset, "videos"):
+                check_no_test_videos(dataset.videos(), spec.root, f"training dataset {name!r}")
 
 
 def check_training_data(data_cfg: Mapping) -> list[DatasetSpec]:

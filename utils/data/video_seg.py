@@ -191,6 +191,10 @@ class VideoSegDataset(Dataset):
         """``sample_id`` of every item, in item order (reads no image)."""
         return list(self.ids)
 
+    def videos(self) -> set[str]:
+        """The videos its items show (for a training mix's benchmark-leakage check)."""
+        return {item.video for item in self.items}
+
     def keys(self) -> list[tuple[str, str]]:
         """``(video, key)`` of every item, in item order."""
         return [(item.video, item.key) for item in self.items]

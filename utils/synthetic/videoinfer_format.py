@@ -172,10 +172,11 @@ def _add_fixed_prompt(root: Path, record: VideoInferRecord, expression: dict, se
 def write_tiny_videoinfer(root: Path, split: str, seed: int = 0, num_videos: int = 2) -> list[VideoInferRecord]:
     """A tiny VideoInfer ``split`` of moving-shapes videos; returns the records written.
 
-        Each video's first two objects are expressions ``"0"`` and ``"1"``, each with two questions: its
-        motion, then its colour (``"0"``) or shape (``"1"``). Video names carry the split, so splits never share
-        a video. Test styles step through :data:`~utils.visual_prompts.overlays.SHAPES` (from ``mask_contour``, written
-    ``"mask contour"``, three at a time: eight expressions use every shape) and cycle over :data:`TINY_COLOURS`.
+    Each video's first two objects are expressions ``"0"`` and ``"1"``, each with two questions: its
+    motion, then its colour (``"0"``) or shape (``"1"``). Video names carry the split, so splits never
+    share a video. Test styles step through :data:`~utils.visual_prompts.overlays.SHAPES` (from
+    ``mask_contour``, written ``"mask contour"``, three at a time: eight expressions use every shape)
+    and cycle over :data:`TINY_COLOURS`.
     """
     records = []
     for index in range(num_videos):
