@@ -170,3 +170,33 @@ def _saved(model, processor, path: Path) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def test_trajectories_point_the_way_each_region_moved() -> None:
+    from model.encoders.region import TRAJECTORY_UNIT, trajectories
+
+    frames = torch.tensor([2, 0, 1, 0])
+    regions = torch.tensor([0, 0, 0, 1])
+    boxes = torch.tensor([[0.5, 0.1, 0.6, 0.2], [0.1, 0.1, 0.2, 0.2], [0.3, 0.1, 0.4, 0.2], [0.4, 0.4, 0.5, 0.5]])
+    out = trajectories(frames, regions, boxes)
+    torch.testing.assert_close(out[:3], torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(3, 4))  # moved right
+    assert out[3].abs().sum() == 0  # one frame: no motion
+    jitter = trajectories(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([[0.1] * 4, [0.11] * 4]))
+    torch.testing.assert_close(jitter[0], torch.full((4,), 0.01 / TRAJECTORY_UNIT))
+
+
+def test_the_region_token_depends_on_where_the_mask_is(region_model, clip) -> None:
+    model, processor = region_model
+    text = f"What colour is {object_reference(0)}?"
+    mask = clip.masks[0, 0]
+    moved = np.roll(mask, 9, axis=1)
+    batch = _batch(
+        model,
+        processor,
+        [_question(clip, [RegionPrompt(frame=0, mask=m, region=0)], text) for m in (mask, moved)],
+    )
+    region_id = processor.tokenizer.convert_tokens_to_ids("<region>")
+    with torch.no_grad():
+        embeds, _ = model.assemble(batch["input_ids"], batch)
+    tokens = embeds[batch["input_ids"] == region_id]
+    assert not torch.allclose(tokens[0], tokens[1])

@@ -5,15 +5,16 @@ the collator rasterises every region prompt to a mask (:func:`utils.data.collate
 and this ``fill`` encoder writes the object's token into the k-th ``<region>`` placeholder:
 
 1. on each prompted frame, the LLM's own visual tokens of that frame's temporal slot are averaged,
-   weighted by how much of each merged token the prompt covers (mask pooling on Qwen's grid);
+   weighted by how much of each merged token the prompt covers (mask pooling on Qwen's grid), and
+   layer-normalised;
 2. to that feature it adds a learned embedding of the slot (when), of the prompt's box (where: the
    visual tokens carry position only through rotary attention, so the box is what tells the LLM
    where the object is), of the mask's outline inside its box (its shape, finer than the merged
    grid: the mask cropped to its box and resized to :data:`SHAPE_GRID` squared cells, as Osprey's
    mask-aware extractor keeps the mask's own geometry) and of the prompt's kind (mask / box / points);
-3. an MLP maps each prompted frame's vector, plus an embedding of the object's trajectory (how its
-   box moved from its first to its last prompted frame, in frame widths and heights), into the
-   LLM's embedding space, and the object's token is the mean over its prompted frames.
+3. an MLP maps each prompted frame's vector, plus an embedding of the object's trajectory (which way
+   its box moved from its first to its last prompted frame, :func:`trajectories`), into the LLM's
+   embedding space, and the object's token is the mean over its prompted frames.
 
 Images are one slot; several regions per question, on any frames, with or without overlays drawn on
 the pixels. A sample whose ``<region>`` placeholders have no prompts at all (a text-only question)
@@ -62,6 +63,7 @@ class RegionEncoder(InputEncoder):
         super().__init__()
         hidden_size = hidden_size or llm_hidden_size
         self.visual_tokens = visual_tokens
+        self.visual_norm = nn.LayerNorm(llm_hidden_size)
         self.slot_embedding = nn.Embedding(max_slots, llm_hidden_size)
         self.kind_embedding = nn.Embedding(len(PROMPT_KINDS), llm_hidden_size)
         self.box_embedding = nn.Linear(4, llm_hidden_size)
@@ -81,15 +83,13 @@ class RegionEncoder(InputEncoder):
         return cls(llm_hidden_size, VisualTokens.from_backbone_config(backbone_config), **options)
 
     def reset_new_parameters(self, std: float) -> None:
+        # The geometry embeddings keep PyTorch's fan-in initialisation: their inputs are a few numbers in
+        # [0, 1], and at the LLM's small ``std`` they would start drowned by the normalised visual feature.
+        for linear in (self.box_embedding, self.shape_embedding, self.trajectory_embedding):
+            linear.reset_parameters()
         for module in (self.slot_embedding, self.kind_embedding):
             nn.init.normal_(module.weight, std=std)
-        for linear in (
-            self.box_embedding,
-            self.shape_embedding,
-            self.trajectory_embedding,
-            self.mlp[1],
-            self.mlp[3],
-        ):
+        for linear in (self.mlp[1], self.mlp[3]):
             nn.init.normal_(linear.weight, std=std)
             nn.init.zeros_(linear.bias)
 
@@ -113,7 +113,7 @@ class RegionEncoder(InputEncoder):
         slot_ids = slot.clamp(max=self.slot_embedding.num_embeddings - 1)
         regions = prompts["regions"].to(visual.device)
         vectors = (
-            pooled.to(dtype)
+            self.visual_norm(pooled.to(dtype))
             + self.slot_embedding(slot_ids)
             + self.kind_embedding(prompts["kinds"].to(visual.device))
             + self.box_embedding(boxes.to(dtype))
@@ -158,12 +158,19 @@ class RegionEncoder(InputEncoder):
         return torch.stack(rows)
 
 
+TRAJECTORY_UNIT = 0.05
+"""Box motion (in frame sizes) at which the trajectory input saturates to a unit direction."""
+
+
 def trajectories(frames: torch.Tensor, regions: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """``(P,)`` frames, ``(P,)`` region ids, ``(P, 4)`` boxes -> ``(P, 4)``: for each prompt, its region's box on
-    its last prompted frame minus its box on its first (zeros for a region given on one frame)."""
+    its last prompted frame minus its box on its first, divided by its largest coordinate change or by
+    :data:`TRAJECTORY_UNIT`, whichever is larger (a direction for clear motion, small for jitter; zeros
+    for a region given on one frame)."""
     out = torch.zeros_like(boxes)
     for region in regions.unique():
         members = (regions == region).nonzero()[:, 0]
         order = members[frames[members].argsort()]
-        out[members] = boxes[order[-1]] - boxes[order[0]]
+        motion = boxes[order[-1]] - boxes[order[0]]
+        out[members] = motion / motion.abs().max().clamp(min=TRAJECTORY_UNIT)
     return out
