@@ -20,8 +20,15 @@ from utils.data.schema import Sample
 class BlindPredictor(UniGRAnswerPredictor):
     """:class:`~evaluation.answer_predictor.UniGRAnswerPredictor` with a text-only collator."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str = "auto", max_new_tokens: int = 512):
-        super().__init__(model_dir, None, device, dtype, max_new_tokens)
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "cpu",
+        dtype: str = "auto",
+        max_new_tokens: int = 512,
+        options_only: bool = False,
+    ):
+        super().__init__(model_dir, None, device, dtype, max_new_tokens, options_only)
         self.collator = SampleCollator(self.processor, None, inference=True, media=False)
 
     def llm_inputs(self, sample: Sample) -> tuple[dict, list[int]]:

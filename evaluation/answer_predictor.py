@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from evaluation.unigr_predictor import UniGRPredictor
 from utils.data.schema import Sample
@@ -33,12 +34,44 @@ class UniGRAnswerPredictor(UniGRPredictor):
         device: str = "cpu",
         dtype: str = "auto",
         max_new_tokens: int = 512,
+        options_only: bool = False,
     ):
         super().__init__(model_dir, num_frames, device, dtype, max_new_tokens)
+        self.options_only = options_only
 
     @torch.no_grad()
     def predict(self, sample: Sample) -> tuple[None, str]:
-        """``(None, answer text)``."""
+        """``(None, answer text)``; with ``options_only``, a multiple-choice sample's answer is the option
+        label (``"(B)"``) the model scores highest (greedy decoding restricted to the labels)."""
         inputs, _ = self.llm_inputs(sample)
-        result = self.model.generate(inputs, max_new_tokens=self.max_new_tokens)
+        options = sample.meta.get("options") if self.options_only else None
+        if not options:
+            result = self.model.generate(inputs, max_new_tokens=self.max_new_tokens)
+            return None, self.answer_text(result.sequences, inputs)
+        letters = [chr(ord("A") + i) for i in range(len(options))]
+        labels = [self.tokenizer.encode(f"({letter})", add_special_tokens=False) for letter in letters]
+        eos = self.model.backbone.generation_config.eos_token_id
+        restrict = AllowedSequences(labels, inputs["input_ids"].shape[1], [eos] if isinstance(eos, int) else eos)
+        result = self.model.generate(
+            inputs, max_new_tokens=max(map(len, labels)) + 1, logits_processor=LogitsProcessorList([restrict])
+        )
         return None, self.answer_text(result.sequences, inputs)
+
+
+class AllowedSequences(LogitsProcessor):
+    """Greedy decoding restricted to one of ``sequences`` (token id lists): at each step only the tokens that
+    continue a sequence matching what was generated so far keep their score; once one is complete, only
+    ``end_ids`` (the end-of-turn tokens) do."""
+
+    def __init__(self, sequences: list[list[int]], prompt_length: int, end_ids: list[int] = ()):
+        self.sequences, self.prompt_length, self.end_ids = sequences, prompt_length, list(end_ids)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        restricted = torch.full_like(scores, float("-inf"))
+        for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
+            allowed = {seq[len(ids)] for seq in self.sequences if len(seq) > len(ids) and seq[: len(ids)] == ids}
+            if ids in self.sequences:
+                allowed.update(self.end_ids)
+            for token in allowed:
+                restricted[row, token] = scores[row, token]
+        return restricted

@@ -40,11 +40,13 @@ def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> 
     if args.predictor == "blind":
         from baselines.blind import BlindPredictor
 
-        return BlindPredictor(args.model, device, args.dtype, **tokens)
+        return BlindPredictor(args.model, device, args.dtype, options_only=args.options_only, **tokens)
     if args.predictor == "unigr" and BENCHMARKS[args.benchmark].predicts == "text":
         from evaluation.answer_predictor import UniGRAnswerPredictor
 
-        return UniGRAnswerPredictor(args.model, args.num_frames, device, args.dtype, **tokens)
+        return UniGRAnswerPredictor(
+            args.model, args.num_frames, device, args.dtype, options_only=args.options_only, **tokens
+        )
     if args.predictor == "unigr":
         from evaluation.video_seg_predictor import UniGRVideoSegPredictor
 
@@ -72,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on a GPU")
     parser.add_argument(
         "--max-new-tokens", type=int, default=None, help="longest generated answer (default: 32 masks, 512 text)"
+    )
+    parser.add_argument(
+        "--options-only",
+        action="store_true",
+        help="multiple choice: answer with the option label the model scores highest (decoding restricted to "
+        "the labels) instead of free text; for baselines whose free text is no answer",
     )
     args = parser.parse_args(argv)
     if args.predictor in ("unigr", "blind") and not args.model:

@@ -7,7 +7,8 @@ on disk, so re-running continues where it stopped. It ends with a table of J&F o
 split for the trained model, the same model before stage 2 (the two assets alone), and a "segment every
 object" baseline, overall and by expression type, then the same for a valid split generated with
 another seed; and the accuracy on region questions (VideoRefer-Bench-Q format, both seeds) of the
-trained model, of the same model given no frames (blind), and of chance.
+trained model (free answers, and answers restricted to the option labels), of the same model given no
+frames (blind, restricted to the labels: its free text without frames is no answer), and of chance.
 
     python scripts/quickstart.py [--data-root data] [--work-dir work_dirs/quickstart]
 """
@@ -56,9 +57,12 @@ def evaluate_predictor(name: str, predictor: str, model: Path | None, data: Path
     return evaluate("mevis", name, predictor, model, data, work, split=EVAL_SPLIT)
 
 
-def evaluate_region_qa(name: str, predictor: str, model: Path, data: Path, work: Path) -> dict:
+def evaluate_region_qa(
+    name: str, predictor: str, model: Path, data: Path, work: Path, options_only: bool = False
+) -> dict:
     """Answer ``data``'s VideoRefer-Bench-Q-format questions with ``predictor`` and score them."""
-    return evaluate("videorefer_q", name, predictor, model, data, work / "region_qa", max_new_tokens=16)
+    extra = ["--options-only"] if options_only else []
+    return evaluate("videorefer_q", name, predictor, model, data, work / "region_qa", max_new_tokens=16, extra=extra)
 
 
 def evaluate(
@@ -70,6 +74,7 @@ def evaluate(
     work: Path,
     split: str | None = None,
     max_new_tokens: int | None = None,
+    extra: list[str] = (),
 ) -> dict:
     """Predict ``benchmark`` with ``predictor`` into ``work/eval/<name>`` and score it, with the real scripts."""
     out = work / "eval" / name
@@ -78,7 +83,7 @@ def evaluate(
     inference += (["--model", str(model)] if model else []) + (
         ["--max-new-tokens", str(max_new_tokens)] if max_new_tokens else []
     )
-    run_inference.main([*common, *inference])
+    run_inference.main([*common, *inference, *extra])
     return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 
@@ -245,7 +250,12 @@ def main(argv: list[str] | None = None) -> None:
         seed_work = work if seed == 0 else other_work
         region_rows = {
             "UniGR-tiny, trained": evaluate_region_qa("trained", "unigr", final, bench_q, seed_work),
-            "blind (same model, no frames)": evaluate_region_qa("blind", "blind", final, bench_q, seed_work),
+            "UniGR-tiny, trained, options only": evaluate_region_qa(
+                "trained_options", "unigr", final, bench_q, seed_work, options_only=True
+            ),
+            "blind (same model, no frames), options only": evaluate_region_qa(
+                "blind_options", "blind", final, bench_q, seed_work, options_only=True
+            ),
         }
         region_tables.append((seed, region_rows, region_qa_table(region_rows, chance_accuracy(bench_q))))
 

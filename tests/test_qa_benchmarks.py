@@ -452,3 +452,31 @@ def test_run_inference_picks_the_answer_predictor_for_text_benchmarks_and_the_bl
         assert all(isinstance(r["answer"], str) for r in PredictionStore(out).records().values())
         scored = run_eval.main(["--benchmark", "videorefer_q", "--data-root", str(data_root), "--pred", str(out)])
         assert scored["overall"]["count"] == 2
+
+
+def test_options_only_answers_are_always_one_of_the_option_labels(region_model_dir: Path) -> None:
+    from baselines.blind import BlindPredictor
+    from evaluation.answer_predictor import UniGRAnswerPredictor
+
+    sample = choice_dataset()[0]
+    labels = {f"({chr(ord('A') + i)})" for i in range(len(sample.meta["options"]))}
+    for predictor in (
+        UniGRAnswerPredictor(region_model_dir, num_frames=2, max_new_tokens=3, options_only=True),
+        BlindPredictor(region_model_dir, max_new_tokens=3, options_only=True),
+    ):
+        masks, text = predictor.predict(sample)
+        assert masks is None and text in labels
+
+
+def test_allowed_sequences_keep_only_the_tokens_that_continue_a_sequence() -> None:
+    import torch
+
+    from evaluation.answer_predictor import AllowedSequences
+
+    restrict = AllowedSequences([[5, 1], [5, 2], [7]], prompt_length=2, end_ids=[0])
+    scores = torch.zeros(2, 10)
+    first = restrict(torch.tensor([[9, 9], [9, 9]]), scores)
+    assert (first[0] > float("-inf")).nonzero()[:, 0].tolist() == [5, 7]
+    second = restrict(torch.tensor([[9, 9, 5], [9, 9, 7]]), scores)
+    assert (second[0] > float("-inf")).nonzero()[:, 0].tolist() == [1, 2]
+    assert (second[1] > float("-inf")).nonzero()[:, 0].tolist() == [0]  # [7] is complete: only the end

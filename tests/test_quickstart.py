@@ -41,7 +41,11 @@ def test_quickstart_runs_every_stage_and_prints_the_table(tmp_path: Path, capsys
     region = results.pop("region questions")
     assert list(region) == ["seed 0", "seed 1"]
     for rows in region.values():
-        assert list(rows) == ["UniGR-tiny, trained", "blind (same model, no frames)"]
+        assert list(rows) == [
+            "UniGR-tiny, trained",
+            "UniGR-tiny, trained, options only",
+            "blind (same model, no frames), options only",
+        ]
         assert all(0 <= r["overall"]["accuracy"] <= 1 and r["overall"]["count"] > 0 for r in rows.values())
     assert list(results) == ["UniGR-tiny, trained", "UniGR-tiny, before stage 2", "segment every object"]
     assert list(other) == ["UniGR-tiny, trained", "segment every object"]

@@ -11,10 +11,13 @@ and this ``fill`` encoder writes the object's token into the k-th ``<region>`` p
    visual tokens carry position only through rotary attention, so the box is what tells the LLM
    where the object is), of the mask's outline inside its box (its shape, finer than the merged
    grid: the mask cropped to its box and resized to :data:`SHAPE_GRID` squared cells, as Osprey's
-   mask-aware extractor keeps the mask's own geometry) and of the prompt's kind (mask / box / points);
-3. an MLP maps each prompted frame's vector, plus an embedding of the object's trajectory (which way
-   its box moved from its first to its last prompted frame, :func:`trajectories`), into the LLM's
-   embedding space, and the object's token is the mean over its prompted frames.
+   mask-aware extractor keeps the mask's own geometry), of its appearance (mean and spread of the
+   pixels' colours inside the mask at the frame's full resolution: a merged token of a small video
+   grid mixes the object with its surroundings, and the vision tower's attention mixes it with the
+   whole frame) and of the prompt's kind (mask / box / points);
+3. an MLP maps each prompted frame's vector into the LLM's embedding space, an embedding of the
+   object's trajectory (which way its box moved from its first to its last prompted frame,
+   :func:`trajectories`) is added to it, and the object's token is the mean over its prompted frames.
 
 Images are one slot; several regions per question, on any frames, with or without overlays drawn on
 the pixels. A sample whose ``<region>`` placeholders have no prompts at all (a text-only question)
@@ -69,6 +72,7 @@ class RegionEncoder(InputEncoder):
         self.box_embedding = nn.Linear(4, llm_hidden_size)
         self.shape_embedding = nn.Linear(SHAPE_GRID * SHAPE_GRID, llm_hidden_size)
         self.trajectory_embedding = nn.Linear(4, llm_hidden_size)
+        self.appearance_embedding = nn.Linear(6, llm_hidden_size)
         self.mlp = nn.Sequential(
             nn.LayerNorm(llm_hidden_size),
             nn.Linear(llm_hidden_size, hidden_size),
@@ -85,7 +89,7 @@ class RegionEncoder(InputEncoder):
     def reset_new_parameters(self, std: float) -> None:
         # The geometry embeddings keep PyTorch's fan-in initialisation: their inputs are a few numbers in
         # [0, 1], and at the LLM's small ``std`` they would start drowned by the normalised visual feature.
-        for linear in (self.box_embedding, self.shape_embedding, self.trajectory_embedding):
+        for linear in (self.box_embedding, self.shape_embedding, self.trajectory_embedding, self.appearance_embedding):
             linear.reset_parameters()
         for module in (self.slot_embedding, self.kind_embedding):
             nn.init.normal_(module.weight, std=std)
@@ -118,9 +122,10 @@ class RegionEncoder(InputEncoder):
             + self.kind_embedding(prompts["kinds"].to(visual.device))
             + self.box_embedding(boxes.to(dtype))
             + self.shape_embedding(outline.to(dtype))
-            + self.trajectory_embedding(trajectories(prompts["frames"].to(visual.device), regions, boxes).to(dtype))
+            + self.appearance_embedding(prompts["appearance"].to(visual.device, dtype))
         )
-        per_prompt = self.mlp(vectors)  # (P, D)
+        motion = trajectories(prompts["frames"].to(visual.device), regions, boxes).to(dtype)
+        per_prompt = self.mlp(vectors) + self.trajectory_embedding(motion)  # (P, D)
         count = int(regions.max()) + 1
         sums = per_prompt.new_zeros(count, per_prompt.shape[1]).index_add(0, regions, per_prompt)
         totals = torch.bincount(regions, minlength=count).clamp(min=1)

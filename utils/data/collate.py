@@ -149,15 +149,23 @@ def region_prompt_mask(sample: Sample, prompt: RegionPrompt) -> tuple[np.ndarray
 
 def region_prompts_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
     """``region_prompts``: per sample ``None`` or ``{"masks": (P, S, S) float, "frames": (P,), "regions": (P,),
-    "kinds": (P,), "boxes": (P, 4)}`` for its ``P`` region prompts (``S`` = :data:`REGION_MASK_SIZE`),
+    "kinds": (P,), "boxes": (P, 4), "appearance": (P, 6)}`` for its ``P`` region prompts (``S`` =
+    :data:`REGION_MASK_SIZE`; appearance: :func:`region_appearance` at the frame's full resolution),
     read by the region encoder (:mod:`model.encoders.region`)."""
     if not any(s.regions for s in samples):
         return
     batch["region_prompts"] = [_region_prompts(s) if s.regions else None for s in samples]
 
 
+def region_appearance(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(6,)``: mean and standard deviation of the RGB values (in [0, 1]) of ``frame`` inside ``mask``."""
+    pixels = frame[mask].astype(np.float64) / 255.0  # (n, 3)
+    return np.concatenate([pixels.mean(0), pixels.std(0)])
+
+
 def _region_prompts(sample: Sample) -> dict[str, torch.Tensor]:
     masks, boxes, kinds = zip(*(region_prompt_mask(sample, prompt) for prompt in sample.regions), strict=True)
+    looks = [region_appearance(sample.frames[p.frame], m) for p, m in zip(sample.regions, masks, strict=True)]
     resized = F.interpolate(
         torch.from_numpy(np.stack(masks)).float()[:, None],
         size=(REGION_MASK_SIZE, REGION_MASK_SIZE),
@@ -171,6 +179,7 @@ def _region_prompts(sample: Sample) -> dict[str, torch.Tensor]:
         "regions": torch.tensor([p.region for p in sample.regions]),
         "kinds": torch.tensor(kinds),
         "boxes": torch.from_numpy(np.stack(boxes)).float(),
+        "appearance": torch.from_numpy(np.stack(looks)).float(),
     }
 
 
