@@ -150,13 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     data = Path(args.data_root) / "synthetic_mevis"
     referring = Path(args.data_root) / "synthetic_referring"
     work = Path(args.work_dir)
-    overrides = [
-        f"output_dir={work}",
-        f"parts_dir={work / 'parts'}",
-        f"data.datasets.synthetic_mevis.root={data}",
-        f"data.datasets.synthetic_region_qa.root={referring / 'VideoRefer-700K'}",
-    ]
-    joint_overrides = overrides + ([f"train.max_steps={args.steps}"] if args.steps is not None else [])
+    overrides = [f"output_dir={work}", f"parts_dir={work / 'parts'}", f"data.datasets.synthetic_mevis.root={data}"]
+    joint_overrides = [*overrides, f"data.datasets.synthetic_region_qa.root={referring / 'VideoRefer-700K'}"]
+    joint_overrides += [f"train.max_steps={args.steps}"] if args.steps is not None else []
     start = time.monotonic()
 
     stage("synthetic MeViS-format data")

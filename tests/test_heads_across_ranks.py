@@ -60,6 +60,7 @@ def _overrides(run: Path, mevis_root: Path, parts: dict, engine: tuple[str, ...]
     return [
         f"output_dir={run}",
         f"data.datasets.synthetic_mevis.root={mevis_root}",
+        "data.datasets.synthetic_region_qa=null",
         "model.pretrained=null",
         f"model.backbone_path={parts['backbone']}",
         f"model.sam2_checkpoint={parts['sam2']}",

@@ -174,13 +174,31 @@ def test_mixture_rejects_weights_and_datasets_that_do_not_match() -> None:
         WeightedMixture({"x": items, "empty": _Items("e", 0, set())}, {"x": 1.0, "empty": 1.0}, 10, seed=0)
 
 
-def test_quickstart_config_builds_a_mixture_over_the_synthetic_set(mevis_root: Path) -> None:
-    cfg = load_config(CONFIGS / "quickstart.yaml", [f"data.datasets.synthetic_mevis.root={mevis_root}"])
+def test_quickstart_config_builds_a_mixture_over_the_synthetic_sets(mevis_root: Path, tmp_path: Path) -> None:
+    from scripts import generate_synthetic_referring
+
+    referring = tmp_path / "referring"
+    generate_synthetic_referring.main(
+        ["--out", str(referring), "--num-train", "2", "--num-test", "1", "--seed", "0", "--size", "64"]
+    )
+    roots = [
+        f"data.datasets.synthetic_mevis.root={mevis_root}",
+        f"data.datasets.synthetic_region_qa.root={referring / 'VideoRefer-700K'}",
+    ]
+    cfg = load_config(CONFIGS / "quickstart.yaml", roots)
     mixture = build_training_mixture(cfg.data, seed=cfg.seed)
-    sample = mixture[0]
-    assert len(mixture) == cfg.data.samples_per_epoch and mixture.names == ["synthetic_mevis"]
-    assert sample.meta["dataset"] == "synthetic_mevis" and sample.sample_id.startswith("mevis/train/")
-    assert sample.masks.shape[:2] == (1, sample.frames.shape[0])
+    assert len(mixture) == cfg.data.samples_per_epoch
+    assert mixture.names == ["synthetic_mevis", "synthetic_region_qa"]
+    drawn = {mixture[i].meta["dataset"]: mixture[i] for i in range(12)}
+    assert drawn["synthetic_mevis"].sample_id.startswith("mevis/train/")
+    assert (
+        drawn["synthetic_region_qa"].regions
+        and "<object0><region>" in drawn["synthetic_region_qa"].conversation[0]["content"]
+    )
+    without = load_config(CONFIGS / "quickstart.yaml", [*roots, "data.datasets.synthetic_region_qa=null"])
+    assert build_training_mixture(without.data, seed=0).names == ["synthetic_mevis"]
+    segmentation = drawn["synthetic_mevis"]
+    assert segmentation.masks.shape[:2] == (1, segmentation.frames.shape[0])
 
 
 def test_revos_loader_reads_the_revos_layout(mevis_root: Path, tmp_path: Path) -> None:
@@ -225,7 +243,7 @@ def test_recipes_mirror_rga3s_mix_and_stop_at_start_up_naming_what_is_missing(
 def test_every_config_names_dataset_roots_through_variables(path: Path) -> None:
     data = OmegaConf.to_container(load_config(path).data, resolve=False)
     entries = {**data["datasets"], **data.get("not_implemented", {})}
-    for name, entry in entries.items():
+    for name, entry in ((name, entry) for name, entry in entries.items() if entry is not None):  # null: left out
         assert entry["root"].startswith("${oc.env:UNIGR_DATA_ROOT,data}/"), name
         assert (entry["loader"], entry["split"]) not in EVALUATED_SPLITS, name
 

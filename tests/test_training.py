@@ -69,6 +69,7 @@ def _train_command(
     overrides = [
         f"output_dir={run_dir}",
         f"data.datasets.synthetic_mevis.root={data_root}",
+        "data.datasets.synthetic_region_qa=null",
         "model.pretrained=null",
         f"model.backbone_path={parts['backbone']}",
         f"model.sam2_checkpoint={parts['sam2']}",
@@ -261,6 +262,8 @@ def test_a_pretrained_folder_gets_the_replacement_sam2_and_keeps_its_own_weights
     for name, value in other_sam2.state_dict().items():
         torch.testing.assert_close(built.seg_head.sam2.state_dict()[name], value)
     kept = dict(model.named_parameters())
+    added = [name for name, _ in built.named_parameters() if name.startswith("input_assembly.encoders.region.")]
+    assert added and built.config.encoders == {"region": {}}  # the recipe's model.encoders joins the folder
     for name, value in built.named_parameters():
-        if not name.startswith("seg_head.sam2."):
+        if not name.startswith(("seg_head.sam2.", "input_assembly.encoders.region.")):
             torch.testing.assert_close(value, kept[name])

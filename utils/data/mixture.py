@@ -12,6 +12,9 @@ loaders are not written yet, so that such a recipe fails at start-up naming them
       not_implemented:
         refcoco: {loader: refcoco, root: "${oc.env:UNIGR_DATA_ROOT,data}/refer_seg", split: train, weight: 1}
 
+A dataset set to ``null`` (``data.datasets.<name>=null`` on the command line, or in a config that
+inherits a recipe) is left out of the mix.
+
 Item ``i`` of :class:`WeightedMixture` depends only on ``(seed, i)``, so a resumable or sharded
 sampler reproduces it exactly.
 """
@@ -142,6 +145,8 @@ def check_training_data(data_cfg: Mapping) -> list[DatasetSpec]:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         problems.append(f"data.samples_per_epoch must be a positive integer, got {samples!r}")
     datasets, pending = data.get("datasets"), data.get("not_implemented") or {}
+    if isinstance(datasets, dict):  # null entries are switched off
+        datasets = {name: entry for name, entry in datasets.items() if entry is not None}
     if not isinstance(datasets, dict) or not datasets:
         problems.append("data.datasets must map at least one dataset name to {loader, root, split, weight}")
         datasets = {}
