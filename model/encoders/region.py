@@ -140,12 +140,12 @@ class RegionEncoder(InputEncoder):
         layouts = visual_layouts(context.input_ids, grids, self.visual_tokens)
         rows = []
         for row, prompts in enumerate(batch_prompts):
-            where = (context.input_ids[row] == placeholder).nonzero()[:, 0]
-            if prompts is None or len(where) == 0:
-                if prompts is not None:
-                    raise ValueError(f"batch row {row}: region prompts but no {self.placeholder} in the text")
+            if prompts is None:  # no prompts: its placeholders (if any) keep their own embedding
                 rows.append(embeds[row])
                 continue
+            where = (context.input_ids[row] == placeholder).nonzero()[:, 0]
+            if len(where) == 0:
+                raise ValueError(f"batch row {row}: region prompts but no {self.placeholder} in the text")
             layout = layouts[row]
             if layout is None:
                 raise ValueError(f"batch row {row}: region prompts need the sample's frames (it has no visual tokens)")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import ProcessorMixin
 
 from utils.data.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
-from utils.data.schema import RegionPrompt, Sample
+from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.video.model_inputs import qwen_video, sam2_frames
 
 IGNORE_INDEX = -100
@@ -120,8 +120,7 @@ def region_prompt_mask(sample: Sample, prompt: RegionPrompt) -> tuple[np.ndarray
             raise ValueError(f"{where}: mask {mask.shape} does not match the frame {(height, width)}")
         if not mask.any():
             raise ValueError(f"{where}: the mask is empty")
-        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+        box = mask_box(mask).astype(np.float64)
     elif prompt.box is not None:
         box, kind = np.asarray(prompt.box, dtype=np.float64), 1
         x1, y1 = np.clip(box[:2], 0, [width, height])

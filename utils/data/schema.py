@@ -17,6 +17,12 @@ MEDIA = ("video", "image")
 """``Sample.medium``: a video goes through Qwen's video path, an image through its image path."""
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """``(4,)`` float ``x1, y1, x2, y2`` pixel-edge box of a non-empty ``(H, W)`` mask."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+
+
 @dataclass
 class RegionPrompt:
     """What a user points at on one frame: a mask, a box or points (at least one of them).

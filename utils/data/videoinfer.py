@@ -67,7 +67,7 @@ from utils.data.mevis import REVOS_FPS
 from utils.data.prompts import object_reference
 from utils.data.registry import register_dataset
 from utils.data.rle import decode_rle, rle_problem
-from utils.data.schema import RegionPrompt, Sample
+from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.data.video_seg import check_fps, entry_field, frame_names, id_part, text_field
 from utils.video.clip import read_annotated_frames
 from utils.video.sampling import FrameSampling
@@ -163,12 +163,6 @@ def check_no_test_videos(videos: Iterable[str], root: str | Path, where: str) ->
             f"{where}: {len(shared)} videos are also in VideoInfer's test split ({Path(root) / 'test.json'}): "
             f"{listed}; training on them leaks the benchmark"
         )
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """``(4,)`` float ``x1, y1, x2, y2`` pixel-edge box of a non-empty ``(H, W)`` mask."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
 
 
 @dataclass(frozen=True)
