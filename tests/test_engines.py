@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def _join_and_run(rank: int, world_size: int, port: int, fn: Callable, args: tup
         fn(DistEnv(rank, world_size, rank, torch.device("cpu")), *args)
     finally:
         dist.destroy_process_group()
+    # Leave without C++ static destructors: one of the distributed libraries' threads sometimes aborts the
+    # process there ("terminate called without an active exception", no Python frame left), after the work.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def zero_config(name: str, directory: Path) -> Path:
