@@ -25,6 +25,8 @@ class UniGRAnswerPredictor(UniGRPredictor):
         num_frames: frames the LLM sees; ``None``: the number the model was trained with.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; dtype: ``auto`` (bf16 on a GPU), ``fp32`` or ``bf16``.
         max_new_tokens: the longest answer generated (descriptions need a few hundred).
+        options_only: answer a multiple-choice sample with its best option label (see :meth:`predict`).
+        loaded: a loaded ``(model, processor)`` to share (:class:`~evaluation.unigr_predictor.UniGRPredictor`).
     """
 
     def __init__(
@@ -35,8 +37,9 @@ class UniGRAnswerPredictor(UniGRPredictor):
         dtype: str = "auto",
         max_new_tokens: int = 512,
         options_only: bool = False,
+        loaded: tuple | None = None,
     ):
-        super().__init__(model_dir, num_frames, device, dtype, max_new_tokens)
+        super().__init__(model_dir, num_frames, device, dtype, max_new_tokens, loaded)
         self.options_only = options_only
 
     @torch.no_grad()

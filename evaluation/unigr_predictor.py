@@ -71,6 +71,9 @@ class UniGRPredictor:
         num_frames: frames the LLM sees; ``None``: the number the model was trained with.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; dtype: ``auto`` (bf16 on a GPU), ``fp32`` or ``bf16``.
         max_new_tokens: the longest answer generated.
+        loaded: an already loaded ``(model, processor)`` of ``model_dir`` to share (several predictors
+            of one model, as the demo has), instead of loading it again; ``device`` / ``dtype`` then
+            only name where it already is.
     """
 
     def __init__(
@@ -80,9 +83,13 @@ class UniGRPredictor:
         device: str = "cpu",
         dtype: str = "auto",
         max_new_tokens: int = 32,
+        loaded: tuple | None = None,
     ):
-        self.model, self.processor = load_unigr(model_dir, dtype=resolve_dtype(dtype, device))
-        self.model.to(device).eval()
+        if loaded is None:
+            self.model, self.processor = load_unigr(model_dir, dtype=resolve_dtype(dtype, device))
+            self.model.to(device).eval()
+        else:
+            self.model, self.processor = loaded
         self.device = torch.device(device)
         if self.model.config.inputs is None:
             print(f"note: {model_dir} stores no input settings (not trained here); using the defaults")
@@ -109,10 +116,11 @@ class UniGRPredictor:
         batch.pop("sam_frames", None)  # SAM2 reads all frames through its own state, not the LLM's subset
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, indices
 
-    def answer_text(self, sequences: torch.Tensor, inputs: dict) -> str:
-        """The first sample's generated answer: up to its end-of-turn token, special tokens left out."""
+    def answer_text(self, sequences: torch.Tensor, inputs: dict, skip_special_tokens: bool = True) -> str:
+        """The first sample's generated answer up to its end-of-turn token; special tokens (``[SEG]``
+        among them) left out unless ``skip_special_tokens`` is off."""
         eos = self.model.backbone.generation_config.eos_token_id
         stops = {eos} if isinstance(eos, int) else set(eos or [])
         tokens = sequences[0, inputs["input_ids"].shape[1] :].tolist()
         end = next((i for i, token in enumerate(tokens) if token in stops), len(tokens))
-        return self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
+        return self.tokenizer.decode(tokens[:end], skip_special_tokens=skip_special_tokens).strip()

@@ -27,6 +27,7 @@ class UniGRVideoSegPredictor(UniGRPredictor):
         num_frames: frames the LLM sees; ``None``: the number the model was trained with.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; dtype: ``auto`` (bf16 on a GPU), ``fp32`` or ``bf16``.
         max_new_tokens: the longest answer generated.
+        loaded: a loaded ``(model, processor)`` to share (:class:`~evaluation.unigr_predictor.UniGRPredictor`).
     """
 
     def __init__(
@@ -36,8 +37,9 @@ class UniGRVideoSegPredictor(UniGRPredictor):
         device: str = "cpu",
         dtype: str = "auto",
         max_new_tokens: int = 32,
+        loaded: tuple | None = None,
     ):
-        super().__init__(model_dir, num_frames, device, dtype, max_new_tokens)
+        super().__init__(model_dir, num_frames, device, dtype, max_new_tokens, loaded)
         if self.model.seg_head is None:
             raise ValueError(f"{model_dir} has no segmentation head")
         self._video_key: tuple | None = None
@@ -55,13 +57,20 @@ class UniGRVideoSegPredictor(UniGRPredictor):
     @torch.no_grad()
     def predict(self, sample: Sample) -> tuple[np.ndarray, str]:
         """``(T, H, W)`` bool mask (union over generated ``[SEG]``) and the generated text."""
+        masks, text = self.predict_objects(sample)
+        return masks.any(0), text
+
+    @torch.no_grad()
+    def predict_objects(self, sample: Sample) -> tuple[np.ndarray, str]:
+        """``(O, T, H, W)`` bool masks, one per generated ``[SEG]`` in order (``O`` may be 0), and the
+        answer up to its end of turn (special tokens kept, so the ``[SEG]`` show)."""
         inputs, indices = self.llm_inputs(sample)
         sequences, (logits,) = self.model.generate_and_segment(
             inputs, [self.sam2_state(sample)], [indices], max_new_tokens=self.max_new_tokens
         )
-        text = self.tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
+        text = self.answer_text(sequences, inputs, skip_special_tokens=False)
         size = sample.frames.shape[1:3]
-        union = np.zeros((len(sample.frames), *size), dtype=bool)
+        masks = np.zeros((logits.shape[0], len(sample.frames), *size), dtype=bool)
         for t in range(len(sample.frames)):  # one frame at a time: full-size logits of a long video never coexist
-            union[t] = (upscale_mask_logits(logits[:, t : t + 1], size) > 0).any(0)[0].cpu().numpy()
-        return union, text
+            masks[:, t] = (upscale_mask_logits(logits[:, t : t + 1], size) > 0)[:, 0].cpu().numpy()
+        return masks, text

@@ -15,6 +15,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from transformers import AutoModelForImageTextToText, LogitsProcessorList, PreTrainedModel
 from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput
 
 import model.encoders  # noqa: F401  (registers the input encoders)
@@ -232,6 +233,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         top_p: float = 1.0,
         logits_processor: LogitsProcessorList | None = None,
         generator: torch.Generator | None = None,
+        streamer: BaseStreamer | None = None,
     ) -> GenerationResult:
         """Generate answers (greedy unless ``do_sample``) and keep the hidden states of generated ``[SEG]``.
 
@@ -242,8 +244,14 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             inputs: collated prompt (``SampleCollator(..., inference=True)``): ``input_ids`` ``(B, L)``
                 left-padded, ``attention_mask`` and the visual inputs.
             logits_processor: extra processors (e.g. constrained decoding), applied before sampling.
+            streamer: a transformers streamer (``TextIteratorStreamer``; a batch of one), given the prompt
+                and then each new token as it is generated, as ``transformers``' ``generate`` does.
         """
         input_ids = inputs["input_ids"]
+        if streamer is not None:
+            if input_ids.shape[0] != 1:
+                raise ValueError(f"a streamer takes a batch of one, got {input_ids.shape[0]} prompts")
+            streamer.put(input_ids.cpu())
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -285,6 +293,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 for row in (tokens == seg_id).nonzero()[:, 0].tolist():
                     seg_states[row].append(hidden[row])
             sequences = torch.cat([sequences, tokens[:, None]], dim=1)
+            if streamer is not None:
+                streamer.put(tokens.cpu())
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
             step_positions = next_position.view(1, -1, 1).expand(3, -1, 1)
             out = self.language_model(
@@ -302,6 +312,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             finished |= torch.isin(tokens, eos_ids)
             if bool(finished.all()):
                 break
+        if streamer is not None:
+            streamer.end()
         width = self.config.backbone_config.get_text_config().hidden_size
         seg_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in seg_states]
         location_maps = None

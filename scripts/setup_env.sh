@@ -14,6 +14,12 @@ if ! command -v java >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; } \
     || echo "warning: could not install Java; METEOR and PTB tokenisation will be unavailable" >&2
 fi
+# The demo's browser test drives Debian's Chromium through Playwright (Playwright cannot download its own
+# browser here); without it that test skips with the reason.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "warning: could not install chromium; the demo's browser test will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

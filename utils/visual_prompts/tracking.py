@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from sam2.modeling.sam2_base import SAM2Base
 
 from model.sam2_builder import build_sam2
 
@@ -137,6 +138,16 @@ class SAM2Tracker(PromptTracker):
     ):
         predictor = build_sam2(config, {**SAM2_VIDEO_OVERRIDES, **(overrides or {})}, checkpoint)
         self.predictor = predictor.to(device).eval()
+
+    @classmethod
+    def from_sam2(cls, sam2: SAM2Base, config: str, overrides: dict[str, object] | None = None) -> SAM2Tracker:
+        """A tracker with the weights of an already built SAM2 (a UniGR model's segmentation head: its
+        ``sam2_config`` and ``sam2_overrides``), in float32 on that SAM2's device."""
+        tracker = cls.__new__(cls)
+        predictor = build_sam2(config, {**SAM2_VIDEO_OVERRIDES, **(overrides or {})})
+        predictor.load_state_dict(sam2.state_dict())
+        tracker.predictor = predictor.to(next(sam2.parameters()).device).eval()
+        return tracker
 
     def _track(self, frames: np.ndarray, frame: int, mask: np.ndarray) -> np.ndarray:
         masks = np.zeros(frames.shape[:3], dtype=bool)
