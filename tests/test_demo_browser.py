@@ -221,3 +221,27 @@ def test_a_corrupt_upload_gets_a_message_and_the_app_keeps_serving(browser, app_
     assert "Cannot use this upload" in message and "broken.mp4" in message
     _screenshot(page, tmp_path, "corrupt_upload")
     assert _segment(_page(browser, app_url), cat, "the cat").strip()  # a new session is still served
+
+
+def test_a_scribble_painted_with_the_brush_becomes_the_regions_mask(browser, app_url: str, tmp_path: Path) -> None:
+    cat = _needs_clip("cat.mp4")
+    page = _page(browser, app_url)
+    page.get_by_role("tab", name="Ask about a region").click()
+    page.locator("#region-input input[type=file]").set_input_files(str(cat))
+    page.wait_for_selector("#region-frame img", timeout=WAIT_MS)
+    page.locator("#region-tool").get_by_text("scribble").click()
+    page.get_by_text("Brush (scribble or mask)").click()
+    canvas = page.locator("#region-brush canvas").last
+    canvas.wait_for(timeout=WAIT_MS)
+    size = canvas.bounding_box()
+    x, y = size["x"] + size["width"] / 2, size["y"] + size["height"] / 2
+    page.mouse.move(x - 30, y - 40)
+    page.mouse.down()
+    for step in range(10):
+        page.mouse.move(x - 30 + 6 * step, y - 40 + 8 * step)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    page.locator("#region-use-drawing").click()
+    page.wait_for_function("document.querySelector('#region-status').innerText.includes(' px')", timeout=WAIT_MS)
+    assert "Mask on frame 0" in page.locator("#region-status").inner_text()
+    _screenshot(page, tmp_path, "scribble")
