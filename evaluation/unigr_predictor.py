@@ -49,8 +49,8 @@ def region_anchor_frames(regions: list[RegionPrompt], chosen: list[int]) -> list
 
 
 def llm_view(sample: Sample, indices: list[int]) -> Sample:
-    """The sample on frames ``indices`` only: frames, names, timestamps and boxes cut, region prompts
-    re-indexed (those on other frames dropped), no mask targets."""
+    """The sample on frames ``indices`` only: frames, names, timestamps, boxes and scene geometry cut, region
+    prompts re-indexed (those on other frames dropped), no mask targets."""
     position = {frame: i for i, frame in enumerate(indices)}
     return replace(
         sample,
@@ -60,6 +60,7 @@ def llm_view(sample: Sample, indices: list[int]) -> Sample:
         masks=None,
         boxes=None if sample.boxes is None else sample.boxes[:, indices],
         regions=[replace(p, frame=position[p.frame]) for p in sample.regions if p.frame in position],
+        scene=None if sample.scene is None else sample.scene.take(indices),
     )
 
 

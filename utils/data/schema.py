@@ -66,6 +66,11 @@ class SceneGeometry:
     poses: np.ndarray
     axis_alignment: np.ndarray | None = None
 
+    def take(self, indices: list[int]) -> SceneGeometry:
+        """The geometry of frames ``indices`` only (the frames the LLM sees)."""
+        intrinsics = self.intrinsics[indices] if self.intrinsics.ndim == 3 else self.intrinsics
+        return SceneGeometry(self.depth[indices], intrinsics, self.poses[indices], self.axis_alignment)
+
 
 @dataclass
 class Sample:
