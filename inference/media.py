@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.video.clip import read_clip
 from utils.video.errors import VideoError
@@ -60,6 +60,8 @@ class Media:
         medium: ``"video"`` or ``"image"``.
         fps: the frame rate of the decoded frames (for an overlay video of them).
         notes: what was changed to fit the limits (sampled frames, scaled size), for the user.
+        scale: the frames' size over the source's (1 unless scaled down to ``max_side``): pixel
+            coordinates given for the source are multiplied by it.
     """
 
     source: Path
@@ -69,6 +71,7 @@ class Media:
     medium: str
     fps: float
     notes: list[str]
+    scale: float = 1.0
 
 
 def load_media(path: str | Path, limits: MediaLimits = MediaLimits()) -> Media:
@@ -93,7 +96,7 @@ def load_media(path: str | Path, limits: MediaLimits = MediaLimits()) -> Media:
 def _load_image(path: Path) -> Media:
     try:
         with Image.open(path) as image:
-            frame = np.asarray(image.convert("RGB"))
+            frame = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))  # upright, as phone videos are read
     except (UnidentifiedImageError, OSError) as error:
         raise MediaError(f"{path}: not a readable image ({error})") from error
     return Media(path, frame[None], [path.stem], None, "image", 1.0, [])
@@ -123,5 +126,6 @@ def _fit_side(media: Media, max_side: int) -> Media:
         return media
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     media.frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in media.frames])
+    media.scale = size[0] / width
     media.notes.append(f"frames scaled from {width}x{height} to {size[0]}x{size[1]} (limit {max_side} px)")
     return media

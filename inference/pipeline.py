@@ -79,7 +79,10 @@ def region_question(question: str, medium: str) -> str:
     question = question.strip()
     if not question:
         raise ValueError("the question is empty")
-    if REFERENCE.search(question):
+    references = REFERENCE.findall(question)
+    if len(references) > 1 or any(number not in ("", "0") for number in references):
+        raise ValueError("a question here is about one pointed-at object: write <region> once (or not at all)")
+    if references:
         return question.replace(f"<object0>{REGION_PLACEHOLDER}", REGION_PLACEHOLDER).replace(
             REGION_PLACEHOLDER, object_reference(0), 1
         )
@@ -217,7 +220,9 @@ class UniGRInference:
         if len(media.frames) == 1:
             return mask[None].copy()
         with torch.inference_mode():
-            return self._track_with().track(media.frames, frame, mask)
+            tracked = self._track_with().track(media.frames, frame, mask)
+        tracked[frame] = mask  # on its own frame the user's mask is the truth, whatever the tracker re-segments
+        return tracked
 
     def _track_with(self) -> PromptTracker:
         if self._tracker is None:

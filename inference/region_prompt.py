@@ -90,6 +90,17 @@ class UserPrompt:
                 raise ValueError(f"{where}: the {self.kind} is empty: draw on the object")
         return self
 
+    def scaled(self, scale: float, height: int, width: int) -> UserPrompt:
+        """The prompt on frames resized by ``scale`` to ``height x width`` (a mask resized by nearest neighbour)."""
+        if scale == 1.0:
+            return self
+        mask = None
+        if self.mask is not None:
+            mask = cv2.resize(self.mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        box = None if self.box is None else np.asarray(self.box, dtype=np.float32) * scale
+        points = None if self.points is None else np.asarray(self.points, dtype=np.float32) * scale
+        return UserPrompt(self.frame, self.kind, box, points, self.labels, mask)
+
     def drawn_mask(self, height: int, width: int) -> np.ndarray:
         """``(H, W)`` bool of what was drawn: the mask, the box filled, the scribble stroke or discs at the
         positive points (what stands for the object when no SAM2 is there to segment it)."""

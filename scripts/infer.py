@@ -52,11 +52,16 @@ def check_model_folder(path: Path) -> Path:
 
 def run_request(inference: UniGRInference, request: dict, base: Path, out: Path, limits: MediaLimits) -> dict:
     """Run one request (the keys of a ``--batch`` entry) and write its outputs to ``out``; returns its record."""
+    for key in ("input", "prompt"):
+        if not isinstance(request.get(key, ""), str):
+            raise ValueError(f"{key} must be a string, got {request[key]!r}")
+    region = request.get("region")
+    if region is not None and not isinstance(region, str | dict):
+        raise ValueError(f"region must be a file name or an object, got {region!r}")
     media = load_media(base / request["input"], limits)
-    prompt, task = str(request.get("prompt", "")), request.get("task", "auto")
+    prompt, task = request.get("prompt", ""), request.get("task", "auto")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    region = request.get("region")
     if task == "auto":
         task = "region" if region is not None else "segment" if inference.can_segment else "answer"
     if (task == "region") != (region is not None):
@@ -70,6 +75,7 @@ def run_request(inference: UniGRInference, request: dict, base: Path, out: Path,
         record.update(write_masks(media, result.masks, out))
     elif task == "region":
         user = region_from_dict(region, base, "region") if isinstance(region, dict) else read_region_file(base / region)
+        user = user.scaled(media.scale, *media.frames.shape[1:3])  # region pixels are the source's
         mask = inference.prompt_mask(media, user)
         tracked = inference.track(media, user.frame, mask)
         record["answer"] = inference.answer(inference.region_sample(media, prompt, tracked, user.kind))
