@@ -9,7 +9,7 @@ import torch
 
 from model.builder import build_unigr
 from utils.training.distributed import DistEnv
-from utils.training.trainable import configure_trainable, group_of, group_prefixes
+from utils.training.trainable import BACKBONE_GROUPS, configure_trainable, group_of, group_prefixes
 from utils.training.trainer import TrainConfig, Trainer, warmup_cosine
 
 FULL = {group: {"mode": "full"} for group in group_prefixes()}
@@ -23,7 +23,8 @@ def fresh_model(tiny_parts, tiny_cfg):
 
 def test_every_parameter_belongs_to_one_nonempty_group(fresh_model) -> None:
     groups = {group_of(name) for name, _ in fresh_model.named_parameters()}
-    assert groups == {group for group in group_prefixes() if not group.startswith("encoder_")}  # no encoder on
+    heads = {group for _, head in fresh_model.heads() for group in type(head).parameter_groups}
+    assert groups == set(BACKBONE_GROUPS) | heads  # no encoder on; only the heads the model has
     assert group_of("backbone.model.visual.merger.mlp.0.weight") == "merger"
     assert group_of("backbone.model.language_model.embed_tokens.weight") == "embeddings"
     with pytest.raises(ValueError, match="no module group"):

@@ -1,0 +1,367 @@
+"""The proposal grounding head: ``[GRD]`` hidden states score a scene's 3D object proposals (Video-3D LLM style).
+
+Each ``[GRD]`` last hidden state ``(D_llm,)`` is projected to a query ``(E,)``. Each proposal box gets a feature
+``(E,)``: an MLP over the mean of the LLM's visual tokens whose 3D positions fall inside the box and an
+embedding of the box (centre, size). One learned "no target" feature joins them as candidate ``P``. A query's
+logits over the ``P + 1`` candidates are scaled cosines (``similarity: cosine``, learned scale) or scaled dot
+products (``similarity: dot``).
+
+Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
+
+* single target (ScanRefer): cross-entropy over the ``P + 1`` candidates; the target is the proposal with the
+  highest IoU to the ground-truth box when that IoU is ``>= iou_threshold``, else "no target". Prediction:
+  the argmax, no box when "no target" wins.
+* multi target (Multi3DRefer: zero, one or several targets): a binary cross-entropy per candidate; each
+  ground-truth box marks its best proposal (IoU ``>= iou_threshold``) positive, and "no target" is positive
+  exactly when no proposal is. Prediction: every proposal with probability ``>= threshold``, none when
+  "no target" is more probable than every proposal.
+
+The other style, proposal ids as text (``<OBJ012>``, GPT4Scene), needs no head: :mod:`utils.scene3d.object_ids`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.heads.base import Head, register_head
+from model.visual_tokens import VisualTokens, visual_layouts
+from utils.scene3d.boxes import box_iou_3d, points_in_boxes
+
+GRD_TOKEN = "[GRD]"
+"""The token whose last hidden state grounds an expression in the scene's proposals."""
+
+MODES = ("single", "multi")
+SIMILARITIES = ("cosine", "dot")
+MAX_LOGIT_SCALE = 100.0  # the learned cosine scale is clamped here (as CLIP does)
+
+
+@dataclass
+class GroundingHeadConfig:
+    """Everything the proposal grounding head does; stored as a dict in ``UniGRConfig.grounding``."""
+
+    enabled: bool = True
+    mode: str = "single"  # task of samples without a per-sample ``grounding_multi``: "single" | "multi"
+    embed_dim: int = 256  # width E of queries and proposal features
+    similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
+    init_logit_scale: float = 10.0  # initial scale of the cosine logits
+    iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
+    threshold: float = 0.5  # multi target: proposals predicted at this probability or above
+    single_weight: float = 1.0  # weight of "grd_ce"
+    multi_weight: float = 1.0  # weight of "grd_bce"
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> GroundingHeadConfig:
+        values = dict(values or {})
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown grounding head options {sorted(unknown)}; known: {sorted(names)}")
+        config = cls(**values)
+        if config.mode not in MODES:
+            raise ValueError(f"grounding.mode must be one of {MODES}, got {config.mode!r}")
+        if config.similarity not in SIMILARITIES:
+            raise ValueError(f"grounding.similarity must be one of {SIMILARITIES}, got {config.similarity!r}")
+        if config.embed_dim < 1:
+            raise ValueError(f"grounding.embed_dim must be at least 1, got {config.embed_dim}")
+        if not 0 < config.init_logit_scale <= MAX_LOGIT_SCALE:
+            raise ValueError(
+                f"grounding.init_logit_scale must be in (0, {MAX_LOGIT_SCALE}], got {config.init_logit_scale}"
+            )
+        for name in ("iou_threshold", "threshold"):
+            if not 0 < getattr(config, name) <= 1:
+                raise ValueError(f"grounding.{name} must be in (0, 1], got {getattr(config, name)}")
+        return config
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """``Linear -> GELU -> Linear``."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+
+def query_of_each_box(counts: list[int], device: torch.device) -> torch.Tensor:
+    """``(sum(counts),)`` long: the query each stacked ground-truth box belongs to, from boxes per query."""
+    counts = torch.tensor(counts, dtype=torch.long, device=device)
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+
+
+def match_targets(
+    gt_boxes: torch.Tensor, owner: torch.Tensor, proposals: torch.Tensor, iou_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each ground-truth box's best proposal, if its IoU reaches ``iou_threshold``.
+
+    Args:
+        gt_boxes: ``(G, 6)`` ground-truth boxes of a sample's queries, stacked; owner: ``(G,)`` query of each.
+        proposals: ``(P, 6)``.
+    Returns:
+        ``(owner (G',), proposal (G',))`` of the matched ground-truth boxes.
+    """
+    if len(proposals) == 0 or len(gt_boxes) == 0:
+        empty = owner.new_zeros(0)
+        return empty, empty
+    best_iou, best = box_iou_3d(gt_boxes, proposals).max(dim=1)  # (G,)
+    matched = best_iou >= iou_threshold
+    return owner[matched], best[matched]
+
+
+def single_targets(gt_boxes: list[torch.Tensor], proposals: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``(O,)`` class per query over ``P + 1`` candidates: its matched proposal, else ``P`` ("no target").
+
+    ``gt_boxes``: per query ``(K, 6)`` with ``K`` 0 (no target) or 1.
+    """
+    counts = [len(boxes) for boxes in gt_boxes]
+    if any(count > 1 for count in counts):
+        raise ValueError(f"single-target grounding takes at most one box per [GRD], got {counts}")
+    num_proposals = len(proposals)
+    targets = torch.full((len(gt_boxes),), num_proposals, dtype=torch.long, device=proposals.device)
+    owner = query_of_each_box(counts, proposals.device)
+    matched_owner, matched = match_targets(torch.cat(gt_boxes).to(proposals), owner, proposals, iou_threshold)
+    targets[matched_owner] = matched
+    return targets
+
+
+def multi_targets(gt_boxes: list[torch.Tensor], proposals: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``(O, P + 1)`` float labels: 1 for each query's matched proposals, and for "no target" where it has none.
+
+    ``gt_boxes``: per query ``(K, 6)``, ``K >= 0``.
+    """
+    num_proposals = len(proposals)
+    labels = torch.zeros(len(gt_boxes), num_proposals + 1, device=proposals.device)
+    owner = query_of_each_box([len(boxes) for boxes in gt_boxes], proposals.device)
+    matched_owner, matched = match_targets(torch.cat(gt_boxes).to(proposals), owner, proposals, iou_threshold)
+    labels[matched_owner, matched] = 1.0
+    labels[:, num_proposals] = (labels[:, :num_proposals].sum(dim=1) == 0).float()
+    return labels
+
+
+def select_proposals(logits: torch.Tensor, multi: bool, threshold: float) -> list[torch.Tensor]:
+    """Per query ``(K,)`` indices of the predicted proposals from ``(O, P + 1)`` logits (last: "no target").
+
+    Single: the argmax, nothing when it is "no target". Multi: proposals with sigmoid probability
+    ``>= threshold``, nothing when "no target" is more probable than every proposal.
+    """
+    num_proposals = logits.shape[1] - 1
+    if not multi:
+        best = logits.argmax(dim=1)
+        return [best[j : j + 1] if best[j] < num_proposals else best.new_zeros(0) for j in range(len(logits))]
+    probs = logits.sigmoid()
+    proposal_probs, no_target = probs[:, :num_proposals], probs[:, num_proposals]
+    best = proposal_probs.max(dim=1).values if num_proposals else torch.full_like(no_target, -1.0)
+    chosen = (proposal_probs >= threshold) & (best >= no_target)[:, None]  # (O, P)
+    return [row.nonzero()[:, 0] for row in chosen]
+
+
+@register_head
+class ProposalGroundingHead(Head):
+    """Scores 3D object proposals (plus "no target") with ``[GRD]`` hidden states."""
+
+    name = "grounding"
+    loss_names = ("grd_ce", "grd_bce")
+    parameter_groups: ClassVar[dict[str, tuple[str, ...]]] = {"grounding": ("",)}
+
+    def __init__(
+        self, config: GroundingHeadConfig, llm_hidden_size: int, grd_token_id: int, visual_tokens: VisualTokens
+    ):
+        super().__init__()
+        self.config = config
+        self.grd_token_id = grd_token_id
+        self.visual_tokens = visual_tokens
+        dim = config.embed_dim
+        self.query_proj = mlp(llm_hidden_size, llm_hidden_size, dim)
+        self.visual_proj = nn.Linear(llm_hidden_size, dim)
+        self.box_embed = mlp(6, dim, dim)
+        self.proposal_mlp = mlp(2 * dim, dim, dim)
+        self.no_target = nn.Parameter(torch.empty(dim))
+        self.logit_scale = None
+        if config.similarity == "cosine":
+            self.logit_scale = nn.Parameter(torch.empty(()))  # log of the cosine scale
+
+    @classmethod
+    def from_config(cls, values: dict | None, llm_hidden_size: int, model_config) -> ProposalGroundingHead | None:
+        """The head for ``UniGRConfig.grounding`` (``None`` when unset or disabled); ``[GRD]``'s id is
+        ``model_config.grd_token_id``."""
+        if values is None:
+            return None
+        config = GroundingHeadConfig.from_dict(values)
+        if not config.enabled:
+            return None
+        grd_token_id = getattr(model_config, "grd_token_id", None)
+        if grd_token_id is None:
+            raise ValueError(f"the grounding head needs the id of {GRD_TOKEN} in the model config (grd_token_id)")
+        visual_tokens = VisualTokens.from_backbone_config(model_config.backbone_config)
+        return cls(config, llm_hidden_size, grd_token_id, visual_tokens)
+
+    def reset_new_parameters(self, std: float) -> None:
+        """Linear weights ``N(0, std)``, zero biases, a ``N(0, std)`` "no target" feature, the configured scale."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.no_target, std=std)
+        if self.logit_scale is not None:
+            with torch.no_grad():
+                self.logit_scale.fill_(math.log(self.config.init_logit_scale))
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def proposal_features(
+        self,
+        visual_hidden: torch.Tensor,
+        token_positions: torch.Tensor,
+        token_valid: torch.Tensor,
+        proposals: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(P, E)`` features of proposals ``(P, 6)`` from the visual tokens inside each box.
+
+        Args:
+            visual_hidden: ``(N, D)`` last hidden states of the sample's visual tokens, in sequence order.
+            token_positions: ``(N, 3)`` world position of each token (the proposals' frame); token_valid: ``(N,)``.
+            proposals: ``(P, 6)`` centre + size. A box with no valid token inside gets a zero visual mean.
+        """
+        dtype = self.visual_proj.weight.dtype
+        inside = points_in_boxes(token_positions.to(dtype), proposals.to(dtype)) & token_valid.bool()[None]  # (P, N)
+        counts = inside.sum(dim=1, keepdim=True).clamp(min=1)  # (P, 1)
+        visual_mean = (inside.to(dtype) @ visual_hidden.to(dtype)) / counts  # (P, D)
+        parts = torch.cat([self.visual_proj(visual_mean), self.box_embed(proposals.to(dtype))], dim=-1)
+        return self.proposal_mlp(parts)
+
+    def score(
+        self,
+        grd_hidden: torch.Tensor,
+        visual_hidden: torch.Tensor,
+        token_positions: torch.Tensor,
+        token_valid: torch.Tensor,
+        proposals: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
+
+        ``visual_hidden``, ``token_positions``, ``token_valid``: as in :meth:`proposal_features`.
+        """
+        queries = self.query_proj(grd_hidden.to(self.visual_proj.weight.dtype))  # (O, E)
+        features = self.proposal_features(visual_hidden, token_positions, token_valid, proposals)
+        candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
+        if self.logit_scale is None:
+            return queries @ candidates.T / math.sqrt(self.config.embed_dim)
+        scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
+
+    # --- Head --------------------------------------------------------------------------------------
+
+    def sample_modes(self, batch: dict, batch_size: int) -> list[bool]:
+        """Per sample whether it is multi-target (``grounding_multi`` in the batch, else ``config.mode``)."""
+        multi = batch.get("grounding_multi")
+        if multi is None:
+            return [self.config.mode == "multi"] * batch_size
+        if len(multi) != batch_size:
+            raise ValueError(f"grounding_multi has {len(multi)} entries for {batch_size} samples")
+        return [bool(value) for value in multi]
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        """Queries (``[GRD]`` with targets) of single- and multi-target samples in the micro-batch."""
+        targets = batch.get("gt_boxes_3d") or []
+        modes = self.sample_modes(batch, len(targets)) if targets else []
+        per_sample = [len(boxes) if boxes is not None else 0 for boxes in targets]
+        return {
+            "num_grounding_single_in_batch": sum(n for n, multi in zip(per_sample, modes) if not multi),
+            "num_grounding_multi_in_batch": sum(n for n, multi in zip(per_sample, modes) if multi),
+        }
+
+    def predict(self, last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict) -> dict | None:
+        """The grounding of every ``[GRD]``; ``None`` when the batch has none.
+
+        Reads ``proposals`` (per sample ``(P_i, 6)``) and ``token_positions`` (per sample ``(positions (N_i, 3),
+        valid (N_i,))`` for its ``N_i`` visual tokens in sequence order, e.g.
+        ``model.encoders.position3d.token_world_positions``) for each sample with a ``[GRD]``.
+
+        Returns:
+            ``{"grounding_logits": [(O_i, P_i + 1)], "pred_proposal_ids": [[(K,)] * O_i],
+            "pred_boxes_3d": [[(K, 6)] * O_i]}``: per sample its ``O_i`` queries' logits (last column "no
+            target"), and per query the chosen proposals and their boxes (``K = 0``: no target).
+        """
+        grd = input_ids == self.grd_token_id  # (B, L)
+        if not bool(grd.any()):
+            return None
+        proposals = batch.get("proposals") or [None] * len(input_ids)
+        positions = batch.get("token_positions") or [None] * len(input_ids)
+        modes = self.sample_modes(batch, len(input_ids))
+        layouts = visual_layouts(input_ids, batch, self.visual_tokens)
+        logits, ids, boxes = [], [], []
+        for i, layout in enumerate(layouts):
+            if not bool(grd[i].any()):
+                width = 1 + (0 if proposals[i] is None else len(proposals[i]))
+                logits.append(last_hidden.new_zeros(0, width))
+                ids.append([])
+                boxes.append([])
+                continue
+            needed = {"proposals": proposals[i], "token_positions": positions[i], "visual tokens": layout}
+            missing = [name for name, value in needed.items() if value is None]
+            if missing:
+                raise ValueError(f"sample {i} of the batch has {GRD_TOKEN} but no {', '.join(missing)}")
+            token_positions, token_valid = positions[i]
+            if len(token_positions) != len(layout.positions):
+                raise ValueError(
+                    f"sample {i}: token_positions has {len(token_positions)} rows for {len(layout.positions)} "
+                    "visual tokens"
+                )
+            device = last_hidden.device
+            sample_proposals = proposals[i].to(device)
+            sample_logits = self.score(
+                last_hidden[i, grd[i]],
+                last_hidden[i, layout.positions],
+                token_positions.to(device),
+                token_valid.to(device),
+                sample_proposals,
+            )
+            chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
+            logits.append(sample_logits)
+            ids.append(chosen)
+            boxes.append([sample_proposals[index] for index in chosen])
+        return {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
+
+    def losses(self, outputs: dict, batch: dict, counts: dict) -> dict[str, tuple]:
+        """``grd_ce`` (single-target samples) and ``grd_bce`` (multi-target), each summed over queries and
+        divided by the global batch's queries of its kind; ``grd_bce`` is a query's mean over its candidates.
+
+        Reads ``gt_boxes_3d``: per sample a list of ``(K, 6)`` boxes, one entry per ``[GRD]`` in order (``K = 0``:
+        the expression names nothing), or ``None`` for samples without grounding.
+        """
+        targets = batch.get("gt_boxes_3d") or [None] * len(outputs["grounding_logits"])
+        modes = self.sample_modes(batch, len(targets))
+        proposals = batch["proposals"]
+        single, multi = [], []
+        for i, (logits, gt_boxes) in enumerate(zip(outputs["grounding_logits"], targets)):
+            if gt_boxes is None or len(logits) == 0:
+                continue
+            if len(gt_boxes) != len(logits):
+                raise ValueError(f"sample {i}: {len(gt_boxes)} target box sets for {len(logits)} {GRD_TOKEN} tokens")
+            sample_proposals = proposals[i].to(logits.device)
+            if modes[i]:
+                labels = multi_targets(list(gt_boxes), sample_proposals, self.config.iou_threshold)
+                multi.append(F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=1))
+            else:
+                classes = single_targets(list(gt_boxes), sample_proposals, self.config.iou_threshold)
+                single.append(F.cross_entropy(logits, classes, reduction="none"))
+        result = {}
+        if single:
+            total = torch.cat(single).sum() / counts["num_grounding_single_in_batch"]
+            result["grd_ce"] = (total, self.config.single_weight)
+        if multi:
+            total = torch.cat(multi).sum() / counts["num_grounding_multi_in_batch"]
+            result["grd_bce"] = (total, self.config.multi_weight)
+        return result
+
+    def idle_loss(self, device: torch.device) -> torch.Tensor:
+        """Zero times the logits of one zero query over one unit box holding one zero visual token."""
+        width = self.query_proj[0].in_features
+        hidden = torch.zeros(1, width, device=device)
+        box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
+        logits = self.score(hidden, hidden, box[:, :3], torch.ones(1, dtype=torch.bool, device=device), box)
+        return 0.0 * logits.sum()
