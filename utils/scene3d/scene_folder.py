@@ -1,7 +1,8 @@
 """The scene folder: one preprocessed 3D scan as every 3D dataset, benchmark and the demo read it.
 
-``scripts/preprocess_scenes.py`` writes it from the public layouts (ScanNet posed images, EmbodiedScan /
-Video-3D LLM info files, GPT4Scene image folders); the synthetic rooms write it directly::
+``scripts/preprocess_scenes.py`` writes it from the public layouts (ScanNet posed images, the raw ScanNet
+export, EmbodiedScan / Video-3D LLM info files; GPT4Scene's frames-only image folders carry no depth or
+poses and are refused with that reason); the synthetic rooms write it directly::
 
     <root>/<scene_id>/
         color/<frame>.jpg        RGB frames, in time order
@@ -10,6 +11,10 @@ Video-3D LLM info files, GPT4Scene image folders); the synthetic rooms write it 
                                  depth_intrinsics (3, 3), color_intrinsics (3, 3), axis_alignment (4, 4)
         proposals.npz            boxes (N, 6) centre + size in the aligned world, labels (N,), scores (N,)
         objects.npz              (optional) ground-truth instances: boxes (M, 6), labels (M,), object_ids (M,)
+        bev.png, bev_plain.png   (preprocessing) the top-down render with and without proposal markers
+        bev.json                 (preprocessing) its world-to-pixel transform and each marker's id, box and pixel
+        frame_markers.npz        (preprocessing) each proposal's marker position on each frame, NaN where hidden
+        preprocess.json          (preprocessing) frames read, kept and dropped (with reasons)
 
 Only frames with valid poses are written (:func:`~utils.scene3d.geometry.valid_pose`); the preprocessing
 counts the dropped ones. Proposal ``k`` is ``<OBJ{k:03d}>`` in text.
@@ -17,6 +22,7 @@ counts the dropped ones. Proposal ``k`` is ``<OBJ{k:03d}>`` in text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,8 +158,8 @@ def read_scene(folder: str | Path) -> Scene:
 def write_scene(
     folder: str | Path,
     frame_names: list[str],
-    colors: np.ndarray,
-    depths: np.ndarray,
+    colors: Sequence[np.ndarray],
+    depths: Sequence[np.ndarray],
     poses: np.ndarray,
     depth_intrinsics: np.ndarray,
     color_intrinsics: np.ndarray,
@@ -163,9 +169,12 @@ def write_scene(
     objects: Boxes | None = None,
     jpeg_quality: int = 95,
 ) -> Path:
-    """Write a scene folder. ``colors`` ``(T, H, W, 3)`` uint8, ``depths`` ``(T, h, w)`` metres (0 invalid),
-    ``poses`` ``(T, 4, 4)`` valid camera-to-world (invalid frames must be dropped before), ``timestamps``
-    default ``frame index / 30``."""
+    """Write a scene folder.
+
+    ``colors`` ``(T, H, W, 3)`` uint8 and ``depths`` ``(T, h, w)`` metres (0 invalid) are arrays or any sequences of
+    frames (read one at a time); ``poses`` ``(T, 4, 4)`` valid camera-to-world (invalid frames must be dropped
+    before); ``timestamps`` default ``frame index / 30``.
+    """
     folder = Path(folder)
     num_frames = len(frame_names)
     if not (len(colors) == len(depths) == len(poses) == num_frames):
