@@ -1,0 +1,161 @@
+"""Scan2Cap: describe the object a proposal marks, with ScanRefer's descriptions as the reference captions.
+
+Official layout: ScanRefer's ``ScanRefer_filtered_{split}.json`` (fields in :mod:`utils.data.scanrefer`). In
+training (``train=True``) every description is a sample; otherwise the descriptions of one object (same
+``scene_id`` and ``object_id``) make one sample whose references are all of them, as Scan2Cap is scored
+(Video-3D LLM's ``process_scan2cap.py`` groups its validation split the same way).
+
+LLaVA layout: Video-3D LLM's ``scan2cap_{split}_llava_style.json``: the user turn locates the object by
+``<coord>`` (its ``"box_input"``), the answer is one description, ``"gt_box"`` is the object's box and
+validation items list every reference under ``"annotations"``. A user turn that is not Video-3D LLM's
+(a GPT4Scene one naming ``<OBJ###>``) is kept as written.
+
+The question names the proposal of highest IoU with the object's box (:data:`~utils.data.scene3d.CAPTION_QUESTION`);
+in training an object that no proposal covers to ``match_iou`` is an error (a counted skip: its caption
+would describe another box), in evaluation the sample stays and ``meta["proposal_iou"]`` lets the metric
+score it as missed. ``meta``: ``answers`` (references), ``object_id``, ``gt_boxes`` ``(1, 6)``, ``proposal_id``,
+``proposal_iou``, ``unique`` and ``category`` (ScanRefer's unique / multiple), ``ann_ids``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from utils.data.registry import register_dataset
+from utils.data.scanrefer import SCANREFER_FILE, official_item, scanrefer_eval_type
+from utils.data.scene3d import (
+    CAPTION_QUESTION,
+    MATCH_IOU,
+    SCENE_ROOT,
+    Annotation,
+    Entry,
+    LlavaItem,
+    Scene3DDataset,
+    box_list,
+    build_scene_dataset,
+    match_proposals,
+    object_id,
+    read_items,
+    root_path,
+    sentence,
+    text_field,
+)
+from utils.scene3d.object_ids import format_object_id
+from utils.scene3d.scene_folder import Scene
+
+
+def _object_key(item: object) -> tuple[str, str] | None:
+    """``(scene_id, object_id)`` of an item that has both as text or int, else ``None`` (a sample of its own)."""
+    if not isinstance(item, dict):
+        return None
+    scene, obj = item.get("scene_id"), item.get("object_id")
+    if isinstance(scene, str) and isinstance(obj, str | int) and not isinstance(obj, bool):
+        return scene, str(obj).strip()
+    return None
+
+
+class Scan2CapDataset(Scene3DDataset):
+    """Scan2Cap samples (see the module docstring)."""
+
+    kind = "scan2cap"
+
+    def read_entries(self) -> list[Entry]:
+        if self.layout != "official" or self.train:
+            return super().read_entries()
+        path = self.files[0]
+        groups: dict[object, list[tuple[int, object]]] = {}
+        for position, item in enumerate(read_items(path)):
+            groups.setdefault(_object_key(item) or position, []).append((position, item))
+        return [
+            Entry(path, members[0][0], [item for _, item in members], str(members[0][0])) for members in groups.values()
+        ]
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        items = entry.item if isinstance(entry.item, list) else [official_item(entry, where)]
+        items = [official_item(Entry(entry.path, entry.position, item, entry.key), where) for item in items]
+        first = items[0]
+        return Annotation(
+            scene_id=text_field(first, "scene_id", where),
+            text=text_field(first, "description", where),
+            object_ids=[object_id(first.get("object_id"), where)],
+            answers=[text_field(item, "description", where) for item in items],
+            meta={"ann_ids": [item.get("ann_id") for item in items], "object_name": first.get("object_name")},
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        _, prompt = self.llava_text(item)
+        references = item.raw.get("annotations")
+        if references is not None and (
+            not isinstance(references, list) or not all(isinstance(r, str) and r.strip() for r in references)
+        ):
+            raise ValueError(f"{where}: 'annotations' must be a list of captions, got {str(references)[:80]!r}")
+        ids = item.metadata.get("object_id")
+        return Annotation(
+            scene_id=item.scene_id,
+            text=item.answer,
+            object_ids=[] if ids is None else [object_id(ids, where)],
+            answers=list(references) if references else [item.answer],
+            boxes=None if item.raw.get("gt_box") is None else box_list(item.raw["gt_box"], where, "gt_box"),
+            prompt=prompt,
+            meta={"ann_ids": [item.metadata.get("ann_id")], "eval_type": item.metadata.get("question_type")},
+        )
+
+    def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
+        gt = self.gt_boxes(annotation, scene, where)
+        if len(gt) != 1:
+            raise ValueError(f"{where}: Scan2Cap needs one ground-truth box, got {len(gt)}")
+        if len(scene.proposals) == 0:
+            raise ValueError(f"{where}: scene folder {scene.folder} has no proposals to name the object by")
+        ids, ious = match_proposals(gt, scene.proposals.boxes, 0.0)
+        best, iou = int(ids[0]), float(ious[0])
+        if self.train and iou < self.match_iou:
+            raise ValueError(
+                f"{where}: no proposal covers the object (best IoU {iou:.2f} < match_iou {self.match_iou})"
+            )
+        target = annotation.object_ids[0] if annotation.object_ids else None
+        eval_type = scanrefer_eval_type(annotation.meta.get("eval_type"), target, scene)
+        meta = {
+            "answers": annotation.answers,
+            "object_id": target,
+            "gt_boxes": gt.astype(np.float32),
+            "proposal_id": best,
+            "proposal_iou": iou,
+            "unique": None if eval_type is None else eval_type == "unique",
+            "category": eval_type,
+        }
+        user = self.user_turn(annotation, CAPTION_QUESTION, object=format_object_id(best))
+        return user, sentence(annotation.text), meta
+
+
+@register_dataset("scan2cap", family="3d_caption", required_paths=root_path, evaluated_splits=("val",))
+def build_scan2cap(
+    root: Path,
+    split: str,
+    *,
+    num_frames: int | None,
+    train: bool,
+    seed: int,
+    layout: str | None = None,
+    scene_root: str = SCENE_ROOT,
+    frame_sampling: str = "uniform",
+    sampling_options: dict | None = None,
+    match_iou: float = MATCH_IOU,
+) -> Scan2CapDataset:
+    """Scan2Cap under ``root`` (``ScanRefer_filtered_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
+    :class:`~utils.data.scene3d.Scene3DDataset`."""
+    return build_scene_dataset(
+        Scan2CapDataset,
+        root,
+        split,
+        (SCANREFER_FILE,),
+        layout,
+        num_frames=num_frames,
+        train=train,
+        seed=seed,
+        scene_root=scene_root,
+        frame_sampling=frame_sampling,
+        sampling_options=sampling_options,
+        match_iou=match_iou,
+    )

@@ -1,0 +1,225 @@
+"""ScanQA and SQA3D: answer a question about a scan (SQA3D: from a described situation in it).
+
+Official layout (shared parts: :mod:`utils.data.scene3d`):
+
+* ScanQA, ``ScanQA_v1.0_{split}.json`` (ATR-DBI/ScanQA): a list of ``{"scene_id", "question_id", "question",
+  "answers", "object_ids", "object_names"}``; ``answers`` is a non-empty list of strings (the test files,
+  released without answers, are not read). The first answer is the assistant turn, all of them are
+  ``meta["answers"]``.
+* SQA3D, ``v1_balanced_questions_{split}_scannetv2.json`` (``{"questions": [{"question_id", "scene_id",
+  "situation", "alternative_situation", "question", ...}]}``) and ``v1_balanced_sqa_annotations_{split}_
+  scannetv2.json`` (``{"annotations": [{"question_id", "scene_id", "answers": [{"answer", "answer_id"}],
+  ...}]}``) from SilongYong/SQA3D's ``balanced`` folder, both directly under the root, joined by
+  ``question_id``; one sample per annotation, with the main ``situation`` (Video-3D LLM adds the alternative
+  situations as extra training items; not done here).
+
+LLaVA layout: Video-3D LLM's ``scanqa_{split}_llava_style.json`` (one item per answer) and
+``sqa3d_{split}_llava_style.json`` (user turn ``"<situation> <question> Answer the question using a single word
+or phrase."``, ``metadata.question_type`` the SQA3D type); each item is a sample whose one answer is its
+``meta["answers"]``.
+
+The user turn is :data:`~utils.data.scene3d.QA_QUESTION` (SQA3D: situation and question joined by a space,
+which gives Video-3D LLM's turn). ``meta``: ``answers``, ``question_type`` (also ``category``; the first-word
+type of :func:`~utils.data.scene3d.question_type`, SQA3D LLaVA items keep their own), ``question_id``,
+ScanQA's ``object_ids`` / ``object_names`` / ``gt_boxes`` (``None`` where the scan has no ground truth),
+SQA3D's ``situation`` and ``question`` (official layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from utils.data.registry import register_dataset
+from utils.data.scanrefer import official_item
+from utils.data.scene3d import (
+    QA_QUESTION,
+    SCENE_ROOT,
+    Annotation,
+    Entry,
+    LlavaItem,
+    Scene3DDataset,
+    build_scene_dataset,
+    object_id,
+    question_type,
+    read_items,
+    root_path,
+    text_field,
+)
+from utils.scene3d.scene_folder import Scene
+
+SCANQA_FILE = "ScanQA_v1.0_{split}.json"
+SQA3D_QUESTIONS_FILE = "v1_balanced_questions_{split}_scannetv2.json"
+SQA3D_ANNOTATIONS_FILE = "v1_balanced_sqa_annotations_{split}_scannetv2.json"
+SQA3D_QUESTION_TYPES = ("what", "is", "how", "can", "which", "others")
+
+
+def _answers(value: object, where: str) -> list[str]:
+    """A non-empty list of non-empty answer strings."""
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) and a.strip() for a in value):
+        raise ValueError(f"{where}: 'answers' must be a non-empty list of strings, got {str(value)[:80]!r}")
+    return [a.strip() for a in value]
+
+
+class ScanQADataset(Scene3DDataset):
+    """ScanQA samples (see the module docstring)."""
+
+    kind = "scanqa"
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        item = official_item(entry, where)
+        ids, names = item.get("object_ids", []), item.get("object_names", [])
+        if not isinstance(ids, list) or not isinstance(names, list):
+            raise ValueError(f"{where}: 'object_ids' and 'object_names' must be lists")
+        question = text_field(item, "question", where)
+        return Annotation(
+            scene_id=text_field(item, "scene_id", where),
+            text=question,
+            object_ids=[object_id(i, where) for i in ids],
+            answers=_answers(item.get("answers"), where),
+            meta={
+                "question_id": item.get("question_id"),
+                "object_names": names,
+                "question_type": question_type(question),
+            },
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        text, prompt = self.llava_text(item)
+        return Annotation(
+            scene_id=item.scene_id,
+            text=text,
+            answers=[item.answer],
+            prompt=prompt,
+            meta={"question_id": item.raw.get("id"), "question_type": question_type(text)},
+        )
+
+    def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
+        known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
+        boxes = self.object_boxes(annotation.object_ids, scene, where).astype(np.float32) if known else None
+        meta = {
+            "answers": annotation.answers,
+            "object_ids": list(annotation.object_ids),
+            "gt_boxes": boxes,
+            "category": annotation.meta["question_type"],
+        }
+        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), annotation.answers[0], meta
+
+
+class SQA3DDataset(Scene3DDataset):
+    """SQA3D samples (see the module docstring)."""
+
+    kind = "sqa3d"
+
+    def read_entries(self) -> list[Entry]:
+        if self.layout != "official":
+            return super().read_entries()
+        questions_path, annotations_path = self.files
+        questions = {
+            question["question_id"]: question
+            for question in read_items(questions_path, "questions")
+            if isinstance(question, dict) and isinstance(question.get("question_id"), int | str)
+        }
+        entries = []
+        for position, item in enumerate(read_items(annotations_path, "annotations")):
+            key = item.get("question_id") if isinstance(item, dict) else None
+            question = questions.get(key) if isinstance(key, int | str) else None
+            entries.append(Entry(annotations_path, position, (item, question), str(position)))
+        return entries
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        item, question = entry.item
+        item = official_item(Entry(entry.path, entry.position, item, entry.key), where)
+        if question is None:
+            raise ValueError(f"{where}: question_id {item.get('question_id')!r} is not in {self.files[0]}")
+        answers = item.get("answers")
+        if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+            raise ValueError(f"{where}: 'answers' must be a list of {{'answer': ...}}, got {str(answers)[:80]!r}")
+        situation, text = text_field(question, "situation", where), text_field(question, "question", where)
+        return Annotation(
+            scene_id=text_field(item, "scene_id", where),
+            text=f"{situation} {text}",
+            answers=_answers([a.get("answer") for a in answers], where),
+            meta={
+                "question_id": item.get("question_id"),
+                "situation": situation,
+                "question": text,
+                "question_type": question_type(text),
+            },
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        text, prompt = self.llava_text(item)
+        kind = item.metadata.get("question_type")
+        return Annotation(
+            scene_id=item.scene_id,
+            text=text,
+            answers=[item.answer],
+            prompt=prompt,
+            meta={"question_id": item.raw.get("id"), "question_type": kind if kind in SQA3D_QUESTION_TYPES else None},
+        )
+
+    def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
+        meta = {"answers": annotation.answers, "category": annotation.meta["question_type"]}
+        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), annotation.answers[0], meta
+
+
+@register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))
+def build_scanqa(
+    root: Path,
+    split: str,
+    *,
+    num_frames: int | None,
+    train: bool,
+    seed: int,
+    layout: str | None = None,
+    scene_root: str = SCENE_ROOT,
+    frame_sampling: str = "uniform",
+    sampling_options: dict | None = None,
+) -> ScanQADataset:
+    """ScanQA under ``root`` (``ScanQA_v1.0_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
+    :class:`~utils.data.scene3d.Scene3DDataset`."""
+    return build_scene_dataset(
+        ScanQADataset,
+        root,
+        split,
+        (SCANQA_FILE,),
+        layout,
+        num_frames=num_frames,
+        train=train,
+        seed=seed,
+        scene_root=scene_root,
+        frame_sampling=frame_sampling,
+        sampling_options=sampling_options,
+    )
+
+
+@register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))
+def build_sqa3d(
+    root: Path,
+    split: str,
+    *,
+    num_frames: int | None,
+    train: bool,
+    seed: int,
+    layout: str | None = None,
+    scene_root: str = SCENE_ROOT,
+    frame_sampling: str = "uniform",
+    sampling_options: dict | None = None,
+) -> SQA3DDataset:
+    """SQA3D under ``root`` (the balanced questions and annotations files for ``split``, or Video-3D LLM's LLaVA
+    file). Options: see :class:`~utils.data.scene3d.Scene3DDataset`."""
+    return build_scene_dataset(
+        SQA3DDataset,
+        root,
+        split,
+        (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE),
+        layout,
+        num_frames=num_frames,
+        train=train,
+        seed=seed,
+        scene_root=scene_root,
+        frame_sampling=frame_sampling,
+        sampling_options=sampling_options,
+    )

@@ -1,0 +1,243 @@
+"""ScanRefer and Multi3DRefer: find the object(s) a description refers to, among a scan's proposals.
+
+Official layout (shared parts: :mod:`utils.data.scene3d`):
+
+* ScanRefer, ``ScanRefer_filtered_{split}.json`` (daveredrum/ScanRefer): a list of ``{"scene_id",
+  "object_id", "object_name", "ann_id", "description", "token"}``, ids written as strings (``"27"``).
+  Video-3D LLM's and M3DRef-CLIP's preprocessing add ``"eval_type"`` (``"unique"`` / ``"multiple"``) in
+  place; when absent it is computed as ScanRefer defines it: unique when the target is the only object of
+  its class in the scan (``objects.npz`` labels).
+* Multi3DRefer, ``multi3drefer_{split}.json`` (3dlg-hcvc/M3DRef-CLIP): ``{"scene_id", "object_ids"`` (a
+  possibly empty list), ``"object_name", "ann_id", "description", "eval_type"}``, ``eval_type`` one of
+  :data:`MULTI3DREFER_EVAL_TYPES` (zero / single target with / without distractors, multiple targets).
+
+LLaVA layout: Video-3D LLM's ``scanrefer_vg_{split}_llava_style.json`` / ``multi3drefer_{split}_llava_style.json``
+(``"box"`` the ground truth, ``metadata.question_type`` the eval type, ``metadata.object_id`` the id or ids).
+
+The answer names, for each ground-truth box, the proposal of highest IoU when it reaches ``match_iou``
+(:func:`~utils.data.scene3d.grounding_answer`). ``meta``: ``gt_boxes`` ``(K, 6)``, ``object_id`` (ScanRefer)
+or ``object_ids``, ``eval_type`` (also ``category``), ``unique`` (ScanRefer), ``target_proposals`` and
+``target_ious`` (best proposal and its IoU per ground-truth box, -1 below ``match_iou``), ``description``,
+``ann_id``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from utils.data.registry import register_dataset
+from utils.data.scene3d import (
+    GROUNDING_QUESTION,
+    MATCH_IOU,
+    MULTI_GROUNDING_QUESTION,
+    SCENE_ROOT,
+    Annotation,
+    Entry,
+    LlavaItem,
+    Scene3DDataset,
+    box_list,
+    build_scene_dataset,
+    grounding_answer,
+    match_proposals,
+    object_id,
+    root_path,
+    sentence,
+    text_field,
+)
+from utils.scene3d.scene_folder import Scene
+
+SCANREFER_FILE = "ScanRefer_filtered_{split}.json"
+MULTI3DREFER_FILE = "multi3drefer_{split}.json"
+SCANREFER_EVAL_TYPES = ("unique", "multiple")
+MULTI3DREFER_EVAL_TYPES = ("zt_w_d", "zt_wo_d", "st_w_d", "st_wo_d", "mt")
+
+
+def official_item(entry: Entry, where: str) -> dict:
+    """An official item, checked to be a JSON object."""
+    if not isinstance(entry.item, dict):
+        raise ValueError(f"{where}: an item must be a JSON object, got {type(entry.item).__name__}")
+    return entry.item
+
+
+def scanrefer_eval_type(given: object, target: int | None, scene: Scene) -> str | None:
+    """``given`` if it is one of :data:`SCANREFER_EVAL_TYPES`, else ``"unique"`` / ``"multiple"`` by the count of
+    ``objects.npz`` objects of the target's class, else ``None`` (no target id or no ground truth)."""
+    if given in SCANREFER_EVAL_TYPES:
+        return str(given)
+    label = None if target is None else Scene3DDataset.object_label(target, scene)
+    if label is None:
+        return None
+    return "unique" if np.sum(scene.objects.labels == label) == 1 else "multiple"
+
+
+class ScanReferDataset(Scene3DDataset):
+    """ScanRefer samples (see the module docstring)."""
+
+    kind = "scanrefer"
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        item = official_item(entry, where)
+        return Annotation(
+            scene_id=text_field(item, "scene_id", where),
+            text=text_field(item, "description", where),
+            object_ids=[object_id(item.get("object_id"), where)],
+            meta={
+                "ann_id": item.get("ann_id"),
+                "object_name": item.get("object_name"),
+                "eval_type": item.get("eval_type"),
+            },
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        text, prompt = self.llava_text(item)
+        ids = item.metadata.get("object_id")
+        return Annotation(
+            scene_id=item.scene_id,
+            text=text,
+            object_ids=[] if ids is None else [object_id(ids, where)],
+            boxes=None if item.raw.get("box") is None else box_list(item.raw["box"], where, "box"),
+            proposal_ids=item.proposal_ids(),
+            prompt=prompt,
+            meta={"ann_id": item.metadata.get("ann_id"), "eval_type": item.metadata.get("question_type")},
+        )
+
+    def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
+        gt = self.gt_boxes(annotation, scene, where)
+        if len(gt) != 1:
+            raise ValueError(f"{where}: ScanRefer needs one ground-truth box, got {len(gt)}")
+        ids, ious = match_proposals(gt, scene.proposals.boxes, self.match_iou)
+        target = annotation.object_ids[0] if annotation.object_ids else None
+        eval_type = scanrefer_eval_type(annotation.meta.get("eval_type"), target, scene)
+        meta = {
+            "object_id": target,
+            "gt_boxes": gt.astype(np.float32),
+            "eval_type": eval_type,
+            "category": eval_type,
+            "unique": None if eval_type is None else eval_type == "unique",
+            "target_proposals": ids.tolist(),
+            "target_ious": ious.tolist(),
+            "description": annotation.text,
+        }
+        user = self.user_turn(annotation, GROUNDING_QUESTION, description=sentence(annotation.text))
+        return user, grounding_answer(ids[ids >= 0]), meta
+
+
+class Multi3DReferDataset(Scene3DDataset):
+    """Multi3DRefer samples (see the module docstring)."""
+
+    kind = "multi3drefer"
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        item = official_item(entry, where)
+        ids = item.get("object_ids")
+        if not isinstance(ids, list):
+            raise ValueError(f"{where}: 'object_ids' must be a list (possibly empty), got {str(ids)[:80]!r}")
+        return Annotation(
+            scene_id=text_field(item, "scene_id", where),
+            text=text_field(item, "description", where),
+            object_ids=[object_id(i, where) for i in ids],
+            meta={
+                "ann_id": item.get("ann_id"),
+                "object_name": item.get("object_name"),
+                "eval_type": item.get("eval_type"),
+            },
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        text, prompt = self.llava_text(item)
+        ids = item.metadata.get("object_id")
+        if ids is not None and not isinstance(ids, list):
+            raise ValueError(f"{where}: metadata 'object_id' must be a list of ids, got {str(ids)[:80]!r}")
+        return Annotation(
+            scene_id=item.scene_id,
+            text=text,
+            object_ids=[object_id(i, where) for i in ids or []],
+            boxes=None if item.raw.get("box") is None else box_list(item.raw["box"], where, "box"),
+            proposal_ids=item.proposal_ids(),
+            prompt=prompt,
+            meta={"ann_id": item.metadata.get("ann_id"), "eval_type": item.metadata.get("question_type")},
+        )
+
+    def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
+        eval_type = annotation.meta.get("eval_type")
+        if eval_type not in MULTI3DREFER_EVAL_TYPES:
+            raise ValueError(f"{where}: eval_type must be one of {MULTI3DREFER_EVAL_TYPES}, got {eval_type!r}")
+        gt = self.gt_boxes(annotation, scene, where)
+        ids, ious = match_proposals(gt, scene.proposals.boxes, self.match_iou)
+        meta = {
+            "object_ids": list(annotation.object_ids),
+            "gt_boxes": gt.astype(np.float32),
+            "eval_type": eval_type,
+            "category": eval_type,
+            "target_proposals": ids.tolist(),
+            "target_ious": ious.tolist(),
+            "description": annotation.text,
+        }
+        user = self.user_turn(annotation, MULTI_GROUNDING_QUESTION, description=sentence(annotation.text))
+        return user, grounding_answer(ids[ids >= 0]), meta
+
+
+@register_dataset("scanrefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",))
+def build_scanrefer(
+    root: Path,
+    split: str,
+    *,
+    num_frames: int | None,
+    train: bool,
+    seed: int,
+    layout: str | None = None,
+    scene_root: str = SCENE_ROOT,
+    frame_sampling: str = "uniform",
+    sampling_options: dict | None = None,
+    match_iou: float = MATCH_IOU,
+) -> ScanReferDataset:
+    """ScanRefer under ``root`` (``ScanRefer_filtered_{split}.json`` or Video-3D LLM's LLaVA file; scene folders
+    in ``root/<scene_root>``). Options: see :class:`~utils.data.scene3d.Scene3DDataset`."""
+    return build_scene_dataset(
+        ScanReferDataset,
+        root,
+        split,
+        (SCANREFER_FILE,),
+        layout,
+        num_frames=num_frames,
+        train=train,
+        seed=seed,
+        scene_root=scene_root,
+        frame_sampling=frame_sampling,
+        sampling_options=sampling_options,
+        match_iou=match_iou,
+    )
+
+
+@register_dataset("multi3drefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",))
+def build_multi3drefer(
+    root: Path,
+    split: str,
+    *,
+    num_frames: int | None,
+    train: bool,
+    seed: int,
+    layout: str | None = None,
+    scene_root: str = SCENE_ROOT,
+    frame_sampling: str = "uniform",
+    sampling_options: dict | None = None,
+    match_iou: float = MATCH_IOU,
+) -> Multi3DReferDataset:
+    """Multi3DRefer under ``root`` (``multi3drefer_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
+    :class:`~utils.data.scene3d.Scene3DDataset`."""
+    return build_scene_dataset(
+        Multi3DReferDataset,
+        root,
+        split,
+        (MULTI3DREFER_FILE,),
+        layout,
+        num_frames=num_frames,
+        train=train,
+        seed=seed,
+        scene_root=scene_root,
+        frame_sampling=frame_sampling,
+        sampling_options=sampling_options,
+        match_iou=match_iou,
+    )
