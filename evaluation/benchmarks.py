@@ -32,6 +32,10 @@ class Benchmark:
             tree in, inside the zip (``""``: at the zip's root), for the splits such a server scores.
         predicts: ``"masks"`` (segmentation) or ``"text"`` (answers only; the store holds no masks).
         unscaled: columns on their own scale (a judge's 0-5), printed as they are rather than in percent.
+        frames_by_loader: the loader chooses the frames the LLM sees (3D scenes: a coverage sampler needs
+            the scene's geometry), with the model's saved frame count and sampling strategy
+            (:func:`build_benchmark_dataset` ``num_frames`` / ``frame_sampling``); otherwise the dataset
+            has every frame and the predictor chooses.
     """
 
     loader: str
@@ -41,6 +45,7 @@ class Benchmark:
     submissions: Mapping[str, str] = field(default_factory=dict)
     predicts: str = "masks"
     unscaled: tuple[str, ...] = ()
+    frames_by_loader: bool = False
 
 
 JF_COLUMNS = ("J&F", "J", "F", "count")
@@ -103,9 +108,18 @@ def parse_options(items: list[str]) -> dict:
 
 
 def build_benchmark_dataset(
-    name: str, data_root: str | Path, split: str | None = None, options: list[str] = ()
+    name: str,
+    data_root: str | Path,
+    split: str | None = None,
+    options: list[str] = (),
+    num_frames: int | None = None,
+    frame_sampling: str | None = None,
 ) -> tuple[Dataset, str]:
-    """``(dataset with every frame, split)`` of benchmark ``name``; missing files are named before loading."""
+    """``(dataset, split)`` of benchmark ``name``; missing files are named before loading.
+
+    The dataset has every frame, except for a ``frames_by_loader`` benchmark: there ``num_frames`` and
+    ``frame_sampling`` (the model's :class:`~utils.data.input_settings.InputSettings`) choose them, as in training.
+    """
     benchmark = BENCHMARKS[name]
     split = split or benchmark.split
     if benchmark.loader not in LOADERS:
@@ -115,5 +129,9 @@ def build_benchmark_dataset(
     missing = loader.missing_paths(root, split)
     if missing:
         raise FileNotFoundError(f"{name} {split}: missing {', '.join(map(str, missing))}")
-    dataset = loader.build(root, split, num_frames=None, train=False, seed=0, **parse_options(list(options)))
+    loader_options = parse_options(list(options))
+    if benchmark.frames_by_loader and frame_sampling is not None:
+        loader_options["frame_sampling"] = frame_sampling
+    frames = num_frames if benchmark.frames_by_loader else None
+    dataset = loader.build(root, split, num_frames=frames, train=False, seed=0, **loader_options)
     return dataset, split

@@ -27,6 +27,8 @@ from baselines.all_objects import AllObjectsPredictor
 from evaluation.benchmarks import BENCHMARKS, add_benchmark_arguments, build_benchmark_dataset
 from evaluation.prediction_store import PredictionStore
 from evaluation.runner import DistributedEnv, InferenceSummary, Predictor, run_inference
+from model.configuration_unigr import UniGRConfig
+from utils.data.input_settings import InputSettings
 
 PREDICTORS = ("unigr", "blind", "all_objects")
 PREDICTS = {"blind": "text", "all_objects": "masks"}
@@ -95,7 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> InferenceSummary:
     args = parse_args(argv)
     env = DistributedEnv.from_environ()
-    dataset, split = build_benchmark_dataset(args.benchmark, args.data_root, args.split, args.option)
+    num_frames, frame_sampling = None, None
+    if BENCHMARKS[args.benchmark].frames_by_loader and args.model:  # the model's own frame choice, as in training
+        settings = InputSettings.from_dict(UniGRConfig.from_pretrained(args.model).inputs)
+        num_frames, frame_sampling = args.num_frames or settings.num_frames, settings.frame_sampling
+    dataset, split = build_benchmark_dataset(
+        args.benchmark, args.data_root, args.split, args.option, num_frames, frame_sampling
+    )
     predictor = build_predictor(args, dataset, pick_device(args.device, env))
     store = PredictionStore(args.out, writer=f"rank{env.rank}")
     return run_inference(dataset, predictor, store, env, desc=f"{args.predictor} on {args.benchmark} {split}")

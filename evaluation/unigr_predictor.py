@@ -105,7 +105,10 @@ class UniGRPredictor:
 
     def llm_frames(self, sample: Sample) -> list[int]:
         """Indices of the frames the LLM sees (the saved sampling strategy, no jitter), with a prompted
-        frame of every region object (:func:`region_anchor_frames`)."""
+        frame of every region object (:func:`region_anchor_frames`). A 3D scene's frames were chosen by its
+        loader with the same settings (``Benchmark.frames_by_loader``), so all of them."""
+        if sample.scene is not None:
+            return list(range(len(sample.frames)))
         timestamps = sample.timestamps if sample.timestamps is not None else np.arange(len(sample.frames), dtype=float)
         chosen = FrameSampling(self.settings.frame_sampling, num_frames=self.num_frames).select(timestamps)
         return force_in(chosen, region_anchor_frames(sample.regions, chosen)) if sample.regions else chosen
