@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from torch.utils.data import Dataset
 
-from evaluation import qa_scoring, scoring
+from evaluation import qa_scoring, scene3d_scoring, scoring
 from utils.data.catalog import LOADERS, registered_names
 
 
@@ -51,6 +51,16 @@ class Benchmark:
 JF_COLUMNS = ("J&F", "J", "F", "count")
 IOU_COLUMNS = ("gIoU", "cIoU", "count")
 DESCRIPTION_COLUMNS = (*qa_scoring.DESCRIPTION_DIMENSIONS.values(), "average")
+EM_COLUMNS = ("EM", "EM-refined", "EM-raw", "count")
+SCAN2CAP_COLUMNS = tuple(
+    f"{metric}@{k}" for k in ("0.25", "0.5") for metric in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
+) + ("hits@0.25", "hits@0.5", "count")
+
+
+def scene_benchmark(loader: str, split: str, score: Callable[..., dict], columns: tuple[str, ...]) -> Benchmark:
+    """A 3D scene benchmark: text answers, frames chosen by its loader with the model's settings."""
+    return Benchmark(loader, split, score, columns, predicts="text", frames_by_loader=True)
+
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mevis": Benchmark("mevis", "valid_u", scoring.score_jf, JF_COLUMNS, submissions={"valid": ""}),
@@ -84,6 +94,20 @@ BENCHMARKS: dict[str, Benchmark] = {
         predicts="text",
         unscaled=("judge score",),
     ),
+    "scanrefer": scene_benchmark(
+        "scanrefer",
+        "val",
+        scene3d_scoring.score_scanrefer,
+        ("Acc@0.25", "Acc@0.5", "count", "no_prediction", "out_of_range", "several_ids"),
+    ),
+    "multi3drefer": scene_benchmark(
+        "multi3drefer", "val", scene3d_scoring.score_multi3drefer, ("F1@0.25", "F1@0.5", "count", "out_of_range")
+    ),
+    "scan2cap": scene_benchmark("scan2cap", "val", scene3d_scoring.score_scan2cap, SCAN2CAP_COLUMNS),
+    "scanqa": scene_benchmark(
+        "scanqa", "val", scene3d_scoring.score_scanqa, ("CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", *EM_COLUMNS)
+    ),
+    "sqa3d": scene_benchmark("sqa3d", "test", scene3d_scoring.score_sqa3d, EM_COLUMNS),
 }
 """Benchmark name -> :class:`Benchmark`."""
 
