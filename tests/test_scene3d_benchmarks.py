@@ -27,7 +27,7 @@ from evaluation.scene3d_scoring import (
     score_sqa3d,
 )
 from evaluation.scoring import ScoreOptions
-from utils.data.mixture import build_training_mixture
+from utils.data.mixture import DataConfigError, build_training_mixture
 from utils.data.scene3d import NO_OBJECT_ANSWER
 from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.object_ids import format_object_id
@@ -269,6 +269,15 @@ def test_run_inference_and_run_eval_score_the_tiny_model_and_the_blind_baseline(
 # ---- the frames the model sees: training's ----------------------------------------------------------
 
 
+def test_a_scene_dataset_sampling_frames_unlike_the_saved_strategy_is_refused(tmp_path: Path) -> None:
+    generate_scene_benchmarks(tmp_path, "train", 1, seed=2, config=RoomConfig(height=48, width=64, num_frames=6))
+    entry = {"loader": "scanrefer", "root": str(tmp_path), "split": "train", "weight": 1.0}
+    entry["options"] = {"frame_sampling": "mc-ratio95"}
+    data = {"num_frames": 3, "frame_sampling": "mc-ratio90", "samples_per_epoch": 3, "datasets": {"s": entry}}
+    with pytest.raises(DataConfigError, match="differs from data.frame_sampling 'mc-ratio90'"):
+        build_training_mixture(data, seed=0)
+
+
 def test_evaluation_gives_the_model_the_frames_and_pixel_sizes_training_gives_it(tmp_path: Path) -> None:
     from evaluation.answer_predictor import UniGRAnswerPredictor
     from utils.data.collate import SampleCollator
@@ -276,9 +285,9 @@ def test_evaluation_gives_the_model_the_frames_and_pixel_sizes_training_gives_it
     num_frames, sampling = 3, "mc-ratio90"  # no jitter in training (uniform's jitter would move the frames)
     generate_scene_benchmarks(tmp_path, "train", 1, seed=2, config=RoomConfig(height=48, width=64, num_frames=12))
     entry = {"loader": "scanrefer", "root": str(tmp_path), "split": "train", "weight": 1.0}
-    entry["options"] = {"frame_sampling": sampling}
-    data = {"num_frames": num_frames, "samples_per_epoch": 3, "datasets": {"scanrefer_train": entry}}
-    mixture = build_training_mixture(data, seed=5)
+    data = {"num_frames": num_frames, "frame_sampling": sampling, "samples_per_epoch": 3}
+    data["datasets"] = {"scanrefer_train": entry}
+    mixture = build_training_mixture(data, seed=5)  # data.frame_sampling reaches the loader, as it is saved
     evaluated, _ = build_benchmark_dataset(
         "scanrefer", tmp_path, "train", num_frames=num_frames, frame_sampling=sampling
     )

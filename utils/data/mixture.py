@@ -107,8 +107,9 @@ def build_training_mixture(data_cfg: Mapping, seed: int) -> WeightedMixture:
     datasets = {}
     for spec in specs:
         try:
+            options = loader_options(spec, data)
             datasets[spec.name] = LOADERS[spec.loader].build(
-                spec.root, spec.split, num_frames=data["num_frames"], train=True, seed=seed, **spec.options
+                spec.root, spec.split, num_frames=data["num_frames"], train=True, seed=seed, **options
             )
         except Exception as error:
             _reraise_in_context(error, f"building dataset {spec.name!r} ({spec.loader} {spec.split})")
@@ -168,6 +169,12 @@ def check_training_data(data_cfg: Mapping) -> list[DatasetSpec]:
             problems.append(f"{spec.name}: loader {spec.loader!r} is not registered")
             continue
         problems += _spec_problems(spec, data.get("num_frames"))
+        chosen = spec.options.get("frame_sampling")
+        if chosen is not None and chosen != data.get("frame_sampling", "uniform"):
+            problems.append(
+                f"{spec.name}: options.frame_sampling {chosen!r} differs from data.frame_sampling "
+                f"{data.get('frame_sampling', 'uniform')!r} (saved with the model; evaluation samples frames with it)"
+            )
         key = (spec.loader, spec.root.resolve(), spec.split)
         if key in first_reader:
             problems.append(f"{spec.name}: {spec.loader} {spec.split!r} at {spec.root} is also {first_reader[key]}")
@@ -182,6 +189,16 @@ def check_training_data(data_cfg: Mapping) -> list[DatasetSpec]:
     if problems:
         raise DataConfigError("the data config cannot be trained on:\n  " + "\n  ".join(problems))
     return specs
+
+
+def loader_options(spec: DatasetSpec, data: Mapping) -> dict:
+    """The dataset's options, plus ``data.frame_sampling`` for a loader that chooses its own frames (3D scenes):
+    the strategy saved with the model, which evaluation gives the same loader."""
+    options = dict(spec.options)
+    takes = "frame_sampling" in inspect.signature(LOADERS[spec.loader].build).parameters
+    if takes and "frame_sampling" in data:
+        options.setdefault("frame_sampling", data["frame_sampling"])
+    return options
 
 
 def _spec_problems(spec: DatasetSpec, num_frames: int | None) -> list[str]:
