@@ -23,12 +23,14 @@ class DemoContext:
     limits: what one upload may be.
     output_root: each request writes its files to a fresh folder under it (Gradio serves them from there).
     concurrency: how many model events run at once.
+    scene_root: the server's folder of 3D scene folders (``app.py --scene-root``), or ``None``.
     """
 
     inference: UniGRInference
     limits: MediaLimits
     output_root: Path
     concurrency: int = 1
+    scene_root: Path | None = None
 
     def new_output_folder(self) -> Path:
         """A fresh folder for one request's files (never shared between sessions)."""

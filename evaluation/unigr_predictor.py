@@ -106,8 +106,9 @@ class UniGRPredictor:
     def llm_frames(self, sample: Sample) -> list[int]:
         """Indices of the frames the LLM sees (the saved sampling strategy, no jitter), with a prompted
         frame of every region object (:func:`region_anchor_frames`). A 3D scene's frames were chosen by its
-        loader with the same settings (``Benchmark.frames_by_loader``), so all of them."""
-        if sample.scene is not None:
+        loader with the same settings (``Benchmark.frames_by_loader``), so all of them; so are all of a sample's
+        images (several images are separate pictures, e.g. GPT4Scene's BEV and marked frames, not a video)."""
+        if sample.scene is not None or sample.medium == "image":
             return list(range(len(sample.frames)))
         timestamps = sample.timestamps if sample.timestamps is not None else np.arange(len(sample.frames), dtype=float)
         chosen = FrameSampling(self.settings.frame_sampling, num_frames=self.num_frames).select(timestamps)

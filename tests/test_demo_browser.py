@@ -245,3 +245,35 @@ def test_a_scribble_painted_with_the_brush_becomes_the_regions_mask(browser, app
     page.wait_for_function("document.querySelector('#region-status').innerText.includes(' px')", timeout=WAIT_MS)
     assert "Mask on frame 0" in page.locator("#region-status").inner_text()
     _screenshot(page, tmp_path, "scribble")
+
+
+def test_an_uploaded_scene_shows_its_bev_and_marked_frames_and_is_asked_about(
+    browser, app_url: str, tmp_path: Path
+) -> None:
+    from utils.synthetic.rooms import RoomConfig, make_room, render_room, room_rng, write_room  # (this test only)
+
+    config = RoomConfig(height=240, width=320, num_frames=12)
+    room = make_room(UNSEEN_SEED, "demo", 0, config)
+    frames = render_room(room, config, room_rng(UNSEEN_SEED, "demo", 0, 1))
+    folder = write_room(tmp_path / "scenes", room, frames, config)
+    upload = tmp_path / f"{folder.name}.zip"
+    with zipfile.ZipFile(upload, "w") as archive:  # the app has no --scene-root here: a zip of one scene folder
+        for file in sorted(folder.rglob("*")):
+            archive.write(file, f"{folder.name}/{file.relative_to(folder).as_posix()}")
+    page = _page(browser, app_url)
+    page.get_by_role("tab", name="3D scene").click()
+    assert "scripts/preprocess_scenes.py" in page.locator("#scene-help").inner_text()
+    page.locator("#scene-upload input[type=file]").set_input_files(str(upload))
+    page.wait_for_selector("#scene-bev img", timeout=WAIT_MS)
+    assert f"{folder.name}: {config.num_frames} frames, {len(room.proposals)} proposals" in page.locator(
+        "#scene-info"
+    ).inner_text().replace("*", "")
+    assert page.locator("#scene-frames img").count() > 0
+    page.locator("#scene-question textarea").fill("the sofa by the wall")
+    page.locator("#scene-kind").get_by_text("ground objects").click()
+    page.locator("#scene-ask").click()
+    page.wait_for_function("document.querySelector('#scene-answer textarea').value.length > 0", timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelector('#scene-named').innerText.includes('The answer names')", timeout=WAIT_MS
+    )
+    _screenshot(page, tmp_path, "demo_3d_scene", readme=True)
