@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from model.builder import add_encoders, build_unigr, load_unigr
+from model.builder import add_encoders, add_grounding_head, build_unigr, load_unigr
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import load_sam2_checkpoint
 from utils.data.collate import IGNORE_INDEX, SampleCollator
@@ -47,22 +47,26 @@ def count_fn(model: UniGRForConditionalGeneration):
 
 
 def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
-    """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` applied to it, and
-    its SAM2 replaced by ``model.replace_sam2_checkpoint`` when set) or, without ``model.pretrained``, from
-    a backbone folder + SAM2 checkpoint (``model.sam2_checkpoint``); the backbone is loaded in ``dtype``
-    (default: the run's compute dtype) and the data settings that shape inputs (``data.num_frames``, ...)
-    are stored in its config."""
+    """UniGR from a UniGR folder (``model.pretrained``, with ``model.seg`` / ``model.lora`` / ``model.encoders`` /
+    ``model.grounding`` applied to it, and its SAM2 replaced by ``model.replace_sam2_checkpoint`` when set) or,
+    without ``model.pretrained``, from a backbone folder + SAM2 checkpoint (``model.sam2_checkpoint``); the
+    backbone is loaded in ``dtype`` (default: the run's compute dtype) and the data settings that shape inputs
+    (``data.num_frames``, ...) are stored in its config. ``model.grounding`` (``{}``: the defaults) enables the
+    proposal grounding head (:class:`~model.heads.proposal_grounding.GroundingHeadConfig`)."""
     model_cfg = cfg.model
     dtype = dtype or DTYPES[cfg.train.dtype]
     seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None
     lora = OmegaConf.to_container(model_cfg.lora) if model_cfg.get("lora") else None
     encoders = OmegaConf.to_container(model_cfg.encoders) if model_cfg.get("encoders") else None
+    grounding = OmegaConf.to_container(model_cfg.grounding) if model_cfg.get("grounding") is not None else None
     if model_cfg.get("pretrained"):
         model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)
         if model_cfg.get("replace_sam2_checkpoint"):
             load_sam2_checkpoint(model.seg_head.sam2, model_cfg.replace_sam2_checkpoint)
         if encoders is not None:
             add_encoders(model, processor, encoders)
+        if grounding is not None:
+            add_grounding_head(model, processor, grounding)
         if lora is not None:
             if model.config.lora is not None and model.config.lora != lora:
                 raise ValueError(f"model.lora {lora} differs from the pretrained model's adapters {model.config.lora}")
@@ -78,6 +82,7 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
             model_cfg.attn_implementation,
             dtype,
             encoders,
+            grounding,
         )
     model.config.inputs = InputSettings.from_data_config(cfg.data).to_dict()
     return model, processor
@@ -89,12 +94,15 @@ def build_trainable_model(cfg: DictConfig, train_cfg: TrainConfig) -> tuple:
     optimizer's master copy). Seeded by ``cfg.seed``, so every rank starts from the same weights."""
     torch.manual_seed(cfg.seed)
     model, processor = build_model(cfg)
+    new_token_ids = [model.config.seg_token_id]
+    if model.grounding_head is not None:
+        new_token_ids.append(model.config.grd_token_id)
     optimizer_groups = configure_trainable(
         model,
         OmegaConf.to_container(cfg.model.groups),
         train_cfg.lr,
         train_cfg.weight_decay,
-        new_token_ids=[model.config.seg_token_id],
+        new_token_ids=new_token_ids,
     )
     cast_frozen(model, DTYPES[train_cfg.dtype])
     return model, processor, optimizer_groups

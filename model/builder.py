@@ -25,12 +25,13 @@ from transformers import (
 from transformers.initialization import meta_device_safe_creation_ops
 
 from model.configuration_unigr import UniGRConfig
+from model.heads.proposal_grounding import GroundingHeadConfig, ProposalGroundingHead
 from model.heads.seg import SAM2SegHead
 from model.heads.seg_sam2 import SegHeadConfig
 from model.input_assembly import InputAssembly, build_encoders, encoder_classes
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import build_sam2, load_sam2_checkpoint, save_sam2_checkpoint
-from model.tokenizer import add_seg_token, train_tiny_tokenizer
+from model.tokenizer import add_grd_token, add_seg_token, train_tiny_tokenizer
 from model.visual_tokens import VisualTokens
 
 VOCAB_PAD_MULTIPLE = 64
@@ -102,14 +103,20 @@ def save_tiny_sam2(model_cfg: dict, path: str | Path, seed: int = 0) -> Path:
 def load_backbone(
     path: str | Path, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Load a stock Qwen2.5-VL / Qwen2-VL folder and add ``[SEG]`` (the embedding never shrinks)."""
+    """Load a stock Qwen2.5-VL / Qwen2-VL folder and add ``[SEG]`` and ``[GRD]`` (the embedding never shrinks)."""
     processor = AutoProcessor.from_pretrained(path)
     backbone = AutoModelForImageTextToText.from_pretrained(path, attn_implementation=attn_implementation, dtype=dtype)
     add_seg_token(processor.tokenizer)
-    rows = backbone.get_input_embeddings().weight.shape[0]
-    if len(processor.tokenizer) > rows:
-        backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
+    add_grd_token(processor.tokenizer)
+    grow_embeddings(backbone, processor.tokenizer)
     return backbone, processor
+
+
+def grow_embeddings(backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the backbone embedding rows for every token of ``tokenizer`` (a multiple of 64), if it has too few."""
+    rows = backbone.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        backbone.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
 
 
 def build_unigr(
@@ -120,14 +127,18 @@ def build_unigr(
     attn_implementation: str = "sdpa",
     dtype: torch.dtype = torch.float32,
     encoders: dict | None = None,
+    grounding: dict | None = None,
 ) -> tuple[UniGRForConditionalGeneration, ProcessorMixin]:
-    """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint.
+    """UniGR from a backbone folder, a seg-head config and an official SAM2 checkpoint (and optionally a
+    proposal grounding head config, ``grounding``; see :func:`assemble_unigr`).
 
     The backbone is loaded in ``dtype`` (a 7B in bf16 never exists in float32 in host memory); the
     heads are built in float32 (the trainer casts frozen parts to its compute dtype).
     """
     backbone, processor = load_backbone(backbone_path, attn_implementation, dtype)
-    model = assemble_unigr(backbone, processor, seg, sam2_checkpoint, lora, attn_implementation, encoders)
+    model = assemble_unigr(
+        backbone, processor, seg, sam2_checkpoint, lora, attn_implementation, encoders, grounding=grounding
+    )
     return model, processor
 
 
@@ -139,15 +150,19 @@ def assemble_unigr(
     lora: dict | None = None,
     attn_implementation: str = "sdpa",
     encoders: dict | None = None,
+    grounding: dict | None = None,
 ) -> UniGRForConditionalGeneration:
     """UniGR around an in-memory backbone whose tokenizer (``processor.tokenizer``) has ``[SEG]``.
 
     The SAM2 head is built on the default device in float32, randomly initialised unless
     ``sam2_checkpoint`` (an official SAM2 file) is given; the backbone stays where and as it is.
     ``encoders`` (``{name: options}``) enables input encoders; their placeholder tokens are added to
-    the tokenizer (and embedding rows to the backbone where it has too few).
+    the tokenizer (and embedding rows to the backbone where it has too few). ``grounding``
+    (:class:`~model.heads.proposal_grounding.GroundingHeadConfig` fields, ``{}`` for the defaults) adds the
+    proposal grounding head, randomly initialised in float32, and ``[GRD]`` to the tokenizer where it lacks it.
     """
     placeholders = add_placeholder_tokens(backbone, processor, encoders)
+    grd_token_id = add_grounding_token(backbone, processor) if grounding is not None else None
     config = UniGRConfig(
         backbone_config=backbone.config.to_dict(),
         seg=SegHeadConfig.from_dict(seg).to_dict() if seg is not None else None,
@@ -155,6 +170,8 @@ def assemble_unigr(
         placeholder_token_ids={token: processor.tokenizer.convert_tokens_to_ids(token) for token in placeholders},
         lora=None,
         seg_token_id=processor.tokenizer.convert_tokens_to_ids("[SEG]"),
+        grounding=GroundingHeadConfig.from_dict(grounding).to_dict() if grounding is not None else None,
+        grd_token_id=grd_token_id,
     )
     config._attn_implementation = attn_implementation
     # A shell whose backbone and head are replaced by real ones below. SAM2 calls ``.item()`` on a
@@ -171,6 +188,9 @@ def assemble_unigr(
         model._init_weights(model.seg_head)
         if sam2_checkpoint is not None:
             load_sam2_checkpoint(model.seg_head.sam2, sam2_checkpoint)
+    model.grounding_head = ProposalGroundingHead.from_config(config.grounding, hidden_size, config)
+    if model.grounding_head is not None:
+        model._init_weights(model.grounding_head)
     if lora is not None:
         model.config.lora = lora
         model._inject_lora(lora)
@@ -186,10 +206,51 @@ def add_placeholder_tokens(backbone: PreTrainedModel, processor: ProcessorMixin,
     placeholders = sorted({cls.placeholder for cls in encoder_classes(encoders).values() if cls.placeholder})
     if placeholders:
         processor.tokenizer.add_tokens(placeholders, special_tokens=True)
-        rows = backbone.get_input_embeddings().weight.shape[0]
-        if len(processor.tokenizer) > rows:
-            backbone.resize_token_embeddings(len(processor.tokenizer), pad_to_multiple_of=VOCAB_PAD_MULTIPLE)
+        grow_embeddings(backbone, processor.tokenizer)
     return placeholders
+
+
+def add_grounding_token(backbone: PreTrainedModel, processor: ProcessorMixin) -> int:
+    """Add ``[GRD]`` to the tokenizer where it lacks it (a UniGR saved before the grounding head) and embedding rows
+    where the backbone has too few; returns its id."""
+    token_id = add_grd_token(processor.tokenizer)
+    grow_embeddings(backbone, processor.tokenizer)
+    return token_id
+
+
+WEIGHT_SHAPING_GROUNDING_FIELDS = ("enabled", "embed_dim", "similarity")
+"""Grounding-head fields a model's head weights depend on: a model that has the head cannot change them."""
+
+
+def add_grounding_head(model: UniGRForConditionalGeneration, processor: ProcessorMixin, grounding: dict) -> None:
+    """Give a built or loaded model the proposal grounding head ``grounding``, in place.
+
+    A model without the head gets it freshly initialised (and ``[GRD]``, see :func:`add_grounding_token`); a
+    model with it takes the fields that leave its weights as they are (mode, thresholds, loss weights) and
+    refuses the others (:data:`WEIGHT_SHAPING_GROUNDING_FIELDS`) by name.
+    """
+    head = model.grounding_head
+    if head is not None:
+        merged = head.config.to_dict()
+        refused = [key for key in WEIGHT_SHAPING_GROUNDING_FIELDS if key in grounding and grounding[key] != merged[key]]
+        if refused:
+            raise ValueError(
+                f"model.grounding.{refused[0]} cannot change on a model that has the grounding head (its weights "
+                f"depend on it); refused: {refused}"
+            )
+        head.config = GroundingHeadConfig.from_dict({**merged, **grounding})
+        model.config.grounding = head.config.to_dict()
+        return
+    backbone = model.backbone
+    model.config.grd_token_id = add_grounding_token(backbone, processor)
+    model.config.grounding = GroundingHeadConfig.from_dict(grounding).to_dict()
+    model.config.backbone_config = backbone.config  # the vocabulary may have grown
+    hidden_size = backbone.config.get_text_config().hidden_size
+    head = ProposalGroundingHead.from_config(model.config.grounding, hidden_size, model.config)
+    if head is not None:
+        head.to(next(model.parameters()).device)
+        model._init_weights(head)
+    model.grounding_head = head
 
 
 def add_encoders(model: UniGRForConditionalGeneration, processor: ProcessorMixin, encoders: dict) -> None:

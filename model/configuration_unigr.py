@@ -19,6 +19,10 @@ class UniGRConfig(PreTrainedConfig):
         lora: ``{"r", "alpha", "dropout", "target_modules"}`` for LoRA adapters on the LLM only;
             ``None`` means no adapters.
         seg_token_id: id of ``[SEG]`` in the tokenizer.
+        grounding: :class:`~model.heads.proposal_grounding.GroundingHeadConfig` fields (single / multi target,
+            query width, similarity, IoU and prediction thresholds, loss weights) of the proposal grounding
+            head (``[GRD]`` -> 3D object proposals); ``None`` disables the head.
+        grd_token_id: id of ``[GRD]`` in the tokenizer, set with the grounding head (``None`` without it).
         ce_weight: weight of the language-modelling loss.
         inputs: the data settings that shape the model's inputs, saved by training and read by
             inference (:class:`utils.data.input_settings.InputSettings` fields: frames the LLM sees,
@@ -36,6 +40,8 @@ class UniGRConfig(PreTrainedConfig):
     placeholder_token_ids: dict | None = None
     lora: dict | None = None
     seg_token_id: int | None = None
+    grounding: dict | None = None
+    grd_token_id: int | None = None
     ce_weight: float = 1.0
     inputs: dict | None = None
     tie_word_embeddings: bool = False

@@ -41,6 +41,10 @@ class UniGROutput(ModelOutput):
         object_logits: (segmentation head) one ``(O_i, T_i)`` object-score tensor per sample.
         location_maps: (segmentation head with ``location_prompt`` on) per sample ``(logits (O_i, slots,
             h, w), frames_per_slot)`` of its ``[SEG]`` states over its visual tokens, or ``None``.
+        grounding_logits: (grounding head) per sample ``(G_i, P_i + 1)`` logits of its ``G_i`` ``[GRD]`` tokens
+            over its ``P_i`` proposals and "no target" (last column).
+        pred_proposal_ids: (grounding head) per sample, per ``[GRD]``, the ``(K,)`` chosen proposal indices.
+        pred_boxes_3d: (grounding head) per sample, per ``[GRD]``, the ``(K, 6)`` boxes of those proposals.
     """
 
     loss: torch.Tensor | None = None
@@ -50,6 +54,9 @@ class UniGROutput(ModelOutput):
     pred_masks: list[torch.Tensor] | None = None
     object_logits: list[torch.Tensor] | None = None
     location_maps: list[tuple[torch.Tensor, int] | None] | None = None
+    grounding_logits: list[torch.Tensor] | None = None
+    pred_proposal_ids: list[list[torch.Tensor]] | None = None
+    pred_boxes_3d: list[list[torch.Tensor]] | None = None
 
 
 @dataclass
@@ -63,11 +70,19 @@ class GenerationResult:
         location_maps: with the segmentation head's location map on, per sample ``(logits (O_i, slots,
             h, w), frames_per_slot)`` of its ``[SEG]`` states over its visual tokens (``None`` without
             visual tokens); otherwise ``None``.
+        grd_hidden: with the grounding head, per sample ``(G_i, D)`` last hidden states of the generated
+            ``[GRD]`` tokens, in order (each token's own state, as in training); otherwise ``None``.
+        grounding: with the grounding head and at least one ``[GRD]`` generated in a sample with a scene,
+            :meth:`UniGRForConditionalGeneration.ground`'s result: per sample ``"pred_proposal_ids"`` and
+            ``"pred_boxes_3d"`` (per ``[GRD]`` the ``(K,)`` chosen proposals and their ``(K, 6)`` boxes, ``K = 0``
+            for "no target") and ``"grounding_logits"``; otherwise ``None``.
     """
 
     sequences: torch.Tensor
     seg_hidden: list[torch.Tensor]
     location_maps: list[tuple[torch.Tensor, int] | None] | None = None
+    grd_hidden: list[torch.Tensor] | None = None
+    grounding: dict | None = None
 
 
 class UniGRPreTrainedModel(PreTrainedModel):
@@ -235,10 +250,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         generator: torch.Generator | None = None,
         streamer: BaseStreamer | None = None,
     ) -> GenerationResult:
-        """Generate answers (greedy unless ``do_sample``) and keep the hidden states of generated ``[SEG]``.
+        """Generate answers (greedy unless ``do_sample``) and keep the hidden states of generated ``[SEG]`` and
+        ``[GRD]``; with the grounding head, the ``[GRD]`` states choose among the prompt's proposals (:meth:`ground`).
 
         The prompt goes through the same input assembly as training; each new token is one step of the
-        LLM with its KV cache, so the ``[SEG]`` states come from generation itself (no second pass).
+        LLM with its KV cache, so the ``[SEG]`` and ``[GRD]`` states come from generation itself (no second pass).
 
         Args:
             inputs: collated prompt (``SampleCollator(..., inference=True)``): ``input_ids`` ``(B, L)``
@@ -266,6 +282,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         pad_id = generation_config.pad_token_id if generation_config.pad_token_id is not None else eos_ids[0]
         seg_id = self.config.seg_token_id
         previous = self.seg_config is not None and self.seg_config.seg_hidden == "previous"
+        grd_id = self.config.grd_token_id if self.grounding_head is not None else None
 
         cache = DynamicCache(config=self.language_model.config)
         out = self.language_model(
@@ -281,6 +298,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         batch_size = input_ids.shape[0]
         finished = torch.zeros(batch_size, dtype=torch.bool, device=input_ids.device)
         seg_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
+        grd_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         sequences = input_ids
         for _ in range(max_new_tokens):
             scores = processors(sequences, self.backbone.lm_head(hidden).float())
@@ -309,6 +327,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             if not previous:  # the [SEG] token's own state, now that it was fed
                 for row in (tokens == seg_id).nonzero()[:, 0].tolist():
                     seg_states[row].append(hidden[row])
+            if grd_id is not None:  # the [GRD] token's own state, as the head reads it in training
+                for row in (tokens == grd_id).nonzero()[:, 0].tolist():
+                    grd_states[row].append(hidden[row])
             finished |= torch.isin(tokens, eos_ids)
             if bool(finished.all()):
                 break
@@ -319,7 +340,46 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         location_maps = None
         if self.seg_config is not None and self.seg_head.location is not None:
             location_maps = self.seg_head.location_maps(seg_hidden, prompt_hidden, input_ids, batch)
-        return GenerationResult(sequences, seg_hidden, location_maps)
+        result = GenerationResult(sequences, seg_hidden, location_maps)
+        if grd_id is not None:
+            result.grd_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in grd_states]
+            result.grounding = self.ground(result.grd_hidden, prompt_hidden, input_ids, batch)
+        return result
+
+    def ground(
+        self, grd_hidden: list[torch.Tensor], prompt_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict
+    ) -> dict | None:
+        """The grounding head's choice among each sample's proposals for its generated ``[GRD]`` states.
+
+        The head reads them as in training (:meth:`ProposalGroundingHead.predict
+        <model.heads.proposal_grounding.ProposalGroundingHead.predict>`): each sample's states are placed after
+        its prompt as ``[GRD]`` positions, and its proposal features pool the prompt's visual tokens.
+
+        Args:
+            grd_hidden: per sample ``(G_i, D)`` ``[GRD]`` states (:attr:`GenerationResult.grd_hidden`).
+            prompt_hidden: ``(B, L, D)`` last hidden states of the prompt pass; input_ids: ``(B, L)`` the prompt.
+            batch: the collated prompt: ``proposals``, ``token_positions`` (``SampleCollator.for_model``) and the
+                visual grids; ``grounding_multi`` picks each sample's single- or multi-target prediction.
+        Returns:
+            ``predict``'s ``{"grounding_logits", "pred_proposal_ids", "pred_boxes_3d"}``; a sample without
+            proposals or token positions (no scene) gets no groundings (empty lists). ``None`` when no sample
+            with a scene generated a ``[GRD]``.
+        """
+        proposals = batch.get("proposals") or [None] * len(grd_hidden)
+        positions = batch.get("token_positions") or [None] * len(grd_hidden)
+        counts = [
+            len(states) if proposals[i] is not None and positions[i] is not None else 0
+            for i, states in enumerate(grd_hidden)
+        ]
+        if not any(counts):
+            return None
+        appended = prompt_hidden.new_zeros(len(grd_hidden), max(counts), prompt_hidden.shape[-1])  # (B, G, D)
+        appended_ids = torch.full(appended.shape[:2], -1, dtype=input_ids.dtype, device=input_ids.device)  # no token
+        for i, count in enumerate(counts):
+            appended[i, :count] = grd_hidden[i][:count]
+            appended_ids[i, :count] = self.grounding_head.grd_token_id
+        hidden = torch.cat([prompt_hidden, appended], dim=1)
+        return self.grounding_head.predict(hidden, torch.cat([input_ids, appended_ids], dim=1), batch)
 
     @torch.no_grad()
     def generate_and_segment(

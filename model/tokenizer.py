@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, Qwen2Tokenizer
 
-from utils.data.prompts import SEG_TOKEN
+from utils.data.prompts import GRD_TOKEN, SEG_TOKEN
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -45,7 +45,7 @@ CHAT_TEMPLATE = (
 
 
 def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> Qwen2Tokenizer:
-    """Train a byte-level BPE on ``corpus`` and return it as a Qwen tokenizer with ``[SEG]`` added."""
+    """Train a byte-level BPE on ``corpus`` and return it as a Qwen tokenizer with ``[SEG]`` and ``[GRD]`` added."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
@@ -60,6 +60,7 @@ def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> Qwen2T
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS[1:]})
     tokenizer.chat_template = CHAT_TEMPLATE
     add_seg_token(tokenizer)
+    add_grd_token(tokenizer)
     return tokenizer
 
 
@@ -67,3 +68,9 @@ def add_seg_token(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add ``[SEG]`` as a special token (idempotent) and return its id."""
     tokenizer.add_tokens([SEG_TOKEN], special_tokens=True)
     return tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+
+
+def add_grd_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Add ``[GRD]`` (the proposal grounding head's token) as a special token (idempotent) and return its id."""
+    tokenizer.add_tokens([GRD_TOKEN], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(GRD_TOKEN)

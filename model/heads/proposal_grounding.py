@@ -16,6 +16,11 @@ Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode
   exactly when no proposal is. Prediction: every proposal with probability ``>= threshold``, none when
   "no target" is more probable than every proposal.
 
+In UniGR the head is ``UniGRConfig.grounding`` (``[GRD]``'s id: ``grd_token_id``). Data: ScanRefer / Multi3DRefer
+loaded with ``grounding="head"`` answer with one ``[GRD]`` and hold ``Sample.boxes_3d`` / ``Sample.grounding_multi``;
+the collator (:func:`utils.data.collate.grounding_step`) adds the batch keys read below. Inference:
+``UniGRForConditionalGeneration.generate`` grounds every generated ``[GRD]`` (``GenerationResult.grounding``).
+
 The other style, proposal ids as text (``<OBJ012>``, GPT4Scene), needs no head: :mod:`utils.scene3d.object_ids`.
 """
 
@@ -31,10 +36,8 @@ from torch import nn
 
 from model.heads.base import Head, register_head
 from model.visual_tokens import VisualTokens, visual_layouts
+from utils.data.prompts import GRD_TOKEN
 from utils.scene3d.boxes import box_iou_3d, points_in_boxes
-
-GRD_TOKEN = "[GRD]"
-"""The token whose last hidden state grounds an expression in the scene's proposals."""
 
 MODES = ("single", "multi")
 SIMILARITIES = ("cosine", "dot")

@@ -4,8 +4,8 @@
 per video or image, Qwen's visual tensors (videos through :func:`utils.video.model_inputs.qwen_video`,
 the one video-input builder; images through Qwen's image processor), and in training the CE labels —
 and then runs one *step* per typed :class:`~utils.data.schema.Sample` field (:data:`COLLATE_STEPS`):
-SAM2 frames, mask targets, region prompts (rasterised for the region encoder), scene geometry.
-A new family adds a field and a step.
+SAM2 frames, mask targets, region prompts (rasterised for the region encoder), scene geometry, 3D grounding
+targets and the video tokens' world positions. A new family adds a field and a step.
 
 Training, evaluation, the demo and the command line all collate through it, so prompts, frame
 resizing and pixel budgets are the same everywhere (``inference=True`` only drops the final answer
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
 
-from utils.data.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from model.encoders.position3d import token_world_positions
+from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.video.model_inputs import qwen_video, sam2_frames
 
@@ -190,7 +191,67 @@ def scene_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> 
         batch["proposals"] = [None if s.proposals is None else torch.from_numpy(s.proposals) for s in samples]
 
 
-COLLATE_STEPS: tuple[CollateStep, ...] = (sam_frames_step, masks_step, region_prompts_step, scene_step)
+def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
+    """What the proposal grounding head reads besides ``proposals``:
+
+    * ``grounding_multi`` (batches with proposals): per sample its :attr:`~utils.data.schema.Sample.grounding_multi`;
+    * ``gt_boxes_3d`` (training, batches with 3D grounding targets): per sample a list with one ``(K, 6)`` float32
+      tensor per ``[GRD]`` of its answer (:attr:`~utils.data.schema.Sample.boxes_3d`), or ``None``; an answer
+      whose ``[GRD]`` count differs from its ``boxes_3d`` entries is an error naming the sample;
+    * ``token_positions`` (collators with ``token_positions``, batches with scenes): per sample ``(positions (N, 3)
+      float32, valid (N,) bool)``, the world point each of its ``N`` video tokens sees, in the tokens' sequence
+      order (:func:`~model.encoders.position3d.token_world_positions` on the sample's ``video_grid_thw`` row), or
+      ``None`` for a sample without a scene or without video tokens.
+    """
+    if any(s.proposals is not None for s in samples):
+        batch["grounding_multi"] = [s.grounding_multi for s in samples]
+    targets = [] if collator.inference else [_grounding_targets(s) for s in samples]
+    if any(boxes is not None for boxes in targets):
+        batch["gt_boxes_3d"] = targets
+    if collator.token_positions and any(s.scene is not None for s in samples):
+        batch["token_positions"] = _token_positions(collator, samples, batch.get("video_grid_thw"))
+
+
+def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
+    """The sample's ``boxes_3d`` as tensors, one per ``[GRD]`` in its assistant turns (checked); ``None`` for a
+    sample with neither (a ``[GRD]`` without targets would train nothing)."""
+    mentions = sum(turn["content"].count(GRD_TOKEN) for turn in sample.conversation if turn["role"] == "assistant")
+    if sample.boxes_3d is None and mentions == 0:
+        return None
+    if sample.boxes_3d is None or mentions != len(sample.boxes_3d):
+        entries = "no" if sample.boxes_3d is None else len(sample.boxes_3d)
+        raise ValueError(f"{sample.sample_id}: {entries} boxes_3d entries for {mentions} {GRD_TOKEN} in the answer")
+    return [torch.from_numpy(boxes) for boxes in sample.boxes_3d]
+
+
+def _token_positions(
+    collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per sample the world positions of its video tokens (see :func:`grounding_step`)."""
+    video = collator.processor.video_processor
+    grids = iter(video_grid_thw.tolist() if video_grid_thw is not None else [])
+    result = []
+    for sample in samples:
+        has_video = collator.media and sample.medium == "video"
+        grid = next(grids) if has_video else None  # Qwen's rows follow the samples with a video, in order
+        if sample.scene is None or grid is None:
+            result.append(None)
+            continue
+        try:
+            positions, valid = token_world_positions(sample.scene, grid, video.merge_size, video.temporal_patch_size)
+        except ValueError as error:
+            raise ValueError(f"{sample.sample_id}: {error}") from error
+        result.append((torch.from_numpy(positions), torch.from_numpy(valid)))
+    return result
+
+
+COLLATE_STEPS: tuple[CollateStep, ...] = (
+    sam_frames_step,
+    masks_step,
+    region_prompts_step,
+    scene_step,
+    grounding_step,
+)
 """The per-field steps, in order, after the text and visual inputs."""
 
 
@@ -201,7 +262,8 @@ class SampleCollator:
     ``pixel_values_videos``, ``video_grid_thw`` ``(V, 3)`` and ``second_per_grid_ts`` ``(V,)`` (from
     each sample's frame timestamps); for images ``pixel_values`` and ``image_grid_thw`` ``(I, 3)``;
     in training ``labels`` ``(B, L)``; then what :data:`COLLATE_STEPS` add (``sam_frames``,
-    ``gt_masks``, ``region_prompts``, ``scenes``, ``proposals``).
+    ``gt_masks``, ``region_prompts``, ``scenes``, ``proposals``, ``grounding_multi``, ``gt_boxes_3d``,
+    ``token_positions``).
 
     Args:
         processor: a Qwen2.5-VL / Qwen2-VL processor (its pixel budgets set the LLM's frame sizes).
@@ -210,6 +272,8 @@ class SampleCollator:
         after_visual: text placed right after the media placeholders (placeholders of appended tokens,
             :meth:`model.input_assembly.InputAssembly.after_visual_text`).
         media: ``False``: text only (no frames, no media placeholders), for blind baselines.
+        token_positions: add the world positions of scene samples' video tokens (for the proposal grounding
+            head; they cost a back-projection of every depth frame).
     """
 
     def __init__(
@@ -219,20 +283,22 @@ class SampleCollator:
         inference: bool = False,
         after_visual: str = "",
         media: bool = True,
+        token_positions: bool = False,
     ):
         self.processor, self.sam_image_size, self.inference = processor, sam_image_size, inference
-        self.after_visual, self.media = after_visual, media
+        self.after_visual, self.media, self.token_positions = after_visual, media, token_positions
 
     @classmethod
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
-        """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head) and the
-        placeholders of its appended encoder tokens."""
+        """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head), the
+        placeholders of its appended encoder tokens, and token positions if it has the grounding head."""
         seg_head = getattr(model, "seg_head", None)
         return cls(
             processor,
             seg_head.image_size if seg_head is not None else None,
             inference=inference,
             after_visual=model.input_assembly.after_visual_text(),
+            token_positions=getattr(model, "grounding_head", None) is not None,
         )
 
     def __call__(self, samples: list[Sample]) -> dict:

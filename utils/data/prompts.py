@@ -9,6 +9,13 @@ from utils.data.schema import MEDIA
 SEG_TOKEN = "[SEG]"
 """The token whose last hidden state is decoded into a mask by the segmentation head."""
 
+GRD_TOKEN = "[GRD]"
+"""The token whose last hidden state the proposal grounding head matches against a 3D scene's object proposals."""
+
+PROPOSAL_GROUNDING_ANSWER = f"Sure, {GRD_TOKEN}."
+"""The assistant turn of a 3D grounding question answered by the proposal grounding head: one ``[GRD]`` per
+question, also for several or no targets (the head's multi-target mode picks any number of proposals)."""
+
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 """Where the video goes in a user turn; Qwen's processor expands ``<|video_pad|>`` to the video tokens."""
 

@@ -14,11 +14,14 @@ Official layout (shared parts: :mod:`utils.data.scene3d`):
 LLaVA layout: Video-3D LLM's ``scanrefer_vg_{split}_llava_style.json`` / ``multi3drefer_{split}_llava_style.json``
 (``"box"`` the ground truth, ``metadata.question_type`` the eval type, ``metadata.object_id`` the id or ids).
 
-The answer names, for each ground-truth box, the proposal of highest IoU when it reaches ``match_iou``
-(:func:`~utils.data.scene3d.grounding_answer`). ``meta``: ``gt_boxes`` ``(K, 6)``, ``object_id`` (ScanRefer)
-or ``object_ids``, ``eval_type`` (also ``category``), ``unique`` (ScanRefer), ``target_proposals`` and
-``target_ious`` (best proposal and its IoU per ground-truth box, -1 below ``match_iou``), ``description``,
-``ann_id``.
+Loader option ``grounding`` (:data:`~utils.data.scene3d.GROUNDING_STYLES`): with ``"ids"`` (the default) the
+answer names, for each ground-truth box, the proposal of highest IoU when it reaches ``match_iou``
+(:func:`~utils.data.scene3d.grounding_answer`); with ``"head"`` it is one ``[GRD]``
+(:data:`~utils.data.prompts.PROPOSAL_GROUNDING_ANSWER`) and ``Sample.boxes_3d`` holds its ground-truth boxes
+(``(1, 6)`` for ScanRefer; ``(K, 6)``, ``K >= 0``, for Multi3DRefer, whose samples are ``grounding_multi``).
+``meta``: ``gt_boxes`` ``(K, 6)``, ``object_id`` (ScanRefer) or ``object_ids``, ``eval_type`` (also
+``category``), ``unique`` (ScanRefer), ``target_proposals`` and ``target_ious`` (best proposal and its IoU per
+ground-truth box, -1 below ``match_iou``), ``description``, ``ann_id``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.data.prompts import PROPOSAL_GROUNDING_ANSWER
 from utils.data.registry import register_dataset
 from utils.data.scene3d import (
     GROUNDING_QUESTION,
+    GROUNDING_STYLES,
     MATCH_IOU,
     MULTI_GROUNDING_QUESTION,
     SCENE_ROOT,
@@ -72,7 +77,34 @@ def scanrefer_eval_type(given: object, target: int | None, scene: Scene) -> str 
     return "unique" if np.sum(scene.objects.labels == label) == 1 else "multiple"
 
 
-class ScanReferDataset(Scene3DDataset):
+class ProposalGroundingDataset(Scene3DDataset):
+    """What ScanRefer and Multi3DRefer share: the answer style (``grounding``, see the module docstring).
+
+    Args:
+        grounding: ``"ids"`` or ``"head"``; the other arguments: see :class:`~utils.data.scene3d.Scene3DDataset`.
+    """
+
+    multi_target = False
+    """Whether a description may refer to zero, one or several objects (``Sample.grounding_multi``)."""
+
+    def __init__(self, *args, grounding: str = "ids", **kwargs):
+        if grounding not in GROUNDING_STYLES:
+            raise ValueError(f"{self.kind}: grounding must be one of {GROUNDING_STYLES}, got {grounding!r}")
+        super().__init__(*args, **kwargs)
+        self.grounding = grounding
+
+    def answer(self, proposal_ids: np.ndarray) -> str:
+        """The answer naming the matched proposals (``"ids"``) or the one ``[GRD]`` (``"head"``)."""
+        return PROPOSAL_GROUNDING_ANSWER if self.grounding == "head" else grounding_answer(proposal_ids)
+
+    def target_fields(self, meta: dict) -> dict:
+        """With ``"head"``: ``boxes_3d`` (the ground-truth boxes of the one ``[GRD]``) and ``grounding_multi``."""
+        if self.grounding != "head":
+            return {}
+        return {"boxes_3d": [meta["gt_boxes"]], "grounding_multi": self.multi_target}
+
+
+class ScanReferDataset(ProposalGroundingDataset):
     """ScanRefer samples (see the module docstring)."""
 
     kind = "scanrefer"
@@ -121,13 +153,14 @@ class ScanReferDataset(Scene3DDataset):
             "description": annotation.text,
         }
         user = self.user_turn(annotation, GROUNDING_QUESTION, description=sentence(annotation.text))
-        return user, grounding_answer(ids[ids >= 0]), meta
+        return user, self.answer(ids[ids >= 0]), meta
 
 
-class Multi3DReferDataset(Scene3DDataset):
+class Multi3DReferDataset(ProposalGroundingDataset):
     """Multi3DRefer samples (see the module docstring)."""
 
     kind = "multi3drefer"
+    multi_target = True
 
     def parse_official(self, entry: Entry, where: str) -> Annotation:
         item = official_item(entry, where)
@@ -176,7 +209,7 @@ class Multi3DReferDataset(Scene3DDataset):
             "description": annotation.text,
         }
         user = self.user_turn(annotation, MULTI_GROUNDING_QUESTION, description=sentence(annotation.text))
-        return user, grounding_answer(ids[ids >= 0]), meta
+        return user, self.answer(ids[ids >= 0]), meta
 
 
 @register_dataset("scanrefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",))
@@ -192,9 +225,11 @@ def build_scanrefer(
     frame_sampling: str = "uniform",
     sampling_options: dict | None = None,
     match_iou: float = MATCH_IOU,
+    grounding: str = "ids",
 ) -> ScanReferDataset:
     """ScanRefer under ``root`` (``ScanRefer_filtered_{split}.json`` or Video-3D LLM's LLaVA file; scene folders
-    in ``root/<scene_root>``). Options: see :class:`~utils.data.scene3d.Scene3DDataset`."""
+    in ``root/<scene_root>``). Options: see :class:`~utils.data.scene3d.Scene3DDataset` and
+    :class:`ProposalGroundingDataset` (``grounding``)."""
     return build_scene_dataset(
         ScanReferDataset,
         root,
@@ -208,6 +243,7 @@ def build_scanrefer(
         frame_sampling=frame_sampling,
         sampling_options=sampling_options,
         match_iou=match_iou,
+        grounding=grounding,
     )
 
 
@@ -224,9 +260,10 @@ def build_multi3drefer(
     frame_sampling: str = "uniform",
     sampling_options: dict | None = None,
     match_iou: float = MATCH_IOU,
+    grounding: str = "ids",
 ) -> Multi3DReferDataset:
     """Multi3DRefer under ``root`` (``multi3drefer_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
-    :class:`~utils.data.scene3d.Scene3DDataset`."""
+    :class:`~utils.data.scene3d.Scene3DDataset` and :class:`ProposalGroundingDataset` (``grounding``)."""
     return build_scene_dataset(
         Multi3DReferDataset,
         root,
@@ -240,4 +277,5 @@ def build_multi3drefer(
         frame_sampling=frame_sampling,
         sampling_options=sampling_options,
         match_iou=match_iou,
+        grounding=grounding,
     )

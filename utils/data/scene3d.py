@@ -26,8 +26,11 @@ guess when both do):
 The user turn is rebuilt from the templates below (``*_QUESTION``) whatever the layout, so both layouts of
 one annotation give the same sample: a LLaVA turn is matched against :data:`LLAVA_TEMPLATES` (Video-3D LLM's wording) to
 recover its description or question; a turn matching none is kept as written (``meta["prompt_source"]``
-``"file"``, else ``"template"``). Grounding answers name the proposal with the highest IoU to each
-ground-truth box, if it reaches ``match_iou`` (:func:`grounding_answer`), else say :data:`NO_OBJECT_ANSWER`.
+``"file"``, else ``"template"``). Grounding answers (loader option ``grounding``, :data:`GROUNDING_STYLES`) either
+name the proposal with the highest IoU to each ground-truth box, if it reaches ``match_iou``
+(:func:`grounding_answer`), else say :data:`NO_OBJECT_ANSWER` (``"ids"``, GPT4Scene style), or are one ``[GRD]``
+(:data:`~utils.data.prompts.PROPOSAL_GROUNDING_ANSWER`) with the ground-truth boxes in ``Sample.boxes_3d`` for the
+proposal grounding head (``"head"``, Video-3D LLM style).
 
 Errors: a malformed item raises ``ValueError`` naming the sample and its file (training counts it as a
 skip, :mod:`utils.data.robust`); a missing scene folder raises ``FileNotFoundError`` naming the folder.
@@ -58,6 +61,8 @@ MATCH_IOU = 0.25
 """A ground-truth box is named by its best proposal only if their IoU reaches this (loader option ``match_iou``)."""
 COVERAGE_STRATEGIES = ("mc-ratio90", "mc-ratio95", "max_coverage")
 """Frame samplers that read ``options["frame_voxels"]``."""
+GROUNDING_STYLES = ("ids", "head")
+"""How grounding answers name their objects: ``<OBJ###>`` ids in the text, or a ``[GRD]`` for the proposal head."""
 
 # --- prompt templates: the one place they are written ----------------------------------------------------
 
@@ -340,6 +345,11 @@ class Scene3DDataset(Dataset):
         """``(user turn, answer, meta)`` of an annotation in its scene."""
         raise NotImplementedError
 
+    def target_fields(self, meta: dict) -> dict:
+        """Typed :class:`~utils.data.schema.Sample` targets beyond the conversation (e.g. ``boxes_3d``), from the
+        ``meta`` that :meth:`conversation` returned; none by default."""
+        return {}
+
     # --- the sample ---
 
     def __len__(self) -> int:
@@ -369,6 +379,7 @@ class Scene3DDataset(Dataset):
             timestamps=scene.timestamps[indices],
             scene=scene.geometry(indices),
             proposals=scene.proposals.boxes,
+            **self.target_fields(meta),
             meta={
                 **annotation.meta,
                 **meta,

@@ -88,6 +88,12 @@ class Sample:
         boxes: ``(O, T, 4)`` float pixel boxes per object and frame, NaN where absent; ``None`` if unknown.
         scene: posed RGB-D of a 3D scene, or ``None``.
         proposals: ``(N, 6)`` 3D boxes (centre, size) of object proposals, or ``None``.
+        boxes_3d: per ``[GRD]`` of the answer, in order, the ``(K, 6)`` float32 ground-truth boxes (centre, size,
+            in the proposals' frame) it refers to (``K = 0``: nothing in the scene fits); ``None`` if unknown.
+            Needs ``proposals`` (the grounding head chooses among them).
+        grounding_multi: each ``[GRD]`` may name zero, one or several objects (Multi3DRefer: the grounding
+            head's multi-target loss and prediction) rather than at most one (ScanRefer). It is part of the
+            task, so inference keeps it (``boxes_3d`` is a target).
         meta: dataset-specific facts (video id, expression ids and type, source frame indices, ...).
             Question-answering samples add ``answer`` (the reference answer text, also the last
             assistant turn), ``category`` (question type, for per-category scores) and, for multiple
@@ -105,6 +111,8 @@ class Sample:
     boxes: np.ndarray | None = None
     scene: SceneGeometry | None = None
     proposals: np.ndarray | None = None
+    boxes_3d: list[np.ndarray] | None = None
+    grounding_multi: bool = False
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,9 +126,23 @@ class Sample:
             if num_frames > 1 and not np.all(np.diff(self.timestamps) > 0):
                 raise ValueError(f"{self.sample_id}: frame timestamps must increase")
         if self.masks is not None and self.masks.shape[1:] != (num_frames, *self.frames.shape[1:3]):
-            raise ValueError(
-                f"{self.sample_id}: masks {self.masks.shape} do not match frames {self.frames.shape[:3]}"
-            )
+            raise ValueError(f"{self.sample_id}: masks {self.masks.shape} do not match frames {self.frames.shape[:3]}")
         for prompt in self.regions:
             if not 0 <= prompt.frame < num_frames:
                 raise ValueError(f"{self.sample_id}: region prompt on frame {prompt.frame} of {num_frames}")
+        if self.boxes_3d is not None:
+            self.boxes_3d = [self._grounding_boxes(j, boxes) for j, boxes in enumerate(self.boxes_3d)]
+
+    def _grounding_boxes(self, index: int, boxes: np.ndarray) -> np.ndarray:
+        """``boxes_3d[index]`` as ``(K, 6)`` float32, checked (finite, sizes >= 0, at most one box unless multi)."""
+        where = f"{self.sample_id}: boxes_3d[{index}]"
+        if self.proposals is None:
+            raise ValueError(f"{where}: 3D grounding targets need the scene's proposals")
+        boxes = np.asarray(boxes, dtype=np.float32)
+        if boxes.ndim != 2 or boxes.shape[1] != 6:
+            raise ValueError(f"{where}: expected (K, 6) centre + size boxes, got shape {boxes.shape}")
+        if not np.isfinite(boxes).all() or (boxes[:, 3:] < 0).any():
+            raise ValueError(f"{where}: a box is not finite or has a negative size")
+        if len(boxes) > 1 and not self.grounding_multi:
+            raise ValueError(f"{where}: {len(boxes)} boxes for one [GRD]; several targets need grounding_multi")
+        return boxes
