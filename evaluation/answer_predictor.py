@@ -14,7 +14,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from evaluation.unigr_predictor import UniGRPredictor
+from utils.data.prompts import GRD_TOKEN
 from utils.data.schema import Sample
+from utils.scene3d.object_ids import format_object_id
 
 
 class UniGRAnswerPredictor(UniGRPredictor):
@@ -50,6 +52,8 @@ class UniGRAnswerPredictor(UniGRPredictor):
         options = sample.meta.get("options") if self.options_only else None
         if not options:
             result = self.model.generate(inputs, max_new_tokens=self.max_new_tokens)
+            if result.grounding is not None:
+                return None, self.grounded_text(result, inputs)
             return None, self.answer_text(result.sequences, inputs)
         letters = [chr(ord("A") + i) for i in range(len(options))]
         labels = [self.tokenizer.encode(f"({letter})", add_special_tokens=False) for letter in letters]
@@ -59,6 +63,15 @@ class UniGRAnswerPredictor(UniGRPredictor):
             inputs, max_new_tokens=max(map(len, labels)) + 1, logits_processor=LogitsProcessorList([restrict])
         )
         return None, self.answer_text(result.sequences, inputs)
+
+    def grounded_text(self, result, inputs: dict) -> str:
+        """The answer with each ``[GRD]`` written as the proposals the grounding head chose for it (``<OBJ003>``,
+        ``<OBJ003> and <OBJ007>``, or ``none``), so grounding benchmarks score the head like ids in text."""
+        text = self.answer_text(result.sequences, inputs, skip_special_tokens=False)
+        for ids in result.grounding["pred_proposal_ids"][0]:
+            chosen = " and ".join(format_object_id(int(k)) for k in ids.tolist()) or "none"
+            text = text.replace(GRD_TOKEN, chosen, 1)
+        return text
 
 
 class AllowedSequences(LogitsProcessor):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import train
+from evaluation.answer_predictor import UniGRAnswerPredictor
 from model.builder import add_grounding_head, build_unigr, load_unigr
 from model.encoders.position3d import token_world_positions
 from model.heads.proposal_grounding import GroundingHeadConfig, ProposalGroundingHead, select_proposals
@@ -330,3 +331,25 @@ def test_train_py_trains_the_head_and_the_grd_embedding_row(tmp_path: Path, tiny
     before = start.grounding_head.state_dict()
     for name, value in trained.grounding_head.state_dict().items():
         assert not torch.equal(value, before[name]), name
+
+
+def test_the_answer_predictor_writes_each_grd_as_the_proposals_the_head_chose(
+    grounding_model, scanrefer_sample, tmp_path: Path
+) -> None:
+    model, processor = grounding_model
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    predictor = UniGRAnswerPredictor(tmp_path, num_frames=4, max_new_tokens=8)
+    answer = processor.tokenizer.encode(f"{PROPOSAL_GROUNDING_ANSWER}<|im_end|>", add_special_tokens=False)
+    generate = predictor.model.generate
+    chosen = []
+
+    def forced(inputs, **kwargs):
+        result = generate(inputs, logits_processor=[ForceAnswer(answer, inputs["input_ids"].shape[1])], **kwargs)
+        chosen.extend(result.grounding["pred_proposal_ids"][0][0].tolist())
+        return result
+
+    predictor.model.generate = forced
+    _, text = predictor.predict(scanrefer_sample)
+    named = " and ".join(f"<OBJ{k:03d}>" for k in chosen) or "none"
+    assert text == PROPOSAL_GROUNDING_ANSWER.replace(GRD_TOKEN, named)  # the scorers read these ids

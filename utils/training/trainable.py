@@ -16,6 +16,7 @@ seg_proj        (seg head) the projection from ``[SEG]`` hidden states into SAM2
 sam2_encoder    (seg head) SAM2's Hiera image encoder and FPN neck
 sam2_decoder    (seg head) SAM2's prompt encoder, mask decoder and object-pointer projections
 sam2_memory     (seg head) the rest of SAM2 (memory attention, memory encoder, memory embeddings)
+grounding       (grounding head) the [GRD] query, proposal-feature MLPs and the "no target" candidate
 ==============  ==========================================================================
 
 Weight decay never applies to biases, norms (any 1-D tensor) or embedding rows.
