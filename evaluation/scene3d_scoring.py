@@ -19,9 +19,9 @@ Same shape as :mod:`evaluation.scoring` and :mod:`evaluation.qa_scoring`: ``scor
 Caption metrics tokenise as ``options.caption_tokenizer`` says (``run_eval --caption-tokenizer``; Chat-Scene
 and GPT4Scene report ``ptb``).
 
-Scoring reads no frame or depth map: for a :class:`~utils.data.scene3d.Scene3DDataset` each item's ``meta`` is
-rebuilt from its annotation and its scene's metadata (:func:`sample_metadata`); any other dataset of scene
-samples is read item by item.
+Scoring reads no frame or depth map: a :class:`~utils.data.scene3d.Scene3DDataset` gives each item without them
+(:meth:`~utils.data.scene3d.Scene3DDataset.item`, :func:`sample_metadata`); any other dataset of scene samples is
+read item by item.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from evaluation.metrics.scene3d import (
 )
 from evaluation.prediction_store import PredictionStore
 from evaluation.scoring import ScoreOptions
-from utils.data.scene3d import LlavaItem, Scene3DDataset
+from utils.data.scene3d import Scene3DDataset
 from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.object_ids import ObjectIdMentions, boxes_from_text, parse_object_ids
 
@@ -77,9 +77,9 @@ class SceneAnswer:
 def sample_metadata(dataset: Dataset, index: int) -> tuple[str, str, np.ndarray | None, dict]:
     """``(sample_id, user turn, proposals (N, 6), meta)`` of item ``index``.
 
-    A :class:`~utils.data.scene3d.Scene3DDataset` item is rebuilt from its annotation and its scene's metadata
-    as its ``__getitem__`` builds it, reading no frame or depth map (``meta`` lacks ``frame_indices`` and the
-    file keys); any other dataset's item is read whole.
+    A :class:`~utils.data.scene3d.Scene3DDataset` item is read without a frame or depth map
+    (:meth:`~utils.data.scene3d.Scene3DDataset.item`: ``meta`` lacks ``frame_indices``; with the ``"gpt4scene"``
+    view the user turn is the loader's, before GPT4Scene's rewording); any other dataset's item is read whole.
     """
     if not isinstance(dataset, Scene3DDataset):
         sample = dataset[index]
@@ -87,18 +87,8 @@ def sample_metadata(dataset: Dataset, index: int) -> tuple[str, str, np.ndarray 
         if not users:
             raise ValueError(f"{sample.sample_id}: the conversation has no user turn")
         return sample.sample_id, users[-1], sample.proposals, dict(sample.meta)
-    entry, sample_id = dataset.entries[index], dataset.ids[index]
-    where = f"sample {sample_id} (item {entry.position} of {entry.path})"
-    if dataset.layout == "official":
-        annotation = dataset.parse_official(entry, where)
-    else:
-        if not isinstance(entry.item, dict):
-            raise ValueError(f"{where}: an item must be a JSON object, got {type(entry.item).__name__}")
-        annotation = dataset.parse_llava(LlavaItem.parse(entry.item, where), where)
-    scene = dataset.scene(annotation.scene_id, where)
-    user, answer, meta = dataset.conversation(annotation, scene, where)
-    meta = {**annotation.meta, **meta, "scene_id": annotation.scene_id, "answer": answer}
-    return sample_id, user, scene.proposals.boxes, meta
+    item = dataset.item(index)
+    return item.sample_id, item.user, item.scene.proposals.boxes, item.meta
 
 
 def scene_answers(dataset: Dataset, store: PredictionStore, desc: str) -> list[SceneAnswer]:

@@ -1,10 +1,10 @@
 """A 3D scene folder asked about in the demo: the sample of one question, and the proposals its answer names.
 
 A question about a scene (:func:`scene_sample`) is the sample the 3D benchmarks build
-(:class:`~utils.data.scene3d.Scene3DDataset`): the frames the model's saved settings choose (:func:`choose_frames`:
-its ``frame_sampling`` over its ``num_frames``; coverage samplers get the scene's frame voxels), their posed
-depth (``Sample.scene``), the scene's proposals (``<OBJ{k:03d}>`` is row ``k``) and a user turn worded with the
-benchmarks' templates (:func:`scene_question`).
+(:class:`~utils.data.scene3d.Scene3DDataset`): the frames the model's saved settings choose
+(:func:`~utils.data.scene3d.scene_frame_indices`, without jitter: its ``frame_sampling`` over its ``num_frames``),
+their posed depth (``Sample.scene``), the scene's proposals (``<OBJ{k:03d}>`` is row ``k``) and a user turn worded
+with the benchmarks' templates (:func:`scene_question`).
 
 What the user sees (:func:`load_scene_view`): the BEV with each proposal's numbered marker (``bev.png`` and
 ``bev.json`` of a preprocessed scene, else rendered with :func:`~utils.scene3d.bev.scene_bev`) and a few of the
@@ -31,15 +31,14 @@ import numpy as np
 from utils.data.image_io import read_json, read_rgb, safe_id_part
 from utils.data.scene3d import (
     CAPTION_QUESTION,
-    COVERAGE_STRATEGIES,
     GROUNDING_QUESTION,
     MULTI_GROUNDING_QUESTION,
     QA_QUESTION,
+    scene_frame_indices,
     sentence,
 )
 from utils.data.schema import Sample
 from utils.scene3d.bev import BEVConfig, bev_frame_indices, scene_bev
-from utils.scene3d.coverage import scene_frame_voxels
 from utils.scene3d.markers import (
     MarkerConfig,
     bev_marker_positions,
@@ -49,7 +48,6 @@ from utils.scene3d.markers import (
 )
 from utils.scene3d.object_ids import format_object_id, parse_object_ids
 from utils.scene3d.scene_folder import Scene, read_scene
-from utils.video.sampling import FrameSampling
 
 QUESTION_KINDS = ("question", "short answer", "ground an object", "ground objects", "describe an object")
 """How the user's text becomes the user turn (:func:`scene_question`): ``question`` as written; ``short answer``
@@ -83,7 +81,7 @@ class SceneView:
 
     Attributes:
         scene: the scene folder's metadata.
-        llm_frames: indices of the frames the model sees (:func:`choose_frames`).
+        llm_frames: indices of the frames the model sees (:func:`~utils.data.scene3d.scene_frame_indices`).
         bev: ``(H, W, 3)`` uint8 BEV with every proposal's marker.
         bev_world_to_pixel: ``(3, 4)`` aligned world ``(x, y, z, 1)`` -> BEV pixel ``(u, v, 1)``.
         bev_markers: ``(N, 2)`` marker pixels ``(u, v)`` on the BEV.
@@ -146,19 +144,6 @@ def scene_question(text: str, kind: str, num_proposals: int) -> str:
             f"to describe an object, name one of the scene's {num_proposals} proposals (<OBJ003> or 3), got {text!r}"
         )
     return CAPTION_QUESTION.format(object=format_object_id(ids[0]))
-
-
-def choose_frames(scene: Scene, num_frames: int, frame_sampling: str = "uniform") -> list[int]:
-    """Indices of the ``num_frames`` frames a model with this ``frame_sampling`` sees (no jitter), as the 3D
-    loaders choose them."""
-    options: dict = {"scene": scene}
-    if frame_sampling in COVERAGE_STRATEGIES:
-        options["frame_voxels"] = scene_frame_voxels(scene)
-    sampling = FrameSampling(frame_sampling, num_frames=num_frames, options=options)
-    try:
-        return sampling.select(scene.timestamps)
-    except (IndexError, ValueError) as error:
-        raise ValueError(f"{scene.folder}: frame sampling {frame_sampling!r}: {error}") from None
 
 
 def scene_sample(scene: Scene, indices: list[int], question: str) -> Sample:
@@ -228,7 +213,7 @@ def load_scene_view(
     the file."""
     bev_config, marker_config = bev_config or BEVConfig(), marker_config or MarkerConfig()
     scene = read_scene(folder)
-    llm_frames = choose_frames(scene, num_frames, frame_sampling)
+    llm_frames = scene_frame_indices(scene, frame_sampling, num_frames)
     preprocessed = read_bev(scene)
     if preprocessed is None:
         render = scene_bev(scene, bev_config)

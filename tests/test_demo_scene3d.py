@@ -24,7 +24,6 @@ from inference.pipeline import UniGRInference
 from inference.scene import (
     HIGHLIGHT,
     SceneZipLimits,
-    choose_frames,
     extract_scene_zip,
     highlight_answer,
     highlight_markers,
@@ -38,6 +37,7 @@ from scripts.preprocess_scenes import all_frame_markers, write_bev
 from utils.data import scanrefer  # noqa: F401  (registers the loader)
 from utils.data.input_settings import InputSettings
 from utils.data.registry import LOADERS
+from utils.data.scene3d import scene_frame_indices
 from utils.scene3d.bev import scene_bev
 from utils.scene3d.markers import MarkerConfig
 from utils.scene3d.scene_folder import read_scene
@@ -139,12 +139,12 @@ def test_the_model_sees_the_frames_the_3d_loaders_choose_with_its_settings(
     )
     loaded = dataset[0]
     scene = read_scene(benchmarks / "scenes" / loaded.meta["scene_id"])
-    assert choose_frames(scene, 4, frame_sampling) == loaded.meta["frame_indices"]
+    assert scene_frame_indices(scene, frame_sampling, 4) == loaded.meta["frame_indices"]
 
 
 def test_a_scene_sample_has_the_chosen_frames_their_posed_depth_and_every_proposal(room: Path) -> None:
     scene = read_scene(room)
-    indices = choose_frames(scene, NUM_FRAMES)
+    indices = scene_frame_indices(scene, "uniform", NUM_FRAMES)
     sample = scene_sample(scene, indices, "Where is the bed?")
     assert len(indices) == NUM_FRAMES and sample.frames.shape == (NUM_FRAMES, CONFIG.height, CONFIG.width, 3)
     np.testing.assert_array_equal(sample.frames, scene.read_colors(indices))

@@ -1,6 +1,5 @@
 """GPT4Scene's view of a 3D scene question: the marked BEV, then marked frames, as separate images, in its wording.
 
-A tiny synthetic room is written as a scene folder with every benchmark's files; a copy of it is preprocessed
 as ``scripts/preprocess_scenes.py`` does (``bev_plain.png``, ``bev.png``, ``bev.json``, ``frame_markers.npz``),
 the original is not (the view computes the BEV and markers itself). A tiny Qwen2-VL folder in GPT4Scene's
 released layout is converted (``scripts/convert_gpt4scene.py``) and answers a view through the answer predictor.
@@ -35,7 +34,7 @@ from utils.scene3d.gpt4scene_view import (
     scaled_size,
 )
 from utils.scene3d.markers import MarkerConfig, marker_radius
-from utils.scene3d.scene_folder import read_scene
+from utils.scene3d.scene_folder import Scene, read_scene
 from utils.synthetic.rooms import RoomConfig
 from utils.synthetic.scene3d_formats import generate_scene_benchmarks
 from utils.video.sampling import uniform_indices
@@ -88,6 +87,29 @@ def test_frames_are_uniform_over_the_scene_or_the_sample_s_own(data: Path) -> No
     assert kept.meta["frame_indices"] == sample.meta["frame_indices"] and len(kept.frames) == 1 + 3
     with pytest.raises(ValueError, match="frame_indices"):
         gpt4scene_view(replace(sample, meta={}), scene, num_frames=None)
+
+
+def test_the_gpt4scene_view_option_is_the_bev_then_the_sample_s_frames_with_no_depth_read(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"num_frames": 4, "train": False, "seed": 0, "scene_root": "scenes_pre"}
+    video = LOADERS["scanqa"].build(data, "val", **options)[0]
+    scene = read_scene(data / "scenes_pre" / video.meta["scene_id"])
+    expected = gpt4scene_view(video, scene, num_frames=None)
+
+    def no_depth(*args, **kwargs):
+        raise AssertionError("the gpt4scene view read a depth map")
+
+    monkeypatch.setattr(Scene, "read_depths", no_depth)
+    view = LOADERS["scanqa"].build(data, "val", view="gpt4scene", **options)[0]
+    assert view.frames.shape == (1 + 4, ROOM.height, ROOM.width, 3) and view.medium == "image"
+    assert view.frame_names == ["bev", *video.frame_names] and view.scene is None and view.timestamps is None
+    assert view.meta["view"] == "gpt4scene" and view.meta["frame_indices"] == video.meta["frame_indices"]
+    np.testing.assert_array_equal(view.frames, expected.frames)
+    assert not np.array_equal(view.frames[1:], video.frames)  # markers drawn on the frames
+    assert view.conversation == expected.conversation
+    with pytest.raises(ValueError, match="view must be one of"):
+        LOADERS["scanqa"].build(data, "val", view="bev_only", **options)
 
 
 def _plain_images(scene, indices: list[int], height: int, width: int) -> np.ndarray:

@@ -40,8 +40,8 @@ TINY_MODEL = ROOT / "assets" / "unigr_tiny_quickstart"
 CONFIG = RoomConfig(height=48, width=64, num_frames=6, miss_rate=0.3, spurious_rate=0.0)
 """Tiny rooms; some targets have no proposal (the reference says there is none), no spurious proposals."""
 SIMPLE = ScoreOptions(caption_tokenizer="simple")
-FRAME_KEYS = ("frame_indices", "prompt_source", "layout", "source_file")
-"""``meta`` keys about the frames and files, which scoring does not read."""
+FRAME_KEYS = ("frame_indices",)
+"""``meta`` keys about the frames, which scoring does not read."""
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ errors that name their file.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 
 from utils.data import scan2cap, scanqa, scanrefer  # noqa: F401  (registers the loaders)
+from utils.data.mixture import DataConfigError, check_training_data
 from utils.data.registry import EVALUATED_SPLITS, LOADERS
 from utils.data.robust import BadSample, SkipBadSamples, skipping_collate
 from utils.data.scene3d import NO_OBJECT_ANSWER
 from utils.scene3d.object_ids import format_object_id, parse_object_ids
-from utils.scene3d.scene_folder import read_scene
+from utils.scene3d.scene_folder import Scene, read_scene
 from utils.synthetic.rooms import Room, RoomConfig
 from utils.synthetic.scene3d_formats import BENCHMARKS, NUMBERS, generate_scene_benchmarks, write_llava
 
@@ -250,6 +252,44 @@ def test_frame_sampling_strategy_is_an_option(data: dict) -> None:
     assert len(sample.scene.depth) == len(sample.frames) == len(sample.meta["frame_indices"])
     with pytest.raises(ValueError, match="sqa3d/val/0.*no_such_strategy"):
         _load(data, "sqa3d", frame_sampling="no_such_strategy")[0]
+
+
+def test_an_item_reads_no_frame_or_depth_and_its_sample_adds_only_the_frames(
+    data: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_image(*args, **kwargs):
+        raise AssertionError("an item read a frame or a depth map")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Scene, "read_colors", no_image)
+        patch.setattr(Scene, "read_depths", no_image)
+        item = _load(data, "multi3drefer", "llava").item(2)
+    sample = _load(data, "multi3drefer", "llava")[2]
+    assert (item.sample_id, item.user, item.answer) == (sample.sample_id, *(t["content"] for t in sample.conversation))
+    assert item.scene.scene_id == item.annotation.scene_id == sample.meta["scene_id"] and item.sample_id in item.where
+    assert set(sample.meta) - set(item.meta) == {"frame_indices"} and set(item.meta) <= set(sample.meta)
+    for key, value in item.meta.items():
+        np.testing.assert_equal(value, sample.meta[key], err_msg=key)
+
+
+def test_each_loader_takes_its_own_options_and_refuses_others_by_name(data: dict) -> None:
+    taken = {name: set(inspect.signature(LOADERS[name].build).parameters) for name in BENCHMARKS}
+    shared = {"num_frames", "train", "seed", "layout", "scene_root", "frame_sampling", "sampling_options", "view"}
+    assert all(shared <= options for options in taken.values())
+    assert {name for name, options in taken.items() if "grounding" in options} == {"scanrefer", "multi3drefer"}
+    assert {name for name, options in taken.items() if "match_iou" in options} == {
+        "scanrefer",
+        "multi3drefer",
+        "scan2cap",
+    }
+    entry = {"loader": "scanqa", "root": str(data["official"]), "split": "train", "weight": 1.0}
+    config = {"num_frames": 2, "samples_per_epoch": 1, "datasets": {"qa": {**entry, "options": {"grounding": "head"}}}}
+    with pytest.raises(DataConfigError, match="qa: options .*grounding"):
+        check_training_data(config)
+    with pytest.raises(TypeError, match="grounding"):
+        _load(data, "scanqa", grounding="head")
+    head = _load(data, "scanrefer", grounding="head", match_iou=0.5)
+    assert (head.grounding, head.match_iou, head.view) == ("head", 0.5, "video")
 
 
 def test_loaders_are_registered_with_their_evaluated_splits() -> None:

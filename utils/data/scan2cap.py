@@ -19,8 +19,6 @@ score it as missed. ``meta``: ``answers`` (references), ``object_id``, ``gt_boxe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from utils.data.registry import register_dataset
@@ -28,17 +26,16 @@ from utils.data.scanrefer import SCANREFER_FILE, official_item, scanrefer_eval_t
 from utils.data.scene3d import (
     CAPTION_QUESTION,
     MATCH_IOU,
-    SCENE_ROOT,
     Annotation,
     Entry,
     LlavaItem,
     Scene3DDataset,
     box_list,
-    build_scene_dataset,
     match_proposals,
     object_id,
     read_items,
     root_path,
+    scene_loader,
     sentence,
     text_field,
 )
@@ -129,33 +126,6 @@ class Scan2CapDataset(Scene3DDataset):
         return user, sentence(annotation.text), meta
 
 
-@register_dataset("scan2cap", family="3d_caption", required_paths=root_path, evaluated_splits=("val",))
-def build_scan2cap(
-    root: Path,
-    split: str,
-    *,
-    num_frames: int | None,
-    train: bool,
-    seed: int,
-    layout: str | None = None,
-    scene_root: str = SCENE_ROOT,
-    frame_sampling: str = "uniform",
-    sampling_options: dict | None = None,
-    match_iou: float = MATCH_IOU,
-) -> Scan2CapDataset:
-    """Scan2Cap under ``root`` (``ScanRefer_filtered_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
-    :class:`~utils.data.scene3d.Scene3DDataset`."""
-    return build_scene_dataset(
-        Scan2CapDataset,
-        root,
-        split,
-        (SCANREFER_FILE,),
-        layout,
-        num_frames=num_frames,
-        train=train,
-        seed=seed,
-        scene_root=scene_root,
-        frame_sampling=frame_sampling,
-        sampling_options=sampling_options,
-        match_iou=match_iou,
-    )
+build_scan2cap = register_dataset("scan2cap", family="3d_caption", required_paths=root_path, evaluated_splits=("val",))(
+    scene_loader(Scan2CapDataset, (SCANREFER_FILE,), match_iou=MATCH_IOU)
+)

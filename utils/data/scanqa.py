@@ -27,24 +27,21 @@ SQA3D's ``situation`` and ``question`` (official layout).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from utils.data.registry import register_dataset
 from utils.data.scanrefer import official_item
 from utils.data.scene3d import (
     QA_QUESTION,
-    SCENE_ROOT,
     Annotation,
     Entry,
     LlavaItem,
     Scene3DDataset,
-    build_scene_dataset,
     object_id,
     question_type,
     read_items,
     root_path,
+    scene_loader,
     text_field,
 )
 from utils.scene3d.scene_folder import Scene
@@ -165,61 +162,9 @@ class SQA3DDataset(Scene3DDataset):
         return self.user_turn(annotation, QA_QUESTION, question=annotation.text), annotation.answers[0], meta
 
 
-@register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))
-def build_scanqa(
-    root: Path,
-    split: str,
-    *,
-    num_frames: int | None,
-    train: bool,
-    seed: int,
-    layout: str | None = None,
-    scene_root: str = SCENE_ROOT,
-    frame_sampling: str = "uniform",
-    sampling_options: dict | None = None,
-) -> ScanQADataset:
-    """ScanQA under ``root`` (``ScanQA_v1.0_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
-    :class:`~utils.data.scene3d.Scene3DDataset`."""
-    return build_scene_dataset(
-        ScanQADataset,
-        root,
-        split,
-        (SCANQA_FILE,),
-        layout,
-        num_frames=num_frames,
-        train=train,
-        seed=seed,
-        scene_root=scene_root,
-        frame_sampling=frame_sampling,
-        sampling_options=sampling_options,
-    )
-
-
-@register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))
-def build_sqa3d(
-    root: Path,
-    split: str,
-    *,
-    num_frames: int | None,
-    train: bool,
-    seed: int,
-    layout: str | None = None,
-    scene_root: str = SCENE_ROOT,
-    frame_sampling: str = "uniform",
-    sampling_options: dict | None = None,
-) -> SQA3DDataset:
-    """SQA3D under ``root`` (the balanced questions and annotations files for ``split``, or Video-3D LLM's LLaVA
-    file). Options: see :class:`~utils.data.scene3d.Scene3DDataset`."""
-    return build_scene_dataset(
-        SQA3DDataset,
-        root,
-        split,
-        (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE),
-        layout,
-        num_frames=num_frames,
-        train=train,
-        seed=seed,
-        scene_root=scene_root,
-        frame_sampling=frame_sampling,
-        sampling_options=sampling_options,
-    )
+build_scanqa = register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))(
+    scene_loader(ScanQADataset, (SCANQA_FILE,))
+)
+build_sqa3d = register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))(
+    scene_loader(SQA3DDataset, (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE))
+)

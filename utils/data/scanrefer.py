@@ -26,8 +26,6 @@ ground-truth box, -1 below ``match_iou``), ``description``, ``ann_id``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from utils.data.prompts import PROPOSAL_GROUNDING_ANSWER
@@ -37,17 +35,16 @@ from utils.data.scene3d import (
     GROUNDING_STYLES,
     MATCH_IOU,
     MULTI_GROUNDING_QUESTION,
-    SCENE_ROOT,
     Annotation,
     Entry,
     LlavaItem,
     Scene3DDataset,
     box_list,
-    build_scene_dataset,
     grounding_answer,
     match_proposals,
     object_id,
     root_path,
+    scene_loader,
     sentence,
     text_field,
 )
@@ -78,7 +75,8 @@ def scanrefer_eval_type(given: object, target: int | None, scene: Scene) -> str 
 
 
 class ProposalGroundingDataset(Scene3DDataset):
-    """What ScanRefer and Multi3DRefer share: the answer style (``grounding``, see the module docstring).
+    """What ScanRefer and Multi3DRefer share: their items' fields (the target ids, one or a list:
+    :attr:`multi_target`, :attr:`ids_field`) and the answer style (``grounding``, see the module docstring).
 
     Args:
         grounding: ``"ids"`` or ``"head"``; the other arguments: see :class:`~utils.data.scene3d.Scene3DDataset`.
@@ -86,12 +84,49 @@ class ProposalGroundingDataset(Scene3DDataset):
 
     multi_target = False
     """Whether a description may refer to zero, one or several objects (``Sample.grounding_multi``)."""
+    ids_field = "object_id"
+    """The official item's field of its target id (a list of them when :attr:`multi_target`)."""
 
     def __init__(self, *args, grounding: str = "ids", **kwargs):
         if grounding not in GROUNDING_STYLES:
             raise ValueError(f"{self.kind}: grounding must be one of {GROUNDING_STYLES}, got {grounding!r}")
         super().__init__(*args, **kwargs)
         self.grounding = grounding
+
+    def target_ids(self, value: object, where: str, key: str) -> list[int]:
+        """The ground-truth object ids in ``value`` (the item's ``key``): one id, or a list of them when
+        :attr:`multi_target`."""
+        if not self.multi_target:
+            return [object_id(value, where)]
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: {key} must be a list of ids (possibly empty), got {str(value)[:80]!r}")
+        return [object_id(i, where) for i in value]
+
+    def parse_official(self, entry: Entry, where: str) -> Annotation:
+        item = official_item(entry, where)
+        return Annotation(
+            scene_id=text_field(item, "scene_id", where),
+            text=text_field(item, "description", where),
+            object_ids=self.target_ids(item.get(self.ids_field), where, repr(self.ids_field)),
+            meta={
+                "ann_id": item.get("ann_id"),
+                "object_name": item.get("object_name"),
+                "eval_type": item.get("eval_type"),
+            },
+        )
+
+    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
+        text, prompt = self.llava_text(item)
+        ids = item.metadata.get("object_id")
+        return Annotation(
+            scene_id=item.scene_id,
+            text=text,
+            object_ids=[] if ids is None else self.target_ids(ids, where, "metadata 'object_id'"),
+            boxes=None if item.raw.get("box") is None else box_list(item.raw["box"], where, "box"),
+            proposal_ids=item.proposal_ids(),
+            prompt=prompt,
+            meta={"ann_id": item.metadata.get("ann_id"), "eval_type": item.metadata.get("question_type")},
+        )
 
     def answer(self, proposal_ids: np.ndarray) -> str:
         """The answer naming the matched proposals (``"ids"``) or the one ``[GRD]`` (``"head"``)."""
@@ -108,32 +143,6 @@ class ScanReferDataset(ProposalGroundingDataset):
     """ScanRefer samples (see the module docstring)."""
 
     kind = "scanrefer"
-
-    def parse_official(self, entry: Entry, where: str) -> Annotation:
-        item = official_item(entry, where)
-        return Annotation(
-            scene_id=text_field(item, "scene_id", where),
-            text=text_field(item, "description", where),
-            object_ids=[object_id(item.get("object_id"), where)],
-            meta={
-                "ann_id": item.get("ann_id"),
-                "object_name": item.get("object_name"),
-                "eval_type": item.get("eval_type"),
-            },
-        )
-
-    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
-        text, prompt = self.llava_text(item)
-        ids = item.metadata.get("object_id")
-        return Annotation(
-            scene_id=item.scene_id,
-            text=text,
-            object_ids=[] if ids is None else [object_id(ids, where)],
-            boxes=None if item.raw.get("box") is None else box_list(item.raw["box"], where, "box"),
-            proposal_ids=item.proposal_ids(),
-            prompt=prompt,
-            meta={"ann_id": item.metadata.get("ann_id"), "eval_type": item.metadata.get("question_type")},
-        )
 
     def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
         gt = self.gt_boxes(annotation, scene, where)
@@ -161,37 +170,7 @@ class Multi3DReferDataset(ProposalGroundingDataset):
 
     kind = "multi3drefer"
     multi_target = True
-
-    def parse_official(self, entry: Entry, where: str) -> Annotation:
-        item = official_item(entry, where)
-        ids = item.get("object_ids")
-        if not isinstance(ids, list):
-            raise ValueError(f"{where}: 'object_ids' must be a list (possibly empty), got {str(ids)[:80]!r}")
-        return Annotation(
-            scene_id=text_field(item, "scene_id", where),
-            text=text_field(item, "description", where),
-            object_ids=[object_id(i, where) for i in ids],
-            meta={
-                "ann_id": item.get("ann_id"),
-                "object_name": item.get("object_name"),
-                "eval_type": item.get("eval_type"),
-            },
-        )
-
-    def parse_llava(self, item: LlavaItem, where: str) -> Annotation:
-        text, prompt = self.llava_text(item)
-        ids = item.metadata.get("object_id")
-        if ids is not None and not isinstance(ids, list):
-            raise ValueError(f"{where}: metadata 'object_id' must be a list of ids, got {str(ids)[:80]!r}")
-        return Annotation(
-            scene_id=item.scene_id,
-            text=text,
-            object_ids=[object_id(i, where) for i in ids or []],
-            boxes=None if item.raw.get("box") is None else box_list(item.raw["box"], where, "box"),
-            proposal_ids=item.proposal_ids(),
-            prompt=prompt,
-            meta={"ann_id": item.metadata.get("ann_id"), "eval_type": item.metadata.get("question_type")},
-        )
+    ids_field = "object_ids"
 
     def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
         eval_type = annotation.meta.get("eval_type")
@@ -212,70 +191,9 @@ class Multi3DReferDataset(ProposalGroundingDataset):
         return user, self.answer(ids[ids >= 0]), meta
 
 
-@register_dataset("scanrefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",))
-def build_scanrefer(
-    root: Path,
-    split: str,
-    *,
-    num_frames: int | None,
-    train: bool,
-    seed: int,
-    layout: str | None = None,
-    scene_root: str = SCENE_ROOT,
-    frame_sampling: str = "uniform",
-    sampling_options: dict | None = None,
-    match_iou: float = MATCH_IOU,
-    grounding: str = "ids",
-) -> ScanReferDataset:
-    """ScanRefer under ``root`` (``ScanRefer_filtered_{split}.json`` or Video-3D LLM's LLaVA file; scene folders
-    in ``root/<scene_root>``). Options: see :class:`~utils.data.scene3d.Scene3DDataset` and
-    :class:`ProposalGroundingDataset` (``grounding``)."""
-    return build_scene_dataset(
-        ScanReferDataset,
-        root,
-        split,
-        (SCANREFER_FILE,),
-        layout,
-        num_frames=num_frames,
-        train=train,
-        seed=seed,
-        scene_root=scene_root,
-        frame_sampling=frame_sampling,
-        sampling_options=sampling_options,
-        match_iou=match_iou,
-        grounding=grounding,
-    )
-
-
-@register_dataset("multi3drefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",))
-def build_multi3drefer(
-    root: Path,
-    split: str,
-    *,
-    num_frames: int | None,
-    train: bool,
-    seed: int,
-    layout: str | None = None,
-    scene_root: str = SCENE_ROOT,
-    frame_sampling: str = "uniform",
-    sampling_options: dict | None = None,
-    match_iou: float = MATCH_IOU,
-    grounding: str = "ids",
-) -> Multi3DReferDataset:
-    """Multi3DRefer under ``root`` (``multi3drefer_{split}.json`` or Video-3D LLM's LLaVA file). Options: see
-    :class:`~utils.data.scene3d.Scene3DDataset` and :class:`ProposalGroundingDataset` (``grounding``)."""
-    return build_scene_dataset(
-        Multi3DReferDataset,
-        root,
-        split,
-        (MULTI3DREFER_FILE,),
-        layout,
-        num_frames=num_frames,
-        train=train,
-        seed=seed,
-        scene_root=scene_root,
-        frame_sampling=frame_sampling,
-        sampling_options=sampling_options,
-        match_iou=match_iou,
-        grounding=grounding,
-    )
+build_scanrefer = register_dataset(
+    "scanrefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",)
+)(scene_loader(ScanReferDataset, (SCANREFER_FILE,), match_iou=MATCH_IOU, grounding="ids"))
+build_multi3drefer = register_dataset(
+    "multi3drefer", family="3d_grounding", required_paths=root_path, evaluated_splits=("val",)
+)(scene_loader(Multi3DReferDataset, (MULTI3DREFER_FILE,), match_iou=MATCH_IOU, grounding="ids"))

@@ -7,6 +7,13 @@ Every item names a scan (``scene_id``) whose scene folder (:mod:`utils.scene3d.s
 :func:`~utils.scene3d.coverage.scene_frame_voxels`, other plug-ins get the :class:`Scene` as
 ``options["scene"]``), ``scene`` (their posed depth), ``proposals`` ``(N, 6)`` (``<OBJ{k:03d}>`` is row ``k``),
 one user turn from the templates below and the answer. Frames keep their stored size (the collator resizes).
+:func:`scene_frame_indices` is that frame choice, for the loaders and the demo alike; :meth:`Scene3DDataset.item`
+is an item without its frames (what scoring reads).
+
+Loader option ``view`` (:data:`VIEWS`): ``"video"`` (the default) is the sample above; ``"gpt4scene"`` is
+GPT4Scene's protocol (:func:`~utils.scene3d.gpt4scene_view.gpt4scene_view` over the sample's own frames): the
+marked BEV then the marked frames as ``1 + T`` images, in GPT4Scene's wording, without ``scene`` (no depth is
+read for it).
 
 Two on-disk layouts (loader option ``layout``; ``None`` picks the one whose file exists, and refuses to
 guess when both do):
@@ -32,13 +39,17 @@ name the proposal with the highest IoU to each ground-truth box, if it reaches `
 (:data:`~utils.data.prompts.PROPOSAL_GROUNDING_ANSWER`) with the ground-truth boxes in ``Sample.boxes_3d`` for the
 proposal grounding head (``"head"``, Video-3D LLM style).
 
+Every loader is registered with a builder from :func:`scene_loader`, whose signature lists its options (so a
+config's unknown option is refused by name at start-up, :mod:`utils.data.mixture`).
+
 Errors: a malformed item raises ``ValueError`` naming the sample and its file (training counts it as a
 skip, :mod:`utils.data.robust`); a missing scene folder raises ``FileNotFoundError`` naming the folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +61,7 @@ from utils.data.llava_conversation import chat_turns
 from utils.data.schema import Sample
 from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.coverage import scene_frame_voxels
+from utils.scene3d.gpt4scene_view import gpt4scene_view
 from utils.scene3d.object_ids import format_object_id, parse_object_ids
 from utils.scene3d.scene_folder import Scene, read_scene
 from utils.video.sampling import FrameSampling
@@ -63,6 +75,8 @@ COVERAGE_STRATEGIES = ("mc-ratio90", "mc-ratio95", "max_coverage")
 """Frame samplers that read ``options["frame_voxels"]``."""
 GROUNDING_STYLES = ("ids", "head")
 """How grounding answers name their objects: ``<OBJ###>`` ids in the text, or a ``[GRD]`` for the proposal head."""
+VIEWS = ("video", "gpt4scene")
+"""What a sample shows the model (loader option ``view``, see the module docstring)."""
 
 # --- prompt templates: the one place they are written ----------------------------------------------------
 
@@ -270,6 +284,42 @@ def read_items(path: Path, key: str | None = None) -> list:
     return data
 
 
+def scene_frame_indices(
+    scene: Scene,
+    strategy: str,
+    num_frames: int | None,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+    options: Mapping | None = None,
+    voxels_cache: dict[str, list[np.ndarray]] | None = None,
+    where: str | None = None,
+) -> list[int]:
+    """Indices of the frames of ``scene`` that :class:`FrameSampling` ``strategy`` chooses (see the module docstring).
+
+    Args:
+        scene: the scene folder; its :class:`Scene` is ``options["scene"]`` of the strategy.
+        strategy: the strategy's name; num_frames: how many frames (``None``: all).
+        train: turn on the strategy's jitter, drawn from ``rng``.
+        options: the strategy's other options.
+        voxels_cache: each scene's frame voxels by ``scene_id``, for the coverage strategies
+            (:data:`COVERAGE_STRATEGIES`): read from it, filled on a miss; ``None``: computed for this call.
+        where: what errors name (default: the scene folder).
+    Returns:
+        Frame indices, increasing. ``ValueError`` naming ``where`` and the strategy when it cannot choose.
+    """
+    options = {**(options or {}), "scene": scene}
+    if strategy in COVERAGE_STRATEGIES:
+        voxels = voxels_cache if voxels_cache is not None else {}
+        if scene.scene_id not in voxels:
+            voxels[scene.scene_id] = scene_frame_voxels(scene)
+        options["frame_voxels"] = voxels[scene.scene_id]
+    try:
+        sampling = FrameSampling(strategy, num_frames=num_frames, options=options)
+        return sampling.select(scene.timestamps, train=train, rng=rng)
+    except (IndexError, ValueError) as error:
+        raise ValueError(f"{where or scene.folder}: frame sampling {strategy!r}: {error}") from None
+
+
 # --- the data set --------------------------------------------------------------------------------------
 
 
@@ -281,6 +331,28 @@ class Entry:
     position: int
     item: object
     key: str
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """One item without its frames: everything of its sample that needs no frame or depth map.
+
+    Attributes:
+        sample_id: the sample's id.
+        where: how errors name it (``sample <id> (item <position> of <file>)``).
+        annotation: the item as read from its file.
+        scene: its scene folder's metadata (proposals ``(N, 6)``, ground truth, frame names and poses).
+        user: the user turn; answer: the assistant turn (the reference).
+        meta: the sample's ``meta`` but ``frame_indices`` (the frames are chosen when they are read).
+    """
+
+    sample_id: str
+    where: str
+    annotation: Annotation
+    scene: Scene
+    user: str
+    answer: str
+    meta: dict
 
 
 class Scene3DDataset(Dataset):
@@ -295,6 +367,7 @@ class Scene3DDataset(Dataset):
         scene_root: folder of the scene folders (relative to ``root`` or absolute).
         frame_sampling: a :class:`FrameSampling` strategy; sampling_options: its ``options``.
         match_iou: see :data:`MATCH_IOU`.
+        view: what a sample shows the model, one of :data:`VIEWS` (see the module docstring).
     """
 
     kind = ""
@@ -314,13 +387,17 @@ class Scene3DDataset(Dataset):
         frame_sampling: str = "uniform",
         sampling_options: dict | None = None,
         match_iou: float = MATCH_IOU,
+        view: str = "video",
     ):
         if not 0 <= match_iou <= 1:
             raise ValueError(f"{name}: match_iou must be in [0, 1], got {match_iou}")
+        if view not in VIEWS:
+            raise ValueError(f"{name}: view must be one of {VIEWS}, got {view!r}")
         self.name, self.split, self.layout, self.files = name, split, layout, [Path(p) for p in files]
         self.scene_root = Path(root) / scene_root
         self.num_frames, self.train, self.seed, self.match_iou = num_frames, train, seed, match_iou
         self.frame_sampling, self.sampling_options = frame_sampling, dict(sampling_options or {})
+        self.view = view
         self.entries = self.read_entries()
         self.ids = [f"{name}/{split}/{entry.key}" for entry in self.entries]
         if len(set(self.ids)) != len(self.ids):
@@ -347,7 +424,7 @@ class Scene3DDataset(Dataset):
 
     def target_fields(self, meta: dict) -> dict:
         """Typed :class:`~utils.data.schema.Sample` targets beyond the conversation (e.g. ``boxes_3d``), from the
-        ``meta`` that :meth:`conversation` returned; none by default."""
+        item's ``meta`` (:attr:`ItemView.meta`, which holds what :meth:`conversation` returned); none by default."""
         return {}
 
     # --- the sample ---
@@ -359,9 +436,10 @@ class Scene3DDataset(Dataset):
         """``sample_id`` of every item, in item order (reads no scene)."""
         return list(self.ids)
 
-    def __getitem__(self, index: int) -> Sample:
-        entry = self.entries[index]
-        where = f"sample {self.ids[index]} (item {entry.position} of {entry.path})"
+    def item(self, index: int) -> ItemView:
+        """Item ``index`` read from its file and its scene's metadata, without a frame or depth map."""
+        entry, sample_id = self.entries[index], self.ids[index]
+        where = f"sample {sample_id} (item {entry.position} of {entry.path})"
         if self.layout == "official":
             annotation = self.parse_official(entry, where)
         else:
@@ -370,27 +448,33 @@ class Scene3DDataset(Dataset):
             annotation = self.parse_llava(LlavaItem.parse(entry.item, where), where)
         scene = self.scene(annotation.scene_id, where)
         user, answer, meta = self.conversation(annotation, scene, where)
-        indices = self.frame_indices(scene, index, where)
-        return Sample(
-            sample_id=self.ids[index],
+        meta = {
+            **annotation.meta,
+            **meta,
+            "scene_id": annotation.scene_id,
+            "answer": answer,
+            "prompt_source": "file" if annotation.prompt is not None else "template",
+            "layout": self.layout,
+            "source_file": entry.path.name,
+        }
+        return ItemView(sample_id, where, annotation, scene, user, answer, meta)
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.item(index)
+        scene = item.scene
+        indices = self.frame_indices(scene, index, item.where)
+        sample = Sample(
+            sample_id=item.sample_id,
             frames=scene.read_colors(indices),
             frame_names=[scene.frame_names[i] for i in indices],
-            conversation=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            conversation=[{"role": "user", "content": item.user}, {"role": "assistant", "content": item.answer}],
             timestamps=scene.timestamps[indices],
-            scene=scene.geometry(indices),
+            scene=scene.geometry(indices) if self.view == "video" else None,
             proposals=scene.proposals.boxes,
-            **self.target_fields(meta),
-            meta={
-                **annotation.meta,
-                **meta,
-                "scene_id": annotation.scene_id,
-                "answer": answer,
-                "prompt_source": "file" if annotation.prompt is not None else "template",
-                "frame_indices": indices,
-                "layout": self.layout,
-                "source_file": entry.path.name,
-            },
+            **self.target_fields(item.meta),
+            meta={**item.meta, "frame_indices": indices},
         )
+        return sample if self.view == "video" else gpt4scene_view(sample, scene, num_frames=None)
 
     def scene(self, scene_id: str, where: str) -> Scene:
         """The scene folder's metadata (read once per data set)."""
@@ -404,17 +488,18 @@ class Scene3DDataset(Dataset):
         return self._scenes[scene_id]
 
     def frame_indices(self, scene: Scene, index: int, where: str) -> list[int]:
-        """The frames of sample ``index`` (see the module docstring)."""
-        options = {**self.sampling_options, "scene": scene}
-        if self.frame_sampling in COVERAGE_STRATEGIES:
-            if scene.scene_id not in self._voxels:
-                self._voxels[scene.scene_id] = scene_frame_voxels(scene)
-            options["frame_voxels"] = self._voxels[scene.scene_id]
-        sampling = FrameSampling(self.frame_sampling, num_frames=self.num_frames, options=options)
-        try:
-            return sampling.select(scene.timestamps, train=self.train, rng=np.random.default_rng([self.seed, index]))
-        except (IndexError, ValueError) as error:
-            raise ValueError(f"{where}: frame sampling {self.frame_sampling!r}: {error}") from None
+        """The frames of sample ``index`` (:func:`scene_frame_indices`; jitter drawn from ``default_rng([seed,
+        index])``)."""
+        return scene_frame_indices(
+            scene,
+            self.frame_sampling,
+            self.num_frames,
+            train=self.train,
+            rng=np.random.default_rng([self.seed, index]),
+            options=self.sampling_options,
+            voxels_cache=self._voxels,
+            where=where,
+        )
 
     # --- helpers for subclasses ---
 
@@ -463,24 +548,64 @@ class Scene3DDataset(Dataset):
         return (text, None) if text is not None else (item.user, item.user)
 
 
-def build_scene_dataset(
-    dataset: type[Scene3DDataset],
-    root: str | Path,
-    split: str,
-    official: Sequence[str],
-    layout: str | None,
-    **arguments,
-) -> Scene3DDataset:
-    """``dataset`` over ``root``'s files for ``split``: ``official`` names (``{split}`` filled in) or
-    :data:`LLAVA_FILES`, by :func:`resolve_layout`; ``arguments`` go to :class:`Scene3DDataset`."""
-    root = Path(root)
-    layout, files = resolve_layout(
-        dataset.kind,
-        layout,
-        [root / name.format(split=split) for name in official],
-        root / LLAVA_FILES[dataset.kind].format(split=split),
+SCENE_OPTIONS: dict[str, object] = {
+    "layout": None,
+    "scene_root": SCENE_ROOT,
+    "frame_sampling": "uniform",
+    "sampling_options": None,
+    "view": "video",
+}
+"""The options every 3D loader takes, with their defaults (``layout``: see the module docstring; the others:
+:class:`Scene3DDataset`)."""
+
+
+def scene_loader(
+    dataset: type[Scene3DDataset], official: Sequence[str], **options: object
+) -> Callable[..., Scene3DDataset]:
+    """The registered builder ``(root, split, *, num_frames, train, seed, **options) -> dataset`` of a 3D loader.
+
+    It reads ``root``'s files for ``split``: the ``official`` names (``{split}`` filled in) or
+    :data:`LLAVA_FILES`, as :func:`resolve_layout` picks them; scene folders under ``root/<scene_root>``. Its
+    signature names its options, :data:`SCENE_OPTIONS` and ``options`` (the dataset's own, name -> default), so
+    that a config's options are checked against it before anything is built (``TypeError`` naming an unknown one,
+    as a call with one raises).
+
+    Args:
+        dataset: the benchmark's :class:`Scene3DDataset` (its ``kind`` names the loader and its LLaVA file).
+        official: the official layout's file names, relative to ``root``.
+        options: the dataset's own options (e.g. ``match_iou``, ``grounding``) and their defaults.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    signature = inspect.Signature(
+        [
+            *(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("root", "split")),
+            *(inspect.Parameter(name, keyword) for name in ("num_frames", "train", "seed")),
+            *(inspect.Parameter(name, keyword, default=value) for name, value in {**SCENE_OPTIONS, **options}.items()),
+        ],
+        return_annotation=dataset,
     )
-    return dataset(dataset.kind, root, split, layout, files, **arguments)
+
+    def build(*args: object, **kwargs: object) -> Scene3DDataset:
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        values = dict(arguments.arguments)
+        root, split = Path(values.pop("root")), values.pop("split")
+        layout, files = resolve_layout(
+            dataset.kind,
+            values.pop("layout"),
+            [root / name.format(split=split) for name in official],
+            root / LLAVA_FILES[dataset.kind].format(split=split),
+        )
+        return dataset(dataset.kind, root, split, layout, files, **values)
+
+    build.__signature__ = signature
+    build.__name__ = build.__qualname__ = f"build_{dataset.kind}"
+    build.__doc__ = (
+        f"{dataset.__name__} under ``root`` ({', '.join(official)} or {LLAVA_FILES[dataset.kind]}). Options, with "
+        f"their defaults: {', '.join(f'{name}={value!r}' for name, value in {**SCENE_OPTIONS, **options}.items())} "
+        f"(see :class:`{dataset.__module__}.{dataset.__name__}`)."
+    )
+    return build
 
 
 def root_path(root: Path, split: str) -> list[Path]:
