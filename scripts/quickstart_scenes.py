@@ -1,0 +1,271 @@
+"""The 3D-scene quick start: synthetic rooms -> the tiny UniGR trained on the five ScanNet scene benchmarks'
+formats -> each benchmark scored for the trained model, the same model given no frames, and chance.
+
+Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks`: the training rooms (split
+``train``) with seed :data:`TRAIN_SEED`, the evaluated ones (``val``, and ``test`` for SQA3D) with seed
+:data:`EVAL_SEED`, so no evaluated room is trained on. Training starts from the shipped quick-start model
+(``configs/quickstart_scenes.yaml``: 3D position encoder and proposal grounding head added). Every
+benchmark is predicted and scored by the real scripts (:mod:`evaluation.run_inference`,
+:mod:`evaluation.run_eval`); grounding is answered by the head (loader option ``grounding=head``).
+
+Chance, per benchmark (answers written to a store and scored by :mod:`evaluation.run_eval` like the models'):
+
+* ScanRefer: the exact expected score of one proposal of the scene drawn uniformly (one such draw per
+  description, seed :data:`CHANCE_SEED`, is also scored and shown beside the table).
+* Multi3DRefer: one proposal of the scene drawn uniformly (seed :data:`CHANCE_SEED`).
+* Scan2Cap: the training split's most frequent caption (ties: the first in sorted order), for every object.
+* ScanQA, SQA3D: the training split's most frequent answer for the question's type (its first word,
+  :func:`utils.data.scene3d.question_type`), or overall for a type the training split lacks.
+
+The blind baseline (``run_inference --predictor blind``) sees no frame, so its grounding head has no visual token to
+score proposals with: its grounding answers name no proposal.
+
+Each stage skips work already on disk (rooms, the trained model, each prediction store), so re-running
+only re-scores and re-prints the table.
+
+    python scripts/quickstart_scenes.py [--data-root data] [--work-dir work_dirs/quickstart_scenes] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation import run_eval, run_inference  # noqa: E402
+from evaluation.benchmarks import BENCHMARKS, build_benchmark_dataset  # noqa: E402
+from evaluation.prediction_store import PredictionStore  # noqa: E402
+from evaluation.scene3d_scoring import sample_metadata  # noqa: E402
+from utils.data.scan2cap import SCANREFER_FILE  # noqa: E402
+from utils.data.scene3d import grounding_answer  # noqa: E402
+from utils.scene3d.boxes import box_iou_3d  # noqa: E402
+from utils.synthetic.rooms import RoomConfig  # noqa: E402
+from utils.synthetic.scene3d_formats import generate_scene_benchmarks  # noqa: E402
+
+CONFIG = ROOT / "configs" / "quickstart_scenes.yaml"
+TRAIN_SEED = 1
+"""Seed of the training rooms."""
+EVAL_SEED = 0
+"""Seed of the evaluated rooms (``val``; ``test`` for SQA3D): another world than the training rooms."""
+CHANCE_SEED = 0
+"""Seed of the chance baseline's proposal draws."""
+SCENE_BENCHMARKS = ("scanrefer", "multi3drefer", "scan2cap", "scanqa", "sqa3d")
+GROUNDING_BENCHMARKS = ("scanrefer", "multi3drefer")
+HEADLINE_METRICS = {
+    "scanrefer": ("Acc@0.25", "Acc@0.5"),
+    "multi3drefer": ("F1@0.25", "F1@0.5"),
+    "scan2cap": ("CIDEr@0.25", "BLEU-4@0.25"),
+    "scanqa": ("EM", "CIDEr"),
+    "sqa3d": ("EM", "EM-refined"),
+}
+"""The metrics the table shows per benchmark (columns of :data:`evaluation.benchmarks.BENCHMARKS`)."""
+MODELS = ("trained", "blind", "chance")
+MAX_NEW_TOKENS = 48
+"""Longest generated answer by default: the synthetic captions are one or two short sentences."""
+
+
+def stage(name: str) -> None:
+    print(f"\n=== {name} ===", flush=True)
+
+
+def generate_rooms(train_root: Path, eval_root: Path, num_train: int, num_eval: int, config: RoomConfig) -> None:
+    """Training rooms in ``train_root`` and evaluated rooms (``val``, ``test``) in ``eval_root``, unless written."""
+    splits = ((train_root, "train", num_train, TRAIN_SEED), (eval_root, "val", num_eval, EVAL_SEED))
+    for root, split, count, seed in (*splits, (eval_root, "test", num_eval, EVAL_SEED)):
+        if (root / SCANREFER_FILE.format(split=split)).is_file():
+            print(f"{root} {split}: already generated")
+            continue
+        generate_scene_benchmarks(root, split, count, seed=seed, config=config)
+        print(f"{root} {split}: {count} rooms, seed {seed}")
+
+
+def train(train_root: Path, work: Path, steps: int | None) -> Path:
+    """Train from :data:`CONFIG` on ``train_root``'s rooms into ``work`` (one process); the final model folder."""
+    final = work / "final"
+    if (final / "config.json").is_file():
+        print(f"{final}: already trained")
+        return final
+    overrides = [f"output_dir={work}"]
+    overrides += [f"data.datasets.{name}.root={train_root}" for name in SCENE_BENCHMARKS]
+    overrides += [f"train.max_steps={steps}"] if steps is not None else []
+    command = [sys.executable, "train.py", "--config", str(CONFIG), *overrides]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return final
+
+
+def loader_options(benchmark: str) -> list[str]:
+    """Loader options (``KEY=VALUE``): grounding benchmarks are answered by the proposal grounding head."""
+    return ["grounding=head"] if benchmark in GROUNDING_BENCHMARKS else []
+
+
+def benchmark_arguments(benchmark: str, eval_root: Path) -> list[str]:
+    """The arguments :mod:`evaluation.run_inference` and :mod:`evaluation.run_eval` share."""
+    options = [flag for option in loader_options(benchmark) for flag in ("--option", option)]
+    return ["--benchmark", benchmark, "--data-root", str(eval_root), *options]
+
+
+def evaluate_model(
+    benchmark: str, predictor: str, model: Path, eval_root: Path, out: Path, max_new_tokens: int = MAX_NEW_TOKENS
+) -> dict:
+    """Predict ``benchmark`` with ``predictor`` (``unigr`` / ``blind``) into ``out`` and score it, with the real
+    scripts (samples already in ``out`` are not predicted again)."""
+    common = benchmark_arguments(benchmark, eval_root)
+    inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
+    run_inference.main([*common, *inference, "--max-new-tokens", str(max_new_tokens)])
+    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
+
+
+def most_frequent(answers: list[str]) -> str:
+    """The most frequent of ``answers`` (ties: the first in sorted order)."""
+    counts = Counter(answers)
+    return min(counts, key=lambda answer: (-counts[answer], answer))
+
+
+def training_answers(benchmark: str, train_root: Path) -> dict[str | None, str]:
+    """Chance answers from the training split: ``{question type: most frequent answer}`` and under ``None`` the
+    most frequent overall (Scan2Cap: its captions, one type)."""
+    dataset, _ = build_benchmark_dataset(benchmark, train_root, "train")
+    by_type: dict[str | None, list[str]] = {None: []}
+    for index in range(len(dataset)):
+        _, _, _, meta = sample_metadata(dataset, index)
+        answers = list(meta["answers"])
+        by_type[None] += answers
+        if benchmark != "scan2cap":
+            by_type.setdefault(meta["category"], []).extend(answers)
+    return {kind: most_frequent(answers) for kind, answers in by_type.items()}
+
+
+def chance_answers(benchmark: str, eval_root: Path, train_root: Path) -> dict[str, str]:
+    """``{sample_id: answer}`` of the chance baseline (module docstring) on ``benchmark``'s evaluated split."""
+    dataset, _ = build_benchmark_dataset(benchmark, eval_root, None, loader_options(benchmark))
+    rng = np.random.default_rng(CHANCE_SEED)
+    frequent = training_answers(benchmark, train_root) if benchmark not in GROUNDING_BENCHMARKS else {}
+    answers = {}
+    for index in range(len(dataset)):
+        sample_id, _, proposals, meta = sample_metadata(dataset, index)
+        if benchmark in GROUNDING_BENCHMARKS:
+            answers[sample_id] = grounding_answer([rng.integers(len(proposals))] if len(proposals) else [])
+        else:
+            answers[sample_id] = frequent.get(meta.get("category"), frequent[None])
+    return answers
+
+
+def evaluate_chance(benchmark: str, eval_root: Path, train_root: Path, out: Path) -> dict:
+    """Write the chance baseline's answers to a store at ``out`` (unless there) and score it with the real script."""
+    store = PredictionStore(out)
+    answers = chance_answers(benchmark, eval_root, train_root)
+    done = store.done_ids()
+    for sample_id, answer in answers.items():
+        if sample_id not in done:
+            store.write(sample_id, [], None, {"answer": answer})
+    common = benchmark_arguments(benchmark, eval_root)
+    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
+
+
+def expected_random_proposal_accuracy(eval_root: Path) -> dict[str, float]:
+    """ScanRefer's expected Acc@0.25 / Acc@0.5 (fractions, as the scorer's) of one proposal drawn uniformly per
+    description: the mean over descriptions of the fraction of the scene's proposals that reach each IoU with the
+    target."""
+    dataset, _ = build_benchmark_dataset("scanrefer", eval_root)
+    hits = {0.25: [], 0.5: []}
+    for index in range(len(dataset)):
+        _, _, proposals, meta = sample_metadata(dataset, index)
+        ious = box_iou_3d(np.asarray(meta["gt_boxes"], np.float64), np.asarray(proposals, np.float64)).max(axis=0)
+        for threshold, values in hits.items():
+            values.append(float((ious >= threshold).mean()) if len(proposals) else 0.0)
+    return {f"Acc@{threshold}": float(np.mean(values)) for threshold, values in hits.items()}
+
+
+def headline_metrics(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{benchmark: {model: {metric: value}}}``: the :data:`HEADLINE_METRICS` of each scorer's ``overall``."""
+    return {
+        benchmark: {
+            model: {metric: rows[model]["overall"][metric] for metric in HEADLINE_METRICS[benchmark]}
+            for model in MODELS
+        }
+        for benchmark, rows in results.items()
+    }
+
+
+def results_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown of :func:`headline_metrics`: per benchmark and metric, the trained model, blind and chance, and
+    whether the trained model beats both."""
+    header = ["benchmark", "metric", *MODELS, "trained beats both"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for benchmark, rows in summary.items():
+        for metric in HEADLINE_METRICS[benchmark]:
+            values = [rows[model][metric] for model in MODELS]
+            beats = "yes" if values[0] > max(values[1:]) else "no"
+            lines.append(f"| {benchmark} | {metric} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {beats} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="data", type=Path)
+    parser.add_argument("--work-dir", default="work_dirs/quickstart_scenes", type=Path)
+    parser.add_argument("--num-train", type=int, default=200, help="training rooms")
+    parser.add_argument("--num-eval", type=int, default=20, help="evaluated rooms (val; as many test rooms for SQA3D)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    parser.add_argument("--frame-size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--room-frames", type=int, default=16, help="frames of each room's camera walk")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest generated answer")
+    parser.add_argument(
+        "--benchmarks", nargs="+", choices=SCENE_BENCHMARKS, default=list(SCENE_BENCHMARKS), help="what to score"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    args = parse_args(argv)
+    train_root = args.data_root / "synthetic_scenes_train"
+    eval_root = args.data_root / "synthetic_scenes"
+    work = args.work_dir
+    start = time.monotonic()
+
+    stage(f"synthetic rooms: train (seed {TRAIN_SEED}), val and test (seed {EVAL_SEED})")
+    height, width = args.frame_size
+    room_config = RoomConfig(height=height, width=width, num_frames=args.room_frames)
+    generate_rooms(train_root, eval_root, args.num_train, args.num_eval, room_config)
+
+    stage("training: the quick-start model on the five scene benchmarks")
+    final = train(train_root, work, args.steps)
+
+    results: dict[str, dict[str, dict]] = {}
+    for benchmark in args.benchmarks:
+        stage(f"{benchmark} {BENCHMARKS[benchmark].split}: trained, blind, chance")
+        out = work / "eval" / benchmark
+        results[benchmark] = {
+            "trained": evaluate_model(benchmark, "unigr", final, eval_root, out / "trained", args.max_new_tokens),
+            "blind": evaluate_model(benchmark, "blind", final, eval_root, out / "blind", args.max_new_tokens),
+            "chance": evaluate_chance(benchmark, eval_root, train_root, out / "chance"),
+        }
+
+    summary = headline_metrics(results)
+    note = ""
+    if "scanrefer" in summary:  # the exact expectation, rather than one draw, is ScanRefer's chance
+        sampled = summary["scanrefer"]["chance"]
+        summary["scanrefer"]["chance"] = expected_random_proposal_accuracy(eval_root)
+        note = "\n\nScanRefer chance: the exact expectation of a uniformly drawn proposal (one draw per description, "
+        note += (
+            f"seed {CHANCE_SEED}, scored by run_eval: " + ", ".join(f"{k} {v:.3f}" for k, v in sampled.items()) + ")"
+        )
+    table = results_table(summary) + note
+    (work / "results.md").write_text(table + "\n")
+    (work / "results.json").write_text(json.dumps(summary, indent=1))
+    minutes = (time.monotonic() - start) / 60
+    print(f"\n{table}\n\n3D-scene quick start took {minutes:.1f} min; table in {work / 'results.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
