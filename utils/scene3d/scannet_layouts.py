@@ -177,16 +177,21 @@ def pose_problem(pose: np.ndarray) -> str | None:
     return None
 
 
-def _keep_valid_poses(
+def _posed_frames(
     scene_id: str,
     names: list[str],
     color_paths: list[Path],
     depth_paths: list[Path],
     read_pose: Callable[[int], np.ndarray],
+    depth_intrinsics: np.ndarray,
+    color_intrinsics: np.ndarray,
+    axis_alignment: np.ndarray,
+    depth_units: float,
     frame_stride: int,
-) -> tuple[list[int], np.ndarray, dict[str, str]]:
-    """Indices (into ``names``) of every ``frame_stride``-th frame with a valid pose, their poses and the dropped
-    frames' reasons; the kept frames' files must exist."""
+    notes: list[str],
+) -> PosedFrames:
+    """Every ``frame_stride``-th frame with a valid pose (``read_pose(i)`` of frame ``i``), the others dropped with
+    their reasons; the kept frames' files must exist."""
     if frame_stride < 1:
         raise ValueError(f"{scene_id}: frame_stride must be >= 1, got {frame_stride}")
     kept, poses, dropped = [], [], {}
@@ -203,7 +208,21 @@ def _keep_valid_poses(
         poses.append(pose)
     if not kept:
         raise ValueError(f"{scene_id}: none of {len(names)} frames (stride {frame_stride}) has a valid pose")
-    return kept, np.stack(poses), dropped
+    return PosedFrames(
+        scene_id,
+        [names[i] for i in kept],
+        [color_paths[i] for i in kept],
+        [depth_paths[i] for i in kept],
+        np.stack(poses),
+        depth_intrinsics,
+        color_intrinsics,
+        axis_alignment,
+        depth_units,
+        len(names),
+        frame_stride,
+        dropped,
+        notes,
+    )
 
 
 def _frames_from_files(
@@ -218,22 +237,18 @@ def _frames_from_files(
     frame_stride: int,
     notes: list[str],
 ) -> PosedFrames:
-    kept, poses, dropped = _keep_valid_poses(
-        scene_id, names, color_paths, depth_paths, lambda i: read_matrix(pose_paths[i]), frame_stride
-    )
-    return PosedFrames(
+    """:func:`_posed_frames` of a layout with one pose text file per frame and millimetre depth PNGs."""
+    return _posed_frames(
         scene_id,
-        [names[i] for i in kept],
-        [color_paths[i] for i in kept],
-        [depth_paths[i] for i in kept],
-        poses,
+        names,
+        color_paths,
+        depth_paths,
+        lambda i: read_matrix(pose_paths[i]),
         depth_intrinsics,
         color_intrinsics,
         axis_alignment,
         MILLIMETRES,
-        len(names),
         frame_stride,
-        dropped,
         notes,
     )
 
@@ -375,21 +390,18 @@ def read_embodiedscan_scene(entry: dict, data_root: str | Path, frame_stride: in
             raise ValueError(f"{sample_idx}: cam2global of {images[index]['img_path']} is {pose.shape}, not 4x4")
         return pose
 
-    kept, poses, dropped = _keep_valid_poses(scene_id, names, color_paths, depth_paths, read_pose, frame_stride)
     units = MATTERPORT_DEPTH_UNITS if sample_idx.startswith("matterport3d/") else MILLIMETRES
-    return PosedFrames(
+    return _posed_frames(
         scene_id,
-        [names[i] for i in kept],
-        [color_paths[i] for i in kept],
-        [depth_paths[i] for i in kept],
-        poses,
+        names,
+        color_paths,
+        depth_paths,
+        read_pose,
         depth_k,
         color_k,
         axis_alignment,
         units,
-        len(names),
         frame_stride,
-        dropped,
         notes,
     )
 
