@@ -28,11 +28,9 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from transformers import TextIteratorStreamer
 
 from evaluation.answer_predictor import UniGRAnswerPredictor
-from evaluation.unigr_predictor import resolve_dtype
 from evaluation.video_seg_predictor import UniGRVideoSegPredictor
 from inference.media import Media
 from inference.region_prompt import OVERLAY_SHAPES, UserPrompt
-from model.builder import load_unigr
 from utils.data.prompts import REGION_PLACEHOLDER, object_reference, reasoning_seg_question, referring_seg_question
 from utils.data.schema import RegionPrompt, Sample
 from utils.visual_prompts.overlays import REFERENCE, OverlayStyle, apply_overlays
@@ -110,11 +108,9 @@ class UniGRInference:
         max_new_tokens: int = 256,
         tracker: str = "sam2",
     ):
-        model, processor = load_unigr(model_dir, dtype=resolve_dtype(dtype, device))
-        model.to(device).eval()
-        loaded = (model, processor)
+        self.answerer = UniGRAnswerPredictor(model_dir, num_frames, device, dtype, max_new_tokens)  # loads the model
+        model, loaded = self.answerer.model, (self.answerer.model, self.answerer.processor)
         self.model_dir, self.model = Path(model_dir), model
-        self.answerer = UniGRAnswerPredictor(model_dir, num_frames, device, dtype, max_new_tokens, loaded=loaded)
         self.segmenter = (
             UniGRVideoSegPredictor(model_dir, num_frames, device, dtype, max_new_tokens, loaded=loaded)
             if model.seg_head is not None
