@@ -16,7 +16,6 @@ import torch
 import train
 from evaluation.answer_predictor import UniGRAnswerPredictor
 from model.builder import add_grounding_head, build_unigr, load_unigr
-from model.encoders.position3d import token_world_positions
 from model.heads.proposal_grounding import GroundingHeadConfig, ProposalGroundingHead, select_proposals
 from tests.conftest import QUICKSTART
 from tests.test_model import ForceAnswer
@@ -25,6 +24,7 @@ from utils.data.collate import SampleCollator
 from utils.data.prompts import GRD_TOKEN, PROPOSAL_GROUNDING_ANSWER, SEG_TOKEN
 from utils.data.registry import LOADERS
 from utils.data.schema import Sample
+from utils.scene3d.token_positions import token_world_positions
 from utils.synthetic.rooms import RoomConfig
 from utils.synthetic.scene3d_formats import generate_scene_benchmarks
 

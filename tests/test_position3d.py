@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 
 from model.builder import build_unigr, load_unigr
-from model.encoders.position3d import Position3DEncoder, sinusoidal_position_code, token_world_positions
+from model.encoders.position3d import Position3DEncoder, sinusoidal_position_code
 from model.input_assembly import AssemblyContext
 from model.visual_tokens import VisualTokens
 from utils.data.collate import SampleCollator
 from utils.data.schema import Sample, SceneGeometry
 from utils.scene3d.geometry import depth_to_points, project_points, transform
+from utils.scene3d.token_positions import token_world_positions
 from utils.training.trainable import configure_trainable, group_prefixes
 
 ROOM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scene3d" / "room"

@@ -3,7 +3,8 @@
 For a sample with posed RGB-D (``batch["scenes"]``, :class:`utils.data.schema.SceneGeometry`) this
 ``add`` encoder adds to every video token a code of the 3D point it sees:
 
-1. :func:`token_world_positions`: every depth pixel is back-projected to the (aligned) world
+1. :func:`~utils.scene3d.token_positions.token_world_positions` (the collator's ``token_positions`` when it
+   gives them): every depth pixel is back-projected to the (aligned) world
    (:func:`utils.scene3d.geometry.depth_to_points`; invalid depth never contributes) and the points are
    averaged onto Qwen2.5-VL's merged-token grid: one token covers ``temporal_patch_size`` consecutive
    frames and one ``28 x 28`` px cell of the resized frame, mapped onto the depth image by normalised
@@ -24,73 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.schema import SceneGeometry
-from utils.scene3d.geometry import depth_to_points
-
-AXES = 3
-"""x, y, z."""
-
-
-def token_world_positions(
-    scene: SceneGeometry,
-    grid_thw: Sequence[int] | np.ndarray | torch.Tensor,
-    spatial_merge_size: int = 2,
-    temporal_patch_size: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (aligned-)world point each merged video token sees: the mean of its valid depth pixels' points.
-
-    Token ``(s, r, c)`` covers frames ``s * temporal_patch_size ...`` (an odd last frame is alone in its
-    slot: Qwen's processor pads it with copies of itself, which leave the mean unchanged) and cell
-    ``(r, c)`` of the merged grid; a depth pixel belongs to the cell its centre falls in, in normalised
-    image coordinates. Both frames of a slot pool together (every valid pixel weighs the same).
-
-    Args:
-        scene: posed RGB-D of the ``T`` frames the LLM sees.
-        grid_thw: ``(3,)`` Qwen's video grid ``(ceil(T / temporal_patch_size), H / 14, W / 14)`` before merging.
-        spatial_merge_size: patches merged per side into one token; temporal_patch_size: frames per slot.
-    Returns:
-        ``(positions (N, 3) float32, valid (N,) bool)`` with ``N = slots * rows * cols`` in order slot, row,
-        column; invalid tokens' positions are NaN.
-    """
-    slots, grid_h, grid_w = (int(v) for v in grid_thw)
-    rows, cols = grid_h // spatial_merge_size, grid_w // spatial_merge_size
-    depth = np.asarray(scene.depth)
-    if depth.ndim != 3:
-        raise ValueError(f"scene depth must be (T, h, w), got {depth.shape}")
-    num_frames, height, width = depth.shape
-    if -(-num_frames // temporal_patch_size) != slots:
-        fewest, most = (slots - 1) * temporal_patch_size + 1, slots * temporal_patch_size
-        raise ValueError(
-            f"the scene has {num_frames} frames but the video has {fewest} to {most} "
-            f"({slots} temporal patches of {temporal_patch_size} frames)"
-        )
-    if scene.poses.shape != (num_frames, 4, 4):
-        raise ValueError(f"scene poses {scene.poses.shape} do not match its {num_frames} depth frames")
-    if scene.intrinsics.shape not in ((3, 3), (num_frames, 3, 3)):
-        raise ValueError(f"scene intrinsics {scene.intrinsics.shape} must be (3, 3) or ({num_frames}, 3, 3)")
-    cell_rows = np.minimum(((np.arange(height) + 0.5) * rows / height).astype(np.int64), rows - 1)  # (h,)
-    cell_cols = np.minimum(((np.arange(width) + 0.5) * cols / width).astype(np.int64), cols - 1)  # (w,)
-    cell_of_pixel = cell_rows[:, None] * cols + cell_cols[None, :]  # (h, w)
-    cells = rows * cols
-    sums = np.zeros((slots, cells, AXES))
-    counts = np.zeros((slots, cells))
-    for frame in range(num_frames):
-        intrinsics = scene.intrinsics[frame] if scene.intrinsics.ndim == 3 else scene.intrinsics
-        points, valid = depth_to_points(depth[frame], intrinsics, scene.poses[frame], scene.axis_alignment)
-        slot, where = frame // temporal_patch_size, cell_of_pixel[valid]  # (n,)
-        counts[slot] += np.bincount(where, minlength=cells)
-        for axis in range(AXES):
-            sums[slot, :, axis] += np.bincount(where, weights=points[valid][:, axis], minlength=cells)
-    valid_tokens = counts > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        positions = np.where(valid_tokens[..., None], sums / counts[..., None], np.nan)
-    return positions.reshape(-1, AXES).astype(np.float32), valid_tokens.reshape(-1)
+from utils.scene3d.token_positions import AXES, token_world_positions
 
 
 def sinusoidal_position_code(voxels: torch.Tensor, width: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -161,13 +102,18 @@ class Position3DEncoder(InputEncoder):
             origin = torch.tensor(self.origin, dtype=positions.dtype, device=positions.device)
         return torch.where(valid[:, None], torch.floor((positions - origin) / self.voxel_size), 0).long()
 
-    def token_codes(self, scene: SceneGeometry, grid_thw: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-        """``(N, D)`` float32: ``scale`` x the code of each of the ``N`` video tokens on ``grid_thw`` (zeros where
-        no valid depth)."""
+    def token_positions(
+        self, scene: SceneGeometry, grid_thw: tuple[int, int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(positions (N, 3), valid (N,))`` of the ``N`` video tokens on ``grid_thw``."""
         positions, valid = token_world_positions(
             scene, grid_thw, self.visual_tokens.spatial_merge_size, self.visual_tokens.temporal_patch_size
         )
-        positions, valid = torch.from_numpy(positions).to(device), torch.from_numpy(valid).to(device)
+        return torch.from_numpy(positions).to(device), torch.from_numpy(valid).to(device)
+
+    def token_codes(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` float32: ``scale`` x the code of each of the ``N`` video tokens at ``positions`` (zeros where
+        not ``valid``)."""
         if not bool(valid.any()):
             return positions.new_zeros(len(valid), self.width)
         code = sinusoidal_position_code(self.voxels(positions, valid), self.width, self.temperature)
@@ -182,15 +128,21 @@ class Position3DEncoder(InputEncoder):
         grids = {"video_grid_thw": context.video_grid_thw, "image_grid_thw": context.image_grid_thw}
         layouts = visual_layouts(context.input_ids, grids, self.visual_tokens)
         merge = self.visual_tokens.spatial_merge_size
+        collated = context.batch.get("token_positions")
         rows = []
         for row, (scene, layout) in enumerate(zip(scenes, layouts, strict=True)):
             if scene is None or not bool(context.video_mask[row].any()):  # no scene, or no video to place
                 rows.append(embeds[row])
                 continue
-            slots, height, width = layout.grid
-            try:
-                codes = self.token_codes(scene, (slots, height * merge, width * merge), embeds.device)  # (N, D)
-            except ValueError as error:
-                raise ValueError(f"batch row {row}: {error}") from error
+            if collated is not None and collated[row] is not None:  # the collator computed them (data workers)
+                positions, valid = (value.to(embeds.device) for value in collated[row])
+            else:
+                slots, height, width = layout.grid
+                grid = (slots, height * merge, width * merge)
+                try:
+                    positions, valid = self.token_positions(scene, grid, embeds.device)
+                except ValueError as error:
+                    raise ValueError(f"batch row {row}: {error}") from error
+            codes = self.token_codes(positions, valid)  # (N, D)
             rows.append(embeds[row].index_add(0, layout.positions, codes.to(embeds.dtype)))
         return torch.stack(rows)

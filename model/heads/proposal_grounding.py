@@ -282,7 +282,7 @@ class ProposalGroundingHead(Head):
 
         Reads ``proposals`` (per sample ``(P_i, 6)``) and ``token_positions`` (per sample ``(positions (N_i, 3),
         valid (N_i,))`` for its ``N_i`` visual tokens in sequence order, e.g.
-        ``model.encoders.position3d.token_world_positions``) for each sample with a ``[GRD]``.
+        ``utils.scene3d.token_positions.token_world_positions``) for each sample with a ``[GRD]``.
 
         Returns:
             ``{"grounding_logits": [(O_i, P_i + 1)], "pred_proposal_ids": [[(K,)] * O_i],

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
 
-from model.encoders.position3d import token_world_positions
+from utils.scene3d.token_positions import token_world_positions
 from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.video.model_inputs import qwen_video, sam2_frames
@@ -200,7 +200,7 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
       whose ``[GRD]`` count differs from its ``boxes_3d`` entries is an error naming the sample;
     * ``token_positions`` (collators with ``token_positions``, batches with scenes): per sample ``(positions (N, 3)
       float32, valid (N,) bool)``, the world point each of its ``N`` video tokens sees, in the tokens' sequence
-      order (:func:`~model.encoders.position3d.token_world_positions` on the sample's ``video_grid_thw`` row), or
+      order (:func:`~utils.scene3d.token_positions.token_world_positions` on the sample's ``video_grid_thw`` row), or
       ``None`` for a sample without a scene or without video tokens.
     """
     if any(s.proposals is not None for s in samples):
@@ -291,14 +291,16 @@ class SampleCollator:
     @classmethod
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
         """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head), the
-        placeholders of its appended encoder tokens, and token positions if it has the grounding head."""
+        placeholders of its appended encoder tokens, and token positions if its grounding head or 3D position
+        encoder reads them."""
         seg_head = getattr(model, "seg_head", None)
         return cls(
             processor,
             seg_head.image_size if seg_head is not None else None,
             inference=inference,
             after_visual=model.input_assembly.after_visual_text(),
-            token_positions=getattr(model, "grounding_head", None) is not None,
+            token_positions=getattr(model, "grounding_head", None) is not None
+            or "position3d" in (model.config.encoders or {}),
         )
 
     def __call__(self, samples: list[Sample]) -> dict:
