@@ -9,8 +9,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from inference.media import Media, MediaError, MediaLimits, load_media
+from inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Media, MediaError, MediaLimits, load_media
 from inference.pipeline import UniGRInference
+
+UPLOAD_TYPES = list(VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+"""File types a tab that takes a video or an image offers to upload."""
 
 MODEL_QUEUE = "model"
 """The ``concurrency_id`` of every event that runs the model: they share one concurrency limit."""

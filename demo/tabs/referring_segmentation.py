@@ -6,13 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from demo.context import DemoContext, describe
+from demo.context import UPLOAD_TYPES, DemoContext, describe
 from demo.tabs import register_tab
-from inference.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from inference.outputs import overlay_frames, write_mask_pngs, write_overlay_video, zip_folder
 from inference.pipeline import SEGMENTATION_KINDS
-
-UPLOAD_TYPES = list(VIDEO_SUFFIXES + IMAGE_SUFFIXES)
 
 
 def _needs_seg_head(context: DemoContext) -> str | None:

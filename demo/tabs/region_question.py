@@ -13,9 +13,8 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from demo.context import DemoContext, describe
+from demo.context import UPLOAD_TYPES, DemoContext, describe
 from demo.tabs import register_tab
-from demo.tabs.referring_segmentation import UPLOAD_TYPES
 from inference.media import Media
 from inference.outputs import overlay_masks, write_overlay_video
 from inference.region_prompt import PROMPT_KINDS, UserPrompt
