@@ -218,8 +218,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 num_items_in_batch=num_items_in_batch,
             )
             terms["ce"] = (ce, self.config.ce_weight)
+        head_batch = batch if labels is None else {**batch, "labels": labels}  # heads may tell prompt from answer
         for name, head in self.heads():
-            outputs = head.predict(hidden, input_ids, batch)
+            outputs = head.predict(hidden, input_ids, head_batch)
             for key, value in (outputs or {}).items():
                 if key in UniGROutput.__dataclass_fields__:
                     setattr(result, key, value)
@@ -358,17 +359,17 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         Args:
             grd_hidden: per sample ``(G_i, D)`` ``[GRD]`` states (:attr:`GenerationResult.grd_hidden`).
             prompt_hidden: ``(B, L, D)`` last hidden states of the prompt pass; input_ids: ``(B, L)`` the prompt.
-            batch: the collated prompt: ``proposals``, ``token_positions`` (``SampleCollator.for_model``) and the
+            batch: the collated prompt: ``proposals``, ``proposal_views`` (``SampleCollator.for_model``) and the
                 visual grids; ``grounding_multi`` picks each sample's single- or multi-target prediction.
         Returns:
             ``predict``'s ``{"grounding_logits", "pred_proposal_ids", "pred_boxes_3d"}``; a sample without
-            proposals or token positions (no scene) gets no groundings (empty lists). ``None`` when no sample
+            proposals or proposal views (no scene) gets no groundings (empty lists). ``None`` when no sample
             with a scene generated a ``[GRD]``.
         """
         proposals = batch.get("proposals") or [None] * len(grd_hidden)
-        positions = batch.get("token_positions") or [None] * len(grd_hidden)
+        views = batch.get("proposal_views") or [None] * len(grd_hidden)
         counts = [
-            len(states) if proposals[i] is not None and positions[i] is not None else 0
+            len(states) if proposals[i] is not None and views[i] is not None else 0
             for i, states in enumerate(grd_hidden)
         ]
         if not any(counts):

@@ -265,7 +265,9 @@ def test_generated_grd_picks_proposals_as_a_teacher_forced_pass_does(
         sequence = torch.cat([single["input_ids"], torch.tensor([answer])], dim=1)
         full = {**single, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
         full["mm_token_type_ids"] = torch.cat([single["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
-        forced = model(**full)
+        labels = torch.full_like(sequence, -100)
+        labels[:, -len(answer) :] = sequence[:, -len(answer) :]  # the answer, as training marks it
+        forced = model(**full, labels=labels)
     torch.testing.assert_close(grounding["grounding_logits"][0], forced.grounding_logits[0], atol=1e-4, rtol=1e-4)
 
 

@@ -25,6 +25,7 @@ from utils.scene3d.object_ids import (
     format_object_id,
     parse_object_ids,
 )
+from utils.scene3d.proposal_views import APPEARANCE_DIM, ProposalViews
 
 # --- object ids -------------------------------------------------------------------------------------
 
@@ -171,22 +172,20 @@ def make_head(seed: int = 0, **options) -> ProposalGroundingHead:
     return head
 
 
-def token_layout() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(positions (16, 3), valid (16,), proposal of each token (16,), -1 for none)``: tokens 0-11 lie three
-    in each proposal; 12-13 lie outside every box; 14-15 lie in proposal 0 but are invalid."""
-    owner = torch.tensor([k for k in range(NUM_PROPOSALS) for _ in range(3)] + [-1, -1, 0, 0])
-    positions = PROPOSALS[owner.clamp(min=0), :3] + 0.2 * torch.linspace(-1, 1, NUM_TOKENS)[:, None]
-    positions[12:14] = torch.tensor([[1.0, 5.0, 0.0], [3.0, -5.0, 0.0]])
-    valid = torch.ones(NUM_TOKENS, dtype=torch.bool)
-    valid[14:] = False
-    return positions, valid, torch.where(valid, owner, -1)
+def token_layout() -> tuple[ProposalViews, torch.Tensor]:
+    """``(views, proposal of each token (16,), -1 for none)``: tokens 0-11 lie three in each proposal (all their
+    pixels in it), 12-15 in none; every proposal's appearance is zero."""
+    owner = torch.tensor([k for k in range(NUM_PROPOSALS) for _ in range(3)] + [-1] * 4)
+    weights = (owner[None] == torch.arange(NUM_PROPOSALS)[:, None]).float()  # (P, N)
+    return ProposalViews(weights, torch.zeros(NUM_PROPOSALS, APPEARANCE_DIM)), owner
 
 
 def toy_batch(rng: np.random.Generator, classes: torch.Tensor, batch_size: int, multi: bool):
     """A batch where each proposal shows one of ``C - 1`` object classes (its visual tokens carry the class vector
     plus noise) and each ``[GRD]`` state is the vector of the class asked for, plus the last class vector when
     that class is shown nowhere (the LLM's state can know: it attends over the whole scene; the head's "no
-    target" candidate is one learned feature, so only the query can tell it apart).
+    target" candidate is one learned feature, so only the query can tell it apart). The text token before
+    ``[GRD]`` (the description's end) carries the same vector.
 
     Single: the proposals show distinct classes; the asked class is shown once (its proposal is the target, the
     ground truth a jittered copy of its box) or not at all (ground truth far away: no target). Multi: classes
@@ -195,7 +194,7 @@ def toy_batch(rng: np.random.Generator, classes: torch.Tensor, batch_size: int, 
     Returns ``(last_hidden (B, L, D), input_ids (B, L), batch, expected proposal ids per sample)``.
     """
     num_classes, absent_vector = len(classes) - 1, classes[-1]
-    positions, valid, owner = token_layout()
+    views, owner = token_layout()
     input_ids = torch.tensor([TEXT_ID] + [VIDEO_ID] * NUM_TOKENS + [TEXT_ID, GRD_ID, TEXT_ID]).repeat(batch_size, 1)
     hidden = torch.from_numpy(rng.normal(size=(*input_ids.shape, HIDDEN))).float()
     gt_boxes, expected = [], []
@@ -209,7 +208,8 @@ def toy_batch(rng: np.random.Generator, classes: torch.Tensor, batch_size: int, 
         )
         targets = [k for k in range(NUM_PROPOSALS) if shown[k] == asked]
         query = classes[asked] + (0 if targets else absent_vector)
-        hidden[i, 1 + NUM_TOKENS + 1] = query + 0.1 * hidden[i, 1 + NUM_TOKENS + 1]
+        for position in (1 + NUM_TOKENS, 1 + NUM_TOKENS + 1):  # the description's last token and [GRD]
+            hidden[i, position] = query + 0.1 * hidden[i, position]
         jitter = torch.tensor([0.1, -0.1, 0.05, 0.1, 0.0, -0.1])
         boxes = PROPOSALS[targets] + jitter if targets else torch.tensor([FAR_BOX] if not multi else []).view(-1, 6)
         gt_boxes.append([boxes])
@@ -217,7 +217,7 @@ def toy_batch(rng: np.random.Generator, classes: torch.Tensor, batch_size: int, 
     batch = {
         "video_grid_thw": torch.tensor([GRID] * batch_size),
         "proposals": [PROPOSALS.clone() for _ in range(batch_size)],
-        "token_positions": [(positions, valid) for _ in range(batch_size)],
+        "proposal_views": [views for _ in range(batch_size)],
         "gt_boxes_3d": gt_boxes,
         "grounding_multi": [multi] * batch_size,
     }
@@ -292,6 +292,9 @@ def test_logits_and_predictions_have_one_row_per_grd_and_a_no_target_column(simi
     input_ids[1, -1] = GRD_ID  # sample 1 asks twice
     input_ids[2, -2] = TEXT_ID  # sample 2 asks nothing
     batch["proposals"][1] = PROPOSALS[:2]
+    batch["proposal_views"][1] = ProposalViews(
+        batch["proposal_views"][1].token_weights[:2], batch["proposal_views"][1].appearance[:2]
+    )
     outputs = head.predict(hidden, input_ids, batch)
     assert [tuple(x.shape) for x in outputs["grounding_logits"]] == [(1, 5), (2, 3), (0, 5)]
     assert [len(ids) for ids in outputs["pred_proposal_ids"]] == [1, 2, 0]
@@ -313,33 +316,57 @@ def test_a_batch_without_grd_predicts_nothing() -> None:
     assert head.predict(hidden, input_ids, batch) is None
 
 
-def test_grd_without_proposals_or_with_misaligned_token_positions_is_an_error_naming_the_sample() -> None:
+def test_grd_without_proposals_or_with_misaligned_proposal_views_is_an_error_naming_the_sample() -> None:
     head = make_head()
     hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 2, multi=False)
     with pytest.raises(ValueError, match="sample 1 of the batch has \\[GRD\\] but no proposals"):
         head.predict(hidden, input_ids, {**batch, "proposals": [PROPOSALS, None]})
-    with pytest.raises(ValueError, match="no token_positions"):
-        head.predict(hidden, input_ids, {key: value for key, value in batch.items() if key != "token_positions"})
-    positions, valid = batch["token_positions"][0]
-    with pytest.raises(ValueError, match="sample 0: token_positions has 15 rows for 16 visual tokens"):
-        head.predict(hidden, input_ids, {**batch, "token_positions": [(positions[1:], valid[1:])] * 2})
+    with pytest.raises(ValueError, match="no proposal_views"):
+        head.predict(hidden, input_ids, {key: value for key, value in batch.items() if key != "proposal_views"})
+    views = batch["proposal_views"][0]
+    short = ProposalViews(views.token_weights[:, 1:], views.appearance)
+    with pytest.raises(
+        ValueError, match="sample 0: proposal_views has token weights \\(4, 15\\) for 4 proposals and 16"
+    ):
+        head.predict(hidden, input_ids, {**batch, "proposal_views": [short] * 2})
 
 
-def test_proposal_features_average_only_valid_tokens_inside_each_box() -> None:
+def test_proposal_features_pool_tokens_by_their_share_of_pixels_in_each_box() -> None:
     head = make_head()
-    positions, valid, owner = token_layout()
     visual = torch.randn(NUM_TOKENS, HIDDEN)
-    features = head.proposal_features(visual, positions, valid, PROPOSALS)
-    expected_means = torch.stack([visual[owner == k].mean(0) for k in range(NUM_PROPOSALS)])
-    expected = head.proposal_mlp(torch.cat([head.visual_proj(expected_means), head.box_embed(PROPOSALS)], dim=-1))
-    torch.testing.assert_close(features, expected)
-    empty = head.proposal_features(visual, positions, valid, torch.tensor([FAR_BOX]))
-    torch.testing.assert_close(
-        empty,
-        head.proposal_mlp(
-            torch.cat([head.visual_proj(torch.zeros(1, HIDDEN)), head.box_embed(torch.tensor([FAR_BOX]))], -1)
-        ),
+    weights = torch.zeros(2, NUM_TOKENS)
+    weights[0, :3] = torch.tensor([1.0, 0.5, 0.5])  # half of tokens 1 and 2 lie in box 0
+    appearance = torch.rand(2, APPEARANCE_DIM)
+    boxes = PROPOSALS[:2]
+    features = head.proposal_features(visual, weights, appearance, boxes)
+    pooled = torch.stack([(visual[0] + 0.5 * visual[1] + 0.5 * visual[2]) / 2, torch.zeros(HIDDEN)])  # box 1: none
+    parts = [head.visual_proj(pooled), head.appearance_embed(appearance), head.box_embed(boxes)]
+    torch.testing.assert_close(features, head.proposal_mlp(torch.cat(parts, dim=-1)))
+
+
+def test_the_query_reads_the_prompt_text_only_when_configured() -> None:
+    hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
+    changed = hidden.clone()
+    changed[0, 1 + NUM_TOKENS] += 1.0  # the text token after the visual tokens
+    for reads_text in (True, False):
+        head = make_head(query_reads_text=reads_text)
+        with torch.no_grad():
+            before = head.predict(hidden, input_ids, batch)["grounding_logits"][0]
+            after = head.predict(changed, input_ids, batch)["grounding_logits"][0]
+        assert torch.allclose(before, after) != reads_text
+
+
+def test_the_text_a_query_reads_is_the_question_after_the_media_before_the_answer() -> None:
+    input_ids = torch.tensor(
+        [[TEXT_ID, VIDEO_ID, TEXT_ID, TEXT_ID, TEXT_ID, GRD_ID, TEXT_ID], [0, TEXT_ID, TEXT_ID, GRD_ID, 0, 0, 0]]
     )
+    layouts = [SimpleNamespace(positions=torch.tensor([1])), None]
+    attention_mask = torch.tensor([[1] * 7, [0, 1, 1, 1, 1, 1, 1]])  # row 1: left padding, no media
+    labels = torch.tensor([[-100, -100, -100, -100, 5, 5, 5], [-100] * 7])  # row 0: token 4 is answer text
+    grd = input_ids == GRD_ID
+    text = ProposalGroundingHead.text_positions(input_ids, grd, layouts, attention_mask, labels)
+    expected = [[False, False, True, True, False, False, False], [False, True, True, False, False, False, False]]
+    assert text.tolist() == expected
 
 
 def test_single_target_is_the_highest_iou_proposal_above_threshold_else_no_target() -> None:

@@ -18,10 +18,12 @@ import pytest
 
 from utils.data import scan2cap, scanqa, scanrefer  # noqa: F401  (registers the loaders)
 from utils.data.mixture import DataConfigError, check_training_data
+from utils.data.prompts import object_reference
 from utils.data.registry import EVALUATED_SPLITS, LOADERS
 from utils.data.robust import BadSample, SkipBadSamples, skipping_collate
 from utils.data.scene3d import NO_OBJECT_ANSWER
 from utils.scene3d.object_ids import format_object_id, parse_object_ids
+from utils.scene3d.proposal_views import box_pixel_masks
 from utils.scene3d.scene_folder import Scene, read_scene
 from utils.synthetic.rooms import Room, RoomConfig
 from utils.synthetic.scene3d_formats import BENCHMARKS, NUMBERS, generate_scene_benchmarks, write_llava
@@ -147,6 +149,32 @@ def test_scan2cap_groups_references_per_object_and_names_its_proposal(data: dict
         proposals = _proposals_of(room, [k])
         if proposals:
             assert format_object_id(proposals[0]) in sample.conversation[0]["content"]
+
+
+@pytest.mark.parametrize("layout", ["official", "llava"])
+def test_scan2cap_region_prompt_marks_the_named_proposal_on_every_frame_that_shows_it(data: dict, layout: str) -> None:
+    by_id, by_region = _load(data, "scan2cap", layout), _load(data, "scan2cap", layout, object_prompt="region")
+    assert by_id[0].regions == []
+    for i in range(len(by_region)):
+        sample = by_region[i]
+        name = format_object_id(sample.meta["proposal_id"])
+        assert f"{name} {object_reference(0)}" in sample.conversation[0]["content"]
+        assert (
+            sample.conversation[0]["content"].replace(f" {object_reference(0)}", "")
+            == (by_id[i].conversation[0]["content"])
+        )
+        box = read_scene(Path(data["scenes"]) / sample.meta["scene_id"]).proposals.boxes
+        expected = box_pixel_masks(sample.scene, box[sample.meta["proposal_id"]][None], size=sample.frames.shape[1:3])
+        shown = [t for t in range(len(sample.frames)) if expected[0, t].any()]
+        assert [prompt.frame for prompt in sample.regions] == shown
+        assert all(
+            prompt.region == 0 and np.array_equal(prompt.mask, expected[0, prompt.frame]) for prompt in sample.regions
+        )
+    assert any(sample_regions for sample_regions in (by_region[i].regions for i in range(len(by_region))))
+    with pytest.raises(ValueError, match="object_prompt must be one of"):
+        _load(data, "scan2cap", object_prompt="box")
+    with pytest.raises(ValueError, match="needs view='video'"):
+        _load(data, "scan2cap", object_prompt="region", view="gpt4scene")
 
 
 def test_scan2cap_training_makes_one_sample_per_description_and_skips_uncovered_objects(data: dict) -> None:

@@ -1,10 +1,13 @@
 """The proposal grounding head: ``[GRD]`` hidden states score a scene's 3D object proposals (Video-3D LLM style).
 
-Each ``[GRD]`` last hidden state ``(D_llm,)`` is projected to a query ``(E,)``. Each proposal box gets a feature
-``(E,)``: an MLP over the mean of the LLM's visual tokens whose 3D positions fall inside the box and an
-embedding of the box (centre, size). One learned "no target" feature joins them as candidate ``P``. A query's
-logits over the ``P + 1`` candidates are scaled cosines (``similarity: cosine``, learned scale) or scaled dot
-products (``similarity: dot``).
+Each ``[GRD]`` last hidden state ``(D_llm,)`` is projected to a query ``(E,)``; with ``query_reads_text`` the query
+also attends over the last hidden states of the text before the first ``[GRD]`` (the description), so a small
+LLM need not first learn to gather the description into ``[GRD]``. Each proposal box gets a feature ``(E,)``:
+an MLP over the LLM's visual tokens pooled by the proposal's pixels (each token weighted by the share of its
+pixels whose depth point lies in the box, :mod:`utils.scene3d.proposal_views`), the box's colour statistics at
+the depth maps' resolution, and an embedding of the box (centre, size). One learned "no target" feature joins
+them as candidate ``P``. A query's logits over the ``P + 1`` candidates are scaled cosines (``similarity:
+cosine``, learned scale) or scaled dot products (``similarity: dot``).
 
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
@@ -36,8 +39,10 @@ from torch import nn
 
 from model.heads.base import Head, register_head
 from model.visual_tokens import VisualTokens, visual_layouts
+from utils.data.collate import IGNORE_INDEX
 from utils.data.prompts import GRD_TOKEN
-from utils.scene3d.boxes import box_iou_3d, points_in_boxes
+from utils.scene3d.boxes import box_iou_3d
+from utils.scene3d.proposal_views import APPEARANCE_DIM
 
 MODES = ("single", "multi")
 SIMILARITIES = ("cosine", "dot")
@@ -51,12 +56,14 @@ class GroundingHeadConfig:
     enabled: bool = True
     mode: str = "single"  # task of samples without a per-sample ``grounding_multi``: "single" | "multi"
     embed_dim: int = 256  # width E of queries and proposal features
+    query_reads_text: bool = True  # the query also attends over the text before the first [GRD]
     similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
     init_logit_scale: float = 10.0  # initial scale of the cosine logits
     iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
     threshold: float = 0.5  # multi target: proposals predicted at this probability or above
     single_weight: float = 1.0  # weight of "grd_ce"
     multi_weight: float = 1.0  # weight of "grd_bce"
+    multi_positive_weight: float = 1.0  # "grd_bce" weight of positive labels (a scene has far more negatives)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> GroundingHeadConfig:
@@ -76,6 +83,8 @@ class GroundingHeadConfig:
             raise ValueError(
                 f"grounding.init_logit_scale must be in (0, {MAX_LOGIT_SCALE}], got {config.init_logit_scale}"
             )
+        if config.multi_positive_weight <= 0:
+            raise ValueError(f"grounding.multi_positive_weight must be positive, got {config.multi_positive_weight}")
         for name in ("iou_threshold", "threshold"):
             if not 0 < getattr(config, name) <= 1:
                 raise ValueError(f"grounding.{name} must be in (0, 1], got {getattr(config, name)}")
@@ -179,9 +188,19 @@ class ProposalGroundingHead(Head):
         self.visual_tokens = visual_tokens
         dim = config.embed_dim
         self.query_proj = mlp(llm_hidden_size, llm_hidden_size, dim)
+        self.text_attention = None
+        if config.query_reads_text:
+            self.text_attention = nn.ModuleDict(
+                {
+                    "query": nn.Linear(llm_hidden_size, dim),
+                    "key": nn.Linear(llm_hidden_size, dim),
+                    "value": mlp(llm_hidden_size, llm_hidden_size, dim),
+                }
+            )
         self.visual_proj = nn.Linear(llm_hidden_size, dim)
+        self.appearance_embed = mlp(APPEARANCE_DIM, dim, dim)
         self.box_embed = mlp(6, dim, dim)
-        self.proposal_mlp = mlp(2 * dim, dim, dim)
+        self.proposal_mlp = mlp(3 * dim, dim, dim)
         self.no_target = nn.Parameter(torch.empty(dim))
         self.logit_scale = None
         if config.similarity == "cosine":
@@ -218,38 +237,54 @@ class ProposalGroundingHead(Head):
     def proposal_features(
         self,
         visual_hidden: torch.Tensor,
-        token_positions: torch.Tensor,
-        token_valid: torch.Tensor,
+        token_weights: torch.Tensor,
+        appearance: torch.Tensor,
         proposals: torch.Tensor,
     ) -> torch.Tensor:
-        """``(P, E)`` features of proposals ``(P, 6)`` from the visual tokens inside each box.
+        """``(P, E)`` features of proposals ``(P, 6)``.
 
         Args:
             visual_hidden: ``(N, D)`` last hidden states of the sample's visual tokens, in sequence order.
-            token_positions: ``(N, 3)`` world position of each token (the proposals' frame); token_valid: ``(N,)``.
-            proposals: ``(P, 6)`` centre + size. A box with no valid token inside gets a zero visual mean.
+            token_weights: ``(P, N)`` share of each token's pixels in each box; appearance: ``(P, 7)``
+                (:class:`utils.scene3d.proposal_views.ProposalViews`). A box no pixel lies in gets zero pooled
+                tokens.
+            proposals: ``(P, 6)`` centre + size.
         """
         dtype = self.visual_proj.weight.dtype
-        inside = points_in_boxes(token_positions.to(dtype), proposals.to(dtype)) & token_valid.bool()[None]  # (P, N)
-        counts = inside.sum(dim=1, keepdim=True).clamp(min=1)  # (P, 1)
-        visual_mean = (inside.to(dtype) @ visual_hidden.to(dtype)) / counts  # (P, D)
-        parts = torch.cat([self.visual_proj(visual_mean), self.box_embed(proposals.to(dtype))], dim=-1)
-        return self.proposal_mlp(parts)
+        weights = token_weights.to(dtype)
+        pooled = weights @ visual_hidden.to(dtype) / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)  # (P, D)
+        parts = [self.visual_proj(pooled), self.appearance_embed(appearance.to(dtype))]
+        parts.append(self.box_embed(proposals.to(dtype)))
+        return self.proposal_mlp(torch.cat(parts, dim=-1))
+
+    def queries(self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor) -> torch.Tensor:
+        """``(O, E)`` queries of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds its attention
+        read of the text states ``(S, D)`` (``S = 0``: nothing added)."""
+        dtype = self.visual_proj.weight.dtype
+        grd_hidden = grd_hidden.to(dtype)
+        queries = self.query_proj(grd_hidden)
+        if self.text_attention is None or len(text_hidden) == 0:
+            return queries
+        text_hidden = text_hidden.to(dtype)
+        keys = self.text_attention["key"](text_hidden)  # (S, E)
+        attention = (self.text_attention["query"](grd_hidden) @ keys.T / math.sqrt(keys.shape[-1])).softmax(dim=-1)
+        return queries + attention @ self.text_attention["value"](text_hidden)
 
     def score(
         self,
         grd_hidden: torch.Tensor,
+        text_hidden: torch.Tensor,
         visual_hidden: torch.Tensor,
-        token_positions: torch.Tensor,
-        token_valid: torch.Tensor,
+        token_weights: torch.Tensor,
+        appearance: torch.Tensor,
         proposals: torch.Tensor,
     ) -> torch.Tensor:
         """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
 
-        ``visual_hidden``, ``token_positions``, ``token_valid``: as in :meth:`proposal_features`.
+        ``text_hidden``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
         """
-        queries = self.query_proj(grd_hidden.to(self.visual_proj.weight.dtype))  # (O, E)
-        features = self.proposal_features(visual_hidden, token_positions, token_valid, proposals)
+        queries = self.queries(grd_hidden, text_hidden)  # (O, E)
+        features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         if self.logit_scale is None:
             return queries @ candidates.T / math.sqrt(self.config.embed_dim)
@@ -280,9 +315,9 @@ class ProposalGroundingHead(Head):
     def predict(self, last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict) -> dict | None:
         """The grounding of every ``[GRD]``; ``None`` when the batch has none.
 
-        Reads ``proposals`` (per sample ``(P_i, 6)``) and ``token_positions`` (per sample ``(positions (N_i, 3),
-        valid (N_i,))`` for its ``N_i`` visual tokens in sequence order, e.g.
-        ``utils.scene3d.token_positions.token_world_positions``) for each sample with a ``[GRD]``.
+        Reads ``proposals`` (per sample ``(P_i, 6)``) and ``proposal_views`` (per sample a
+        :class:`~utils.scene3d.proposal_views.ProposalViews` over its ``N_i`` visual tokens in sequence order) for
+        each sample with a ``[GRD]``; ``attention_mask`` (when present) marks the padding the text read skips.
 
         Returns:
             ``{"grounding_logits": [(O_i, P_i + 1)], "pred_proposal_ids": [[(K,)] * O_i],
@@ -293,9 +328,10 @@ class ProposalGroundingHead(Head):
         if not bool(grd.any()):
             return None
         proposals = batch.get("proposals") or [None] * len(input_ids)
-        positions = batch.get("token_positions") or [None] * len(input_ids)
+        views = batch.get("proposal_views") or [None] * len(input_ids)
         modes = self.sample_modes(batch, len(input_ids))
         layouts = visual_layouts(input_ids, batch, self.visual_tokens)
+        text = self.text_positions(input_ids, grd, layouts, batch.get("attention_mask"), batch.get("labels"))
         logits, ids, boxes = [], [], []
         for i, layout in enumerate(layouts):
             if not bool(grd[i].any()):
@@ -304,23 +340,24 @@ class ProposalGroundingHead(Head):
                 ids.append([])
                 boxes.append([])
                 continue
-            needed = {"proposals": proposals[i], "token_positions": positions[i], "visual tokens": layout}
+            needed = {"proposals": proposals[i], "proposal_views": views[i], "visual tokens": layout}
             missing = [name for name, value in needed.items() if value is None]
             if missing:
                 raise ValueError(f"sample {i} of the batch has {GRD_TOKEN} but no {', '.join(missing)}")
-            token_positions, token_valid = positions[i]
-            if len(token_positions) != len(layout.positions):
+            expected = (len(proposals[i]), len(layout.positions))
+            if tuple(views[i].token_weights.shape) != expected:
                 raise ValueError(
-                    f"sample {i}: token_positions has {len(token_positions)} rows for {len(layout.positions)} "
-                    "visual tokens"
+                    f"sample {i}: proposal_views has token weights {tuple(views[i].token_weights.shape)} for "
+                    f"{expected[0]} proposals and {expected[1]} visual tokens"
                 )
             device = last_hidden.device
             sample_proposals = proposals[i].to(device)
             sample_logits = self.score(
                 last_hidden[i, grd[i]],
+                last_hidden[i, text[i]],
                 last_hidden[i, layout.positions],
-                token_positions.to(device),
-                token_valid.to(device),
+                views[i].token_weights.to(device),
+                views[i].appearance.to(device),
                 sample_proposals,
             )
             chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
@@ -328,6 +365,32 @@ class ProposalGroundingHead(Head):
             ids.append(chosen)
             boxes.append([sample_proposals[index] for index in chosen])
         return {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
+
+    @staticmethod
+    def text_positions(
+        input_ids: torch.Tensor,
+        grd: torch.Tensor,
+        layouts: list,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(B, L)`` bool: the prompt tokens a query reads: those after the row's last visual token (the question
+        that follows the media, not the system prompt) and before its first ``[GRD]`` that are neither padding
+        (``attention_mask``) nor answer tokens (``labels`` other than -100), so training reads what generation
+        reads (the prompt; ``generate`` passes no answer text before ``[GRD]``). ``attention_mask`` and ``labels``
+        cover the first ``L' <= L`` positions; later ones are not masked."""
+        length = input_ids.shape[1]
+        order = torch.arange(length, device=input_ids.device)
+        first_grd = torch.where(grd.any(dim=1), grd.int().argmax(dim=1), length)  # (B,)
+        text = order[None] < first_grd[:, None]
+        for i, layout in enumerate(layouts):
+            if layout is not None and len(layout.positions):
+                text[i, : int(layout.positions.max()) + 1] = False
+        if attention_mask is not None:
+            text[:, : attention_mask.shape[1]] &= attention_mask.to(device=text.device).bool()
+        if labels is not None:
+            text[:, : labels.shape[1]] &= labels.to(device=text.device) == IGNORE_INDEX
+        return text
 
     def losses(self, outputs: dict, batch: dict, counts: dict) -> dict[str, tuple]:
         """``grd_ce`` (single-target samples) and ``grd_bce`` (multi-target), each summed over queries and
@@ -348,7 +411,9 @@ class ProposalGroundingHead(Head):
             sample_proposals = proposals[i].to(logits.device)
             if modes[i]:
                 labels = multi_targets(list(gt_boxes), sample_proposals, self.config.iou_threshold)
-                multi.append(F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=1))
+                positive_weight = logits.new_tensor(self.config.multi_positive_weight)
+                bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none", pos_weight=positive_weight)
+                multi.append(bce.mean(dim=1))
             else:
                 classes = single_targets(list(gt_boxes), sample_proposals, self.config.iou_threshold)
                 single.append(F.cross_entropy(logits, classes, reduction="none"))
@@ -362,9 +427,11 @@ class ProposalGroundingHead(Head):
         return result
 
     def idle_loss(self, device: torch.device) -> torch.Tensor:
-        """Zero times the logits of one zero query over one unit box holding one zero visual token."""
+        """Zero times the logits of one zero query, reading one zero text state, over one unit box holding one
+        zero visual token."""
         width = self.query_proj[0].in_features
         hidden = torch.zeros(1, width, device=device)
         box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
-        logits = self.score(hidden, hidden, box[:, :3], torch.ones(1, dtype=torch.bool, device=device), box)
+        appearance = torch.zeros(1, APPEARANCE_DIM, device=device)
+        logits = self.score(hidden, hidden, hidden, torch.ones(1, 1, device=device), appearance, box)
         return 0.0 * logits.sum()

@@ -10,7 +10,12 @@ LLaVA layout: Video-3D LLM's ``scan2cap_{split}_llava_style.json``: the user tur
 validation items list every reference under ``"annotations"``. A user turn that is not Video-3D LLM's
 (a GPT4Scene one naming ``<OBJ###>``) is kept as written.
 
-The question names the proposal of highest IoU with the object's box (:data:`~utils.data.scene3d.CAPTION_QUESTION`);
+The question names the proposal of highest IoU with the object's box (:data:`~utils.data.scene3d.CAPTION_QUESTION`)
+by its id (loader option ``object_prompt="id"``, GPT4Scene style: the id is all the model gets), or
+(``object_prompt="region"``) by its id followed by a region token (``<object0><region>``, filled by the region
+encoder, :mod:`model.encoders.region`) prompted on every sampled frame with the pixels whose depth point lies in
+the proposal's box (:func:`~utils.scene3d.proposal_views.box_pixel_masks`), as Video-3D LLM hands the model the
+box (its ``<coord>``) rather than a name; a file's own user turn gets the region token appended;
 in training an object that no proposal covers to ``match_iou`` is an error (a counted skip: its caption
 would describe another box), in evaluation the sample stays and ``meta["proposal_iou"]`` lets the metric
 score it as missed. ``meta``: ``answers`` (references), ``object_id``, ``gt_boxes`` ``(1, 6)``, ``proposal_id``,
@@ -19,8 +24,11 @@ score it as missed. ``meta``: ``answers`` (references), ``object_id``, ``gt_boxe
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from utils.data.prompts import object_reference
 from utils.data.registry import register_dataset
 from utils.data.scanrefer import SCANREFER_FILE, official_item, scanrefer_eval_type
 from utils.data.scene3d import (
@@ -39,8 +47,13 @@ from utils.data.scene3d import (
     sentence,
     text_field,
 )
+from utils.data.schema import RegionPrompt, SceneGeometry
 from utils.scene3d.object_ids import format_object_id
+from utils.scene3d.proposal_views import box_pixel_masks
 from utils.scene3d.scene_folder import Scene
+
+OBJECT_PROMPTS = ("id", "region")
+"""How the question hands the model the object to describe (see the module docstring)."""
 
 
 def _object_key(item: object) -> tuple[str, str] | None:
@@ -57,6 +70,14 @@ class Scan2CapDataset(Scene3DDataset):
     """Scan2Cap samples (see the module docstring)."""
 
     kind = "scan2cap"
+
+    def __init__(self, *args: object, object_prompt: str = "id", **kwargs: object):
+        if object_prompt not in OBJECT_PROMPTS:
+            raise ValueError(f"scan2cap: object_prompt must be one of {OBJECT_PROMPTS}, got {object_prompt!r}")
+        if object_prompt == "region" and kwargs.get("view", "video") != "video":
+            raise ValueError("scan2cap: object_prompt='region' prompts the video's frames; it needs view='video'")
+        self.object_prompt = object_prompt
+        super().__init__(*args, **kwargs)
 
     def read_entries(self) -> list[Entry]:
         if self.layout != "official" or self.train:
@@ -122,10 +143,24 @@ class Scan2CapDataset(Scene3DDataset):
             "unique": None if eval_type is None else eval_type == "unique",
             "category": eval_type,
         }
-        user = self.user_turn(annotation, CAPTION_QUESTION, object=format_object_id(best))
+        name = format_object_id(best)
+        if self.object_prompt == "region":
+            if annotation.prompt is None:
+                name = f"{name} {object_reference(0)}"
+            else:
+                annotation = replace(annotation, prompt=f"{annotation.prompt} {object_reference(0)}")
+        user = self.user_turn(annotation, CAPTION_QUESTION, object=name)
         return user, sentence(annotation.text), meta
+
+    def region_prompts(self, meta: dict, geometry: SceneGeometry, frame_size: tuple[int, int]) -> list[RegionPrompt]:
+        """With ``object_prompt="region"``: the named proposal's pixels on each frame that shows it."""
+        if self.object_prompt != "region":
+            return []
+        box = self.scene(meta["scene_id"], meta["scene_id"]).proposals.boxes[meta["proposal_id"]]
+        masks = box_pixel_masks(geometry, box[None], size=frame_size)[0]  # (T, H, W)
+        return [RegionPrompt(frame=t, mask=mask, region=0) for t, mask in enumerate(masks) if mask.any()]
 
 
 build_scan2cap = register_dataset("scan2cap", family="3d_caption", required_paths=root_path, evaluated_splits=("val",))(
-    scene_loader(Scan2CapDataset, (SCANREFER_FILE,), match_iou=MATCH_IOU)
+    scene_loader(Scan2CapDataset, (SCANREFER_FILE,), match_iou=MATCH_IOU, object_prompt="id")
 )

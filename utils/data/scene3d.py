@@ -58,7 +58,7 @@ from torch.utils.data import Dataset
 
 from utils.data.image_io import read_json
 from utils.data.llava_conversation import chat_turns
-from utils.data.schema import Sample
+from utils.data.schema import RegionPrompt, Sample, SceneGeometry
 from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.coverage import scene_frame_voxels
 from utils.scene3d.gpt4scene_view import gpt4scene_view
@@ -422,6 +422,11 @@ class Scene3DDataset(Dataset):
         """``(user turn, answer, meta)`` of an annotation in its scene."""
         raise NotImplementedError
 
+    def region_prompts(self, meta: dict, geometry: SceneGeometry, frame_size: tuple[int, int]) -> list[RegionPrompt]:
+        """Prompts for the user turn's ``<region>`` placeholders on the sample's frames (``geometry``: theirs,
+        ``frame_size``: ``(H, W)`` of its colour frames; ``view="video"`` only); none by default."""
+        return []
+
     def target_fields(self, meta: dict) -> dict:
         """Typed :class:`~utils.data.schema.Sample` targets beyond the conversation (e.g. ``boxes_3d``), from the
         item's ``meta`` (:attr:`ItemView.meta`, which holds what :meth:`conversation` returned); none by default."""
@@ -463,13 +468,16 @@ class Scene3DDataset(Dataset):
         item = self.item(index)
         scene = item.scene
         indices = self.frame_indices(scene, index, item.where)
+        frames = scene.read_colors(indices)
+        geometry = scene.geometry(indices) if self.view == "video" else None
         sample = Sample(
             sample_id=item.sample_id,
-            frames=scene.read_colors(indices),
+            frames=frames,
             frame_names=[scene.frame_names[i] for i in indices],
             conversation=[{"role": "user", "content": item.user}, {"role": "assistant", "content": item.answer}],
             timestamps=scene.timestamps[indices],
-            scene=scene.geometry(indices) if self.view == "video" else None,
+            regions=[] if geometry is None else self.region_prompts(item.meta, geometry, frames.shape[1:3]),
+            scene=geometry,
             proposals=scene.proposals.boxes,
             **self.target_fields(item.meta),
             meta={**item.meta, "frame_indices": indices},
