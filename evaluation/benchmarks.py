@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from torch.utils.data import Dataset
 
-from evaluation import qa_scoring, scene3d_scoring, scoring
+from evaluation import dynamic_scoring, hoi_scoring, qa_scoring, scene3d_scoring, scoring
 from utils.data.catalog import LOADERS, registered_names
 
 
@@ -36,6 +36,8 @@ class Benchmark:
             the scene's geometry), with the model's saved frame count and sampling strategy
             (:func:`build_benchmark_dataset` ``num_frames`` / ``frame_sampling``); otherwise the dataset
             has every frame and the predictor chooses.
+        num_frames: frames the LLM sees unless ``--num-frames`` says otherwise: the benchmark's protocol
+            (DSR-Bench: 32 uniformly sampled); ``None``: the number the model was trained with.
     """
 
     loader: str
@@ -46,12 +48,15 @@ class Benchmark:
     predicts: str = "masks"
     unscaled: tuple[str, ...] = ()
     frames_by_loader: bool = False
+    num_frames: int | None = None
 
 
 JF_COLUMNS = ("J&F", "J", "F", "count")
 IOU_COLUMNS = ("gIoU", "cIoU", "count")
 DESCRIPTION_COLUMNS = (*qa_scoring.DESCRIPTION_DIMENSIONS.values(), "average")
 EM_COLUMNS = ("EM", "EM-refined", "EM-raw", "count")
+CHOICE_COLUMNS = ("accuracy", "unparsed", "count")
+CAPTION_COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "count")
 SCAN2CAP_COLUMNS = tuple(
     f"{metric}@{k}" for k in ("0.25", "0.5") for metric in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")
 ) + ("hits@0.25", "hits@0.5", "count")
@@ -108,6 +113,31 @@ BENCHMARKS: dict[str, Benchmark] = {
         "scanqa", "val", scene3d_scoring.score_scanqa, ("CIDEr", "BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", *EM_COLUMNS)
     ),
     "sqa3d": scene_benchmark("sqa3d", "test", scene3d_scoring.score_sqa3d, EM_COLUMNS),
+    "dsr_bench": Benchmark(
+        "dsr_bench",
+        "test",
+        dynamic_scoring.score_dsr_bench,
+        CHOICE_COLUMNS,
+        predicts="text",
+        frames_by_loader=True,
+        num_frames=32,
+    ),
+    "vlm4d": Benchmark(
+        "vlm4d",
+        "all",
+        dynamic_scoring.score_vlm4d,
+        ("accuracy", "unparsed", "judged", "count"),
+        predicts="text",
+        frames_by_loader=True,
+        num_frames=32,
+    ),
+    "fourd_bench_qa": Benchmark(
+        "fourd_bench_qa", "test", dynamic_scoring.score_fourd_qa, CHOICE_COLUMNS, predicts="text"
+    ),
+    "fourd_bench_caption": Benchmark(
+        "fourd_bench_caption", "test", dynamic_scoring.score_fourd_caption, CAPTION_COLUMNS, predicts="text"
+    ),
+    "hoi_qa": Benchmark("hoi_qa", "test", hoi_scoring.score_hoi, hoi_scoring.COLUMNS, predicts="text"),
 }
 """Benchmark name -> :class:`Benchmark`."""
 

@@ -39,6 +39,7 @@ def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> 
     """``unigr``: the model in ``--model`` as a segmenter or an answerer, as the benchmark predicts;
     ``blind``: that model with no frames; ``all_objects``: the every-object baseline (needs ground truth)."""
     tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    num_frames = args.num_frames or BENCHMARKS[args.benchmark].num_frames  # the benchmark's protocol, if it has one
     if args.predictor == "blind":
         from baselines.blind import BlindPredictor
 
@@ -47,7 +48,7 @@ def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> 
         from evaluation.answer_predictor import UniGRAnswerPredictor
 
         return UniGRAnswerPredictor(
-            args.model, args.num_frames, device, args.dtype, options_only=args.options_only, **tokens
+            args.model, num_frames, device, args.dtype, options_only=args.options_only, **tokens
         )
     if args.predictor == "unigr":
         from evaluation.video_seg_predictor import UniGRVideoSegPredictor
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> InferenceSummary:
     num_frames, frame_sampling = None, None
     if BENCHMARKS[args.benchmark].frames_by_loader and args.model:  # the model's own frame choice, as in training
         settings = InputSettings.from_dict(UniGRConfig.from_pretrained(args.model).inputs)
-        num_frames, frame_sampling = args.num_frames or settings.num_frames, settings.frame_sampling
+        requested = args.num_frames or BENCHMARKS[args.benchmark].num_frames
+        num_frames, frame_sampling = requested or settings.num_frames, settings.frame_sampling
     dataset, split = build_benchmark_dataset(
         args.benchmark, args.data_root, args.split, args.option, num_frames, frame_sampling
     )

@@ -68,6 +68,9 @@ class InputEncoder(nn.Module):
 
     kind: ClassVar[str]
     placeholder: ClassVar[str | None] = None
+    parameter_groups: ClassVar[dict[str, tuple[str, ...]] | None] = None
+    """Module groups (``model.groups``) -> parameter-name prefixes inside the encoder, narrowest first; ``None``:
+    one group ``encoder_<name>`` (:func:`utils.training.trainable.group_prefixes`)."""
     num_appended: int = 0
 
     @classmethod

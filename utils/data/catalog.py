@@ -5,6 +5,9 @@ imported; add a new dataset module here.
 """
 
 from utils.data import (  # noqa: F401  (imported for their registrations)
+    dsr_bench,
+    fourd_bench,
+    hoi_qa,
     llava_instruct,
     llava_video,
     mevis,
@@ -21,6 +24,7 @@ from utils.data import (  # noqa: F401  (imported for their registrations)
     videoinfer,
     videorefer,
     vip_llava,
+    vlm4d,
 )
 from utils.data.registry import EVALUATED_SPLITS, LOADERS, registered_names
 

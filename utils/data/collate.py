@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
 
-from utils.scene3d.token_positions import token_world_positions
 from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from utils.data.schema import RegionPrompt, Sample, mask_box
+from utils.scene3d.proposal_views import ProposalViews, proposal_views
+from utils.scene3d.token_positions import token_world_positions
 from utils.video.model_inputs import qwen_video, sam2_frames
 
 IGNORE_INDEX = -100
@@ -201,7 +202,10 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
     * ``token_positions`` (collators with ``token_positions``, batches with scenes): per sample ``(positions (N, 3)
       float32, valid (N,) bool)``, the world point each of its ``N`` video tokens sees, in the tokens' sequence
       order (:func:`~utils.scene3d.token_positions.token_world_positions` on the sample's ``video_grid_thw`` row), or
-      ``None`` for a sample without a scene or without video tokens.
+      ``None`` for a sample without a scene or without video tokens;
+    * ``proposal_views`` (collators with ``proposal_views``, batches with scenes): per sample the
+      :class:`~utils.scene3d.proposal_views.ProposalViews` of its proposals in its video tokens, or ``None`` for a
+      sample without a scene, proposals or video tokens.
     """
     if any(s.proposals is not None for s in samples):
         batch["grounding_multi"] = [s.grounding_multi for s in samples]
@@ -210,6 +214,8 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
         batch["gt_boxes_3d"] = targets
     if collator.token_positions and any(s.scene is not None for s in samples):
         batch["token_positions"] = _token_positions(collator, samples, batch.get("video_grid_thw"))
+    if collator.proposal_views and any(s.scene is not None and s.proposals is not None for s in samples):
+        batch["proposal_views"] = _proposal_views(collator, samples, batch.get("video_grid_thw"))
 
 
 def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
@@ -224,16 +230,20 @@ def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
     return [torch.from_numpy(boxes) for boxes in sample.boxes_3d]
 
 
+def _video_grids(collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None) -> list:
+    """Per sample its row of ``video_grid_thw``, or ``None`` for a sample without video tokens."""
+    grids = iter(video_grid_thw.tolist() if video_grid_thw is not None else [])
+    # Qwen's rows follow the samples with a video, in order
+    return [next(grids) if collator.media and sample.medium == "video" else None for sample in samples]
+
+
 def _token_positions(
     collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None
 ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
     """Per sample the world positions of its video tokens (see :func:`grounding_step`)."""
     video = collator.processor.video_processor
-    grids = iter(video_grid_thw.tolist() if video_grid_thw is not None else [])
     result = []
-    for sample in samples:
-        has_video = collator.media and sample.medium == "video"
-        grid = next(grids) if has_video else None  # Qwen's rows follow the samples with a video, in order
+    for sample, grid in zip(samples, _video_grids(collator, samples, video_grid_thw)):
         if sample.scene is None or grid is None:
             result.append(None)
             continue
@@ -245,12 +255,76 @@ def _token_positions(
     return result
 
 
+def _proposal_views(
+    collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None
+) -> list[ProposalViews | None]:
+    """Per sample its proposals' views in its video tokens (see :func:`grounding_step`)."""
+    video = collator.processor.video_processor
+    result = []
+    for sample, grid in zip(samples, _video_grids(collator, samples, video_grid_thw)):
+        if sample.scene is None or sample.proposals is None or grid is None:
+            result.append(None)
+            continue
+        try:
+            views = proposal_views(
+                sample.scene, sample.frames, sample.proposals, grid, video.merge_size, video.temporal_patch_size
+            )
+        except ValueError as error:
+            raise ValueError(f"{sample.sample_id}: {error}") from error
+        result.append(views)
+    return result
+
+
+def geometry_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
+    """What the geometry encoder (:mod:`model.encoders.geometry`) reads, for collators with ``geometry_inputs``:
+
+    * ``question_mask`` ``(B, L)`` bool: the tokens of the user turns' text (:func:`question_mask`), the same
+      tokens in a training and an inference batch of a sample;
+    * ``geometry_frames``: per sample its frames as Qwen sees them, ``(T, 3, grid_h * P, grid_w * P)`` float in
+      ``[0, 1]`` (``P`` = Qwen's patch size, the sample's ``video_grid_thw`` row; bilinear, antialiased), or
+      ``None`` for a sample without video tokens (images, text only).
+    """
+    if not collator.geometry_inputs:
+        return
+    batch["question_mask"] = question_mask(batch["input_ids"], collator.processor.tokenizer)
+    patch = collator.processor.video_processor.patch_size
+    frames = []
+    for sample, grid in zip(samples, _video_grids(collator, samples, batch.get("video_grid_thw"))):
+        if grid is None:
+            frames.append(None)
+            continue
+        video = torch.from_numpy(np.ascontiguousarray(sample.frames)).permute(0, 3, 1, 2).float() / 255.0
+        size = (grid[1] * patch, grid[2] * patch)
+        resized = F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False)
+        frames.append(resized.clamp(0.0, 1.0))
+    batch["geometry_frames"] = frames
+
+
+def question_mask(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """``(B, L)`` bool: the text tokens of every user turn, between its ``<|im_start|>user\\n`` header and its
+    ``<|im_end|>``; tokens the tokenizer added (media, placeholders, chat-template tokens) are never marked, and
+    neither are the system prompt nor the assistant turns."""
+    im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    header = tokenizer.encode("user\n", add_special_tokens=False)
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, ids in enumerate(input_ids.tolist()):
+        for start in (p for p, token in enumerate(ids) if token == im_start):
+            body = start + 1 + len(header)
+            if ids[start + 1 : body] != header:
+                continue
+            end = next((p for p in range(body, len(ids)) if ids[p] == im_end), len(ids))
+            mask[row, body:end] = True
+    added = torch.tensor(sorted(tokenizer.added_tokens_decoder), dtype=input_ids.dtype)
+    return mask & ~torch.isin(input_ids, added)
+
+
 COLLATE_STEPS: tuple[CollateStep, ...] = (
     sam_frames_step,
     masks_step,
     region_prompts_step,
     scene_step,
     grounding_step,
+    geometry_step,
 )
 """The per-field steps, in order, after the text and visual inputs."""
 
@@ -263,7 +337,7 @@ class SampleCollator:
     each sample's frame timestamps); for images ``pixel_values`` and ``image_grid_thw`` ``(I, 3)``;
     in training ``labels`` ``(B, L)``; then what :data:`COLLATE_STEPS` add (``sam_frames``,
     ``gt_masks``, ``region_prompts``, ``scenes``, ``proposals``, ``grounding_multi``, ``gt_boxes_3d``,
-    ``token_positions``).
+    ``token_positions``, ``proposal_views``, ``question_mask``, ``geometry_frames``).
 
     Args:
         processor: a Qwen2.5-VL / Qwen2-VL processor (its pixel budgets set the LLM's frame sizes).
@@ -272,8 +346,12 @@ class SampleCollator:
         after_visual: text placed right after the media placeholders (placeholders of appended tokens,
             :meth:`model.input_assembly.InputAssembly.after_visual_text`).
         media: ``False``: text only (no frames, no media placeholders), for blind baselines.
-        token_positions: add the world positions of scene samples' video tokens (for the proposal grounding
-            head; they cost a back-projection of every depth frame).
+        token_positions: add the world positions of scene samples' video tokens (for the 3D position encoder;
+            they cost a back-projection of every depth frame).
+        proposal_views: add how scene samples' proposals look in their video tokens (for the proposal grounding
+            head; another back-projection of every depth frame).
+        geometry_inputs: add the question mask and the video samples' frames at Qwen's size (for the geometry
+            encoder, :func:`geometry_step`).
     """
 
     def __init__(
@@ -284,23 +362,28 @@ class SampleCollator:
         after_visual: str = "",
         media: bool = True,
         token_positions: bool = False,
+        proposal_views: bool = False,
+        geometry_inputs: bool = False,
     ):
         self.processor, self.sam_image_size, self.inference = processor, sam_image_size, inference
         self.after_visual, self.media, self.token_positions = after_visual, media, token_positions
+        self.proposal_views = proposal_views
+        self.geometry_inputs = geometry_inputs
 
     @classmethod
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
         """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head), the
-        placeholders of its appended encoder tokens, and token positions if its grounding head or 3D position
-        encoder reads them."""
+        placeholders of its appended encoder tokens, token positions if its 3D position encoder reads them,
+        proposal views if it has a grounding head and the geometry encoder's inputs if it has that encoder."""
         seg_head = getattr(model, "seg_head", None)
         return cls(
             processor,
             seg_head.image_size if seg_head is not None else None,
             inference=inference,
             after_visual=model.input_assembly.after_visual_text(),
-            token_positions=getattr(model, "grounding_head", None) is not None
-            or "position3d" in (model.config.encoders or {}),
+            token_positions="position3d" in (model.config.encoders or {}),
+            proposal_views=getattr(model, "grounding_head", None) is not None,
+            geometry_inputs="geometry" in (model.config.encoders or {}),
         )
 
     def __call__(self, samples: list[Sample]) -> dict:

@@ -43,13 +43,16 @@ BACKBONE_GROUPS: dict[str, tuple[str, ...]] = {
 def group_prefixes() -> dict[str, tuple[str, ...]]:
     """Every module group -> its parameter-name prefixes: the backbone's, then each registered head's
     own declaration (:attr:`model.heads.base.Head.parameter_groups`, under ``<name>_head.``), then
-    each input encoder (``input_assembly.encoders.<name>.``, group ``encoder_<name>``)."""
+    each input encoder (its :attr:`model.input_assembly.InputEncoder.parameter_groups` under
+    ``input_assembly.encoders.<name>.``, by default the one group ``encoder_<name>``). The first matching prefix
+    wins, so a declaration lists its narrower groups first."""
     prefixes = dict(BACKBONE_GROUPS)
     for name, head in HEADS.items():
         for group, inside in head.parameter_groups.items():
             prefixes[group] = tuple(f"{name}_head.{prefix}" for prefix in inside)
-    for name in ENCODERS:
-        prefixes[f"encoder_{name}"] = (f"input_assembly.encoders.{name}.",)
+    for name, encoder in ENCODERS.items():
+        for group, inside in (encoder.parameter_groups or {f"encoder_{name}": ("",)}).items():
+            prefixes[group] = tuple(f"input_assembly.encoders.{name}.{prefix}" for prefix in inside)
     return prefixes
 
 

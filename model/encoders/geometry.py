@@ -1,0 +1,274 @@
+"""The Geometry Selection Module (DSR Suite's GSM): question-selected 3D geometry tokens appended after the video.
+
+For a video sample this ``append`` encoder writes ``num_queries`` tokens into the ``<geometry>`` placeholders that
+the collator puts right after the video (:meth:`model.input_assembly.InputAssembly.after_visual_text`):
+
+1. geometry tokens: the frozen Pi3 encoder (DINOv2 ViT-L/14 with registers, :mod:`model.geometry.pi3_encoder`)
+   reads every frame, ImageNet-normalised, at exactly Qwen's size (``grid_h * 14`` x ``grid_w * 14`` of the
+   sample's ``video_grid_thw`` row; the collator's ``geometry_frames``); its patch tokens are grouped like Qwen's
+   merged video tokens (:func:`~model.geometry.pi3_encoder.group_like_qwen`: 2 frames x 2 x 2 patches) and the
+   spatial merger (Qwen's merger recipe: layer norm per patch, then an MLP on the ``8 * C`` group) maps each group
+   to one geometry token of the LLM's width, so there is one geometry token per video token;
+2. Q-Former 1: ``num_queries`` learned queries attend to the question (the text embeddings of the sample's user
+   turns, the collator's ``question_mask``);
+3. Q-Former 2: its outputs attend to the geometry tokens (they select the geometry the question asks about); its
+   ``num_queries`` outputs, projected to the LLM's width, are the appended tokens.
+
+Samples without geometry frames (images, text only) keep the placeholders' own embeddings. Packed rows (several
+samples back to back, ``batch["packed_segments"]``: per row the ``(start, end)`` of each sample) are handled
+sample by sample, so each sample's queries read only its own question and its own geometry.
+
+Parameters: ``pi3.*`` (frozen: it always runs without gradients) and the GSM (spatial merger, queries, both
+Q-Formers, output projection), declared as the module groups ``encoder_geometry_pi3`` and ``encoder_geometry``
+(:attr:`GeometryEncoder.parameter_groups`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import Dinov2WithRegistersModel
+
+from model.geometry.pi3_encoder import encode_frames, group_like_qwen, load_pi3_encoder, pi3_encoder_config
+from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
+from model.visual_tokens import VisualTokens
+
+GEOMETRY_PLACEHOLDER = "<geometry>"
+"""The placeholder token of an appended geometry token."""
+
+
+class QFormerLayer(nn.Module):
+    """One pre-norm Q-Former layer: self-attention among the queries, cross-attention to a memory, MLP.
+
+    Args:
+        hidden_size: H, the queries' and the memory's width.
+        num_heads: attention heads (must divide ``hidden_size``).
+        mlp_ratio: the MLP's width over ``hidden_size``.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"Q-Former width {hidden_size} is not a multiple of its {num_heads} heads")
+        self.self_norm = nn.LayerNorm(hidden_size)
+        self.self_attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.cross_norm = nn.LayerNorm(hidden_size)
+        self.memory_norm = nn.LayerNorm(hidden_size)
+        self.cross_attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, mlp_ratio * hidden_size), nn.GELU(), nn.Linear(mlp_ratio * hidden_size, hidden_size)
+        )
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """``(B, N, H)`` queries, ``(B, M, H)`` memory -> ``(B, N, H)``."""
+        normed = self.self_norm(queries)
+        queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
+        memory = self.memory_norm(memory)
+        queries = queries + self.cross_attention(self.cross_norm(queries), memory, memory, need_weights=False)[0]
+        return queries + self.mlp(self.mlp_norm(queries))
+
+
+class QFormer(nn.Module):
+    """``num_layers`` :class:`QFormerLayer` s: queries read a memory (the question, or the geometry tokens)."""
+
+    def __init__(self, hidden_size: int, num_layers: int, num_heads: int):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"a Q-Former needs at least one layer, got {num_layers}")
+        self.layers = nn.ModuleList(QFormerLayer(hidden_size, num_heads) for _ in range(num_layers))
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """``(B, N, H)`` queries, ``(B, M, H)`` memory -> ``(B, N, H)``."""
+        for layer in self.layers:
+            queries = layer(queries, memory)
+        return queries
+
+
+@register_encoder("geometry")
+class GeometryEncoder(InputEncoder):
+    """Pi3 geometry tokens selected by the question -> ``num_queries`` tokens appended after the video.
+
+    Args:
+        llm_hidden_size: D, the LLM's width.
+        visual_tokens: where the visual tokens are and Qwen's merge sizes (the builder passes the backbone's).
+        pi3_checkpoint: Pi3's released ``model.safetensors``; its ``encoder.*`` keys are loaded strictly.
+        pi3_config: overrides of :func:`~model.geometry.pi3_encoder.pi3_encoder_config` (tests pass tiny sizes).
+        num_queries: N, the learned queries and appended tokens per sample.
+        qformer_layers: layers of each Q-Former.
+        qformer_heads: attention heads of the Q-Formers.
+        qformer_hidden_size: H, the Q-Formers' width; question and geometry tokens are projected from D to H
+            (unless H = D) and the outputs back to D. At Qwen2.5-VL-7B's D = 3584 and the defaults the GSM has
+            175 M parameters (spatial merger 97 M, Q-Formers 67 M); H = D would give 932 M.
+    """
+
+    kind = "append"
+    placeholder = GEOMETRY_PLACEHOLDER
+    parameter_groups: ClassVar[dict[str, tuple[str, ...]]] = {
+        "encoder_geometry_pi3": ("pi3.",),
+        "encoder_geometry": ("",),
+    }
+    """Module groups (first matching prefix wins) -> prefixes under ``input_assembly.encoders.geometry.``."""
+
+    def __init__(
+        self,
+        llm_hidden_size: int,
+        visual_tokens: VisualTokens,
+        pi3_checkpoint: str,
+        pi3_config: dict | None = None,
+        num_queries: int = 32,
+        qformer_layers: int = 2,
+        qformer_heads: int = 16,
+        qformer_hidden_size: int = 1024,
+    ):
+        super().__init__()
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be positive, got {num_queries}")
+        self.visual_tokens = visual_tokens
+        self.num_appended = num_queries
+        config = pi3_encoder_config(**(pi3_config or {}))
+        if torch.get_default_device().type == "meta":  # a shell whose weights come from a UniGR checkpoint
+            self.pi3 = Dinov2WithRegistersModel(config).eval().requires_grad_(False)
+        else:
+            try:
+                self.pi3 = load_pi3_encoder(pi3_checkpoint, config)
+            except RuntimeError as error:  # the names fit but the shapes do not
+                raise ValueError(f"{pi3_checkpoint}: the Pi3 encoder does not fit pi3_config {pi3_config}") from error
+        width = self.pi3.config.hidden_size
+        group = visual_tokens.spatial_merge_size**2 * visual_tokens.temporal_patch_size
+        hidden, llm = qformer_hidden_size, llm_hidden_size
+        self.patch_norm = nn.LayerNorm(width, eps=1e-6)
+        self.spatial_merger = nn.Sequential(
+            nn.Linear(group * width, group * width), nn.GELU(), nn.Linear(group * width, llm)
+        )
+        self.queries = nn.Parameter(torch.zeros(num_queries, hidden))
+        self.question_proj = nn.Linear(llm, hidden) if hidden != llm else nn.Identity()
+        self.geometry_proj = nn.Linear(llm, hidden) if hidden != llm else nn.Identity()
+        self.question_qformer = QFormer(hidden, qformer_layers, qformer_heads)
+        self.geometry_qformer = QFormer(hidden, qformer_layers, qformer_heads)
+        self.output_norm = nn.LayerNorm(hidden)
+        self.output_proj = nn.Linear(hidden, llm)
+
+    @classmethod
+    def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> GeometryEncoder:
+        if backbone_config is None:
+            raise ValueError("the geometry encoder needs the backbone config (its visual token ids and merge sizes)")
+        if "pi3_checkpoint" not in options:
+            raise ValueError("the geometry encoder needs pi3_checkpoint (Pi3's model.safetensors)")
+        return cls(llm_hidden_size, VisualTokens.from_backbone_config(backbone_config), **options)
+
+    def reset_new_parameters(self, std: float) -> None:
+        # Pi3 keeps its pretrained weights; everything else is new.
+        for name, module in self.named_modules():
+            if name.startswith("pi3"):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.MultiheadAttention):
+                nn.init.normal_(module.in_proj_weight, std=std)
+                nn.init.zeros_(module.in_proj_bias)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        nn.init.normal_(self.queries, std=std)
+
+    def geometry_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(T, 3, h * 14, w * 14)`` frames in ``[0, 1]`` -> ``(ceil(T / 2) * h / 2 * w / 2, D)`` geometry tokens,
+        one per Qwen merged video token, in Qwen's order."""
+        with torch.no_grad():
+            patches = encode_frames(self.pi3, frames)  # (T, h, w, C)
+        groups = group_like_qwen(
+            patches, self.visual_tokens.temporal_patch_size, self.visual_tokens.spatial_merge_size
+        )  # (N, 8, C)
+        groups = self.patch_norm(groups.to(self.patch_norm.weight.dtype))
+        return self.spatial_merger(groups.flatten(1))  # (N, D)
+
+    def select(self, question: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens -> ``(num_queries, D)`` appended tokens."""
+        dtype = self.queries.dtype
+        question = self.question_proj(question.to(dtype))[None]  # (1, Q, H)
+        geometry = self.geometry_proj(geometry.to(dtype))[None]  # (1, N, H)
+        asked = self.question_qformer(self.queries[None], question)  # (1, num_queries, H)
+        selected = self.geometry_qformer(asked, geometry)  # (1, num_queries, H)
+        return self.output_proj(self.output_norm(selected[0]))
+
+    def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
+        placeholder = context.token_ids[self.placeholder]
+        placeholders = context.input_ids == placeholder  # (B, L)
+        frames = context.batch.get("geometry_frames")
+        if frames is None:
+            if bool((placeholders & context.video_mask.any(1, keepdim=True)).any()):
+                raise ValueError(
+                    f"a video sample has {self.placeholder} placeholders but the batch has no geometry_frames "
+                    "(collate with SampleCollator.for_model)"
+                )
+            return embeds
+        question_mask = context.batch.get("question_mask")
+        if question_mask is None:
+            raise ValueError(
+                "the geometry encoder needs the batch's question_mask (collate with SampleCollator.for_model)"
+            )
+        question_mask = question_mask.to(embeds.device)
+        segments = sample_segments(context.batch.get("packed_segments"), embeds.shape[:2])
+        if len(frames) != len(segments):
+            raise ValueError(f"{len(frames)} geometry_frames entries for {len(segments)} samples in the batch")
+        grids = iter(context.video_grid_thw.tolist() if context.video_grid_thw is not None else [])
+        rows = list(embeds.unbind(0))
+        for sample, ((row, start, end), sample_frames) in enumerate(zip(segments, frames, strict=True)):
+            video = context.video_mask[row, start:end]
+            grid = next(grids) if bool(video.any()) else None  # Qwen's rows follow the video samples, in order
+            if sample_frames is None:  # an image or text-only sample: placeholders keep their own embedding
+                continue
+            where = f"batch row {row}, sample {sample} (positions {start}..{end})"
+            slots = placeholders[row, start:end].nonzero()[:, 0] + start
+            if grid is None:
+                raise ValueError(f"{where}: geometry frames but no video tokens")
+            if len(slots) != self.num_appended:
+                raise ValueError(f"{where}: {len(slots)} {self.placeholder} placeholders, expected {self.num_appended}")
+            self._check_frames(sample_frames, grid, int(video.sum()), where)
+            question = embeds[row, start:end][question_mask[row, start:end]]  # (Q, D)
+            if len(question) == 0:
+                raise ValueError(f"{where}: no question tokens for the geometry queries to read")
+            geometry = self.geometry_tokens(sample_frames.to(embeds.device))
+            tokens = self.select(question, geometry)  # (num_queries, D)
+            rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
+        return torch.stack(rows)
+
+    def _check_frames(self, frames: torch.Tensor, grid: list[int], video_tokens: int, where: str) -> None:
+        """Raise unless ``frames`` ``(T, 3, H, W)`` are the sample's frames at Qwen's size for ``grid`` (t, h, w)."""
+        patch, temporal = self.pi3.config.patch_size, self.visual_tokens.temporal_patch_size
+        slots, height, width = grid
+        merged = slots * height * width // self.visual_tokens.spatial_merge_size**2
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, height * patch, width * patch):
+            raise ValueError(
+                f"{where}: geometry frames {tuple(frames.shape)}, expected (T, 3, {height * patch}, {width * patch}) "
+                f"for the video grid {grid}"
+            )
+        if -(-frames.shape[0] // temporal) != slots or merged != video_tokens:
+            raise ValueError(
+                f"{where}: {frames.shape[0]} geometry frames and {video_tokens} video tokens do not fit the grid {grid}"
+            )
+
+
+def sample_segments(packed: list | None, shape: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """``(row, start, end)`` of every sample of a ``(B, L)`` batch, in batch order.
+
+    ``packed``: per row the ``(start, end)`` of each sample packed into it (``batch["packed_segments"]``), or
+    ``None`` for one sample per row (the whole row).
+    """
+    rows, length = shape
+    if packed is None:
+        return [(row, 0, length) for row in range(rows)]
+    if len(packed) != rows:
+        raise ValueError(f"packed_segments has {len(packed)} rows for a batch of {rows}")
+    segments = []
+    for row, spans in enumerate(packed):
+        previous = 0
+        for start, end in spans:
+            if not previous <= start < end <= length:
+                raise ValueError(f"packed_segments row {row}: segment ({start}, {end}) overlaps or leaves the row")
+            segments.append((row, int(start), int(end)))
+            previous = end
+    return segments

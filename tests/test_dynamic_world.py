@@ -1,0 +1,226 @@
+"""The synthetic 4D world: its renders agree with its trajectories, every template answer agrees with values
+recomputed from the rendered depth and poses, and its writers produce DSR-Bench and LLaVA-Video files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from scripts.generate_synthetic_dynamic import main as generate_main
+from utils.data.llava_video import LLaVAVideoDataset
+from utils.dynamic.qa_templates import (
+    LETTERS,
+    QUESTION_TYPES,
+    DynamicScene,
+    IllPosed,
+    Track,
+    generate_questions,
+    measure,
+    ratio_bin,
+)
+from utils.scene3d.geometry import depth_to_points
+from utils.synthetic.dynamic_formats import DSR_BENCH_SCHEMA, TRAINING_FILE, TRAINING_SUBSET, generate_split
+from utils.synthetic.dynamic_world import (
+    ARENA_RADIUS,
+    OBJECT_GAP,
+    DynamicWorldConfig,
+    _outline_radius,
+    make_world,
+    render_world,
+)
+from utils.synthetic.rooms import room_rng
+
+CONFIG = DynamicWorldConfig()
+MIN_BODY_PIXELS, MIN_NOSE_PIXELS = 15, 8
+
+
+def _fit_sphere_centre(points: np.ndarray) -> np.ndarray:
+    """Least-squares centre of ``(P, 3)`` points on a sphere (``|p|^2 = 2 c.p + r^2 - |c|^2`` is linear)."""
+    points = points.astype(np.float64)
+    system = np.concatenate([2.0 * points, np.ones((len(points), 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(system, (points**2).sum(axis=1), rcond=None)
+    return solution[:3]
+
+
+def _pixel_estimates(world, frames) -> tuple[np.ndarray, np.ndarray]:
+    """``(centres (N, T, 3), facing (N, T, 3))`` fitted to each object's back-projected depth pixels (NaN
+    where too few pixels show it; facing only for robots whose nose is seen)."""
+    count, num_frames = len(world.kinds), len(frames.depths)
+    centres, noses = np.full((count, num_frames, 3), np.nan), np.full((count, num_frames, 3), np.nan)
+    for t in range(num_frames):
+        points, _ = depth_to_points(frames.depths[t], frames.intrinsics, frames.poses[t])
+        for part, minimum, out in ((0, MIN_BODY_PIXELS, centres), (count, MIN_NOSE_PIXELS, noses)):
+            for k in range(count):
+                mask = frames.instances[t] == part + k
+                if mask.sum() >= minimum:
+                    out[k, t] = _fit_sphere_centre(points[mask])
+    facing = noses - centres
+    facing[..., 2] = 0.0
+    return centres, facing / np.linalg.norm(facing, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def rendered_worlds():
+    """Three worlds rendered over their whole trajectories (video and future frames)."""
+    worlds = []
+    for index in range(3):
+        world = make_world(5, "eval", index, CONFIG)
+        frames = render_world(world, CONFIG, room_rng(5, "eval", index, 1), num_frames=len(world.timestamps))
+        worlds.append((world, frames))
+    return worlds
+
+
+def test_spheres_fitted_to_rendered_depth_recover_the_trajectories_and_facing(rendered_worlds):
+    checked_centres = checked_facing = 0
+    for world, frames in rendered_worlds:
+        centres, facing = _pixel_estimates(world, frames)
+        seen = np.isfinite(centres[..., 0])
+        np.testing.assert_allclose(centres[seen], world.positions[seen], atol=2e-3)
+        truth = np.stack([np.cos(world.yaws), np.sin(world.yaws)], axis=-1)
+        seen_nose = np.isfinite(facing[..., 0])
+        angle = np.degrees(np.arccos(np.clip((facing[seen_nose][:, :2] * truth[seen_nose]).sum(-1), -1, 1)))
+        assert angle.max() < 2.0
+        checked_centres, checked_facing = checked_centres + seen.sum(), checked_facing + seen_nose.sum()
+    assert checked_centres > 0.8 * sum(w.positions.shape[0] * w.positions.shape[1] for w, _ in rendered_worlds)
+    assert checked_facing > 10
+
+
+def _answer_matches_ratio(question, names: list[str], recomputed: float) -> bool:
+    """Whether the answer sentence is the bin of ``recomputed`` (A/B faster, more or less than twice)."""
+    text, first, second = question.answer_text, names[0][:1].upper() + names[0][1:], names[1][:1].upper() + names[1][1:]
+    expected_start, twice = [(first, "more"), (first, "less"), (second, "less"), (second, "more")][
+        ratio_bin(recomputed)
+    ]
+    return text.startswith(expected_start) and f"{twice} than twice" in text
+
+
+def test_every_template_answer_agrees_with_values_recomputed_from_pixels(rendered_worlds):
+    checked, total, types_checked = 0, 0, set()
+    for index, (world, frames) in enumerate(rendered_worlds):
+        centres, facing = _pixel_estimates(world, frames)
+        estimated = DynamicScene(
+            [
+                Track(track.name, centres[k], facing[k] if track.is_agent else None)
+                for k, track in enumerate(world.scene().tracks)
+            ],
+            frames.poses,
+            world.timestamps,
+            world.num_video_frames,
+        )
+        questions, _ = generate_questions(world.scene(), np.random.default_rng(index), questions_per_type=3)
+        for question in questions:
+            total += 1
+            query = question.query
+            frames_used = list(range(query.frames[0], query.frames[-1] + 1))
+            if not np.isfinite(centres[list(query.targets)][:, frames_used]).all():
+                continue  # a target is hidden at some frame the question uses
+            if (
+                question.question_type.endswith("_ori")
+                and not np.isfinite(facing[query.targets[0], query.frames[0]]).all()
+            ):
+                continue  # the target's nose is hidden
+            if query.observer is not None:
+                poses_used = query.pose_frames()
+                seen = np.isfinite(centres[query.observer, poses_used]) & np.isfinite(
+                    facing[query.observer, poses_used]
+                )
+                if not seen.all():
+                    continue  # the observer (an agent) or its facing is hidden at a frame whose pose is used
+            try:
+                recomputed = measure(estimated, query)
+            except IllPosed as error:
+                raise AssertionError(f"{question.question!r}: ill-posed from pixels ({error})") from None
+            names = [world.names[k] for k in query.targets]
+            if isinstance(question.value, str):
+                assert recomputed == question.value == question.answer_text, question.question
+            elif question.question_type.endswith("_spd_comp"):
+                assert _answer_matches_ratio(question, names, recomputed), question.question
+            else:
+                assert recomputed == pytest.approx(question.value, rel=5e-3), question.question
+                numbers = [float(option.split()[0]) for option in question.options]
+                assert LETTERS[int(np.argmin(np.abs(np.log(np.array(numbers) / recomputed))))] == question.answer
+            checked += 1
+            types_checked.add(question.question_type)
+    assert checked >= 0.8 * total and types_checked == set(QUESTION_TYPES)
+
+
+def test_camera_relative_left_and_right_answers_match_where_the_objects_are_drawn():
+    checked = 0
+    for index in range(8):
+        world = make_world(6, "eval", index, CONFIG)
+        frames = render_world(world, CONFIG, room_rng(6, "eval", index, 1))
+        questions, _ = generate_questions(
+            world.scene(), np.random.default_rng(index), 20, attempts_per_type=60, question_types=("rel_dir",)
+        )
+        for question in questions:  # the camera following itself: "right" moves rightwards in its view
+            if question.query.observer is not None or question.value not in ("left", "right"):
+                continue
+            (target,), (start, end) = question.query.targets, question.query.frames
+            columns = [np.nonzero(frames.instances[t] == target)[1] for t in (start, end)]
+            if min(len(c) for c in columns) < MIN_BODY_PIXELS:
+                continue
+            side = np.sign(columns[1].mean() - columns[0].mean())
+            assert side == (1 if question.value == "right" else -1), question.question
+            checked += 1
+    assert checked >= 10
+
+
+def test_worlds_are_deterministic_and_splits_differ():
+    first, again, other = make_world(0, "eval", 2), make_world(0, "eval", 2), make_world(0, "train", 2)
+    np.testing.assert_array_equal(first.positions, again.positions)
+    np.testing.assert_array_equal(first.camera_poses, again.camera_poses)
+    assert first.positions.shape != other.positions.shape or not np.allclose(first.positions, other.positions)
+
+
+def test_objects_stay_inside_the_arena_apart_and_include_a_robot_and_a_ball():
+    for index in range(20):
+        world = make_world(1, "train", index)
+        reach = np.array([_outline_radius(kind, r) for kind, r in zip(world.kinds, world.radii)])
+        xy = world.positions[..., :2]
+        assert (np.linalg.norm(xy, axis=-1) + reach[:, None] <= ARENA_RADIUS + 1e-9).all()
+        gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) - reach[:, None, None] - reach[None, :, None]
+        off_diagonal = ~np.eye(len(reach), dtype=bool)
+        assert gaps[off_diagonal].min() >= OBJECT_GAP - 1e-9
+        assert {"ball", "robot"} <= set(world.kinds) and len(set(world.colours)) == len(world.colours)
+        assert np.isnan(world.yaws[[k == "ball" for k in world.kinds]]).all()
+
+
+def test_eval_split_is_written_as_dsr_bench_parquet_with_balanced_types(tmp_path):
+    summary = generate_split(tmp_path, "eval", 3, seed=11)
+    table = pq.read_table(tmp_path / "benchmark.parquet")
+    assert table.schema.equals(DSR_BENCH_SCHEMA)
+    rows = table.to_pylist()
+    assert len(rows) == sum(summary.questions.values()) > 0
+    assert len(set(summary.questions.values())) == 1  # balanced
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    for row, record in zip(rows, truth, strict=True):
+        assert (tmp_path / "videos" / f"{row['videoID']}.mp4").is_file()
+        assert [option[:3] for option in row["options"]] == ["A. ", "B. ", "C. ", "D. "]
+        assert row["answer"] in LETTERS and row["task_type"] == record["task_type"] in QUESTION_TYPES
+        assert record["videoID"] == row["videoID"]
+    assert summary.generated >= len(rows) and sum(summary.skipped.values()) > 0
+
+
+def test_train_split_reads_through_the_llava_video_loader(tmp_path):
+    generate_split(tmp_path, "train", 2, seed=12)
+    items = json.loads((tmp_path / TRAINING_SUBSET / TRAINING_FILE).read_text())
+    dataset = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",))
+    assert len(dataset) == len(items) > 0
+    sample = dataset[0]
+    assert sample.frames.shape == (4, CONFIG.height, CONFIG.width, 3)
+    assert sample.meta["answer"] == items[0]["conversations"][1]["value"] and sample.meta["answer"] in LETTERS
+    assert len(sample.meta["options"]) == 4
+
+
+def test_script_writes_both_splits_with_different_seeds_and_skips_a_rerun(tmp_path, capsys):
+    arguments = ["--out", str(tmp_path), "--train-videos", "1", "--eval-videos", "1", "--seed", "3"]
+    generate_main(arguments)
+    record = json.loads((tmp_path / "generation.json").read_text())
+    assert record["complete"] and record["split_seeds"]["train"] != record["split_seeds"]["eval"]
+    assert (tmp_path / "eval" / "benchmark.parquet").is_file()
+    assert (tmp_path / "train" / TRAINING_SUBSET / TRAINING_FILE).is_file()
+    generate_main(arguments)
+    assert "skipping" in capsys.readouterr().out

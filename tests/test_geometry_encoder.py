@@ -1,0 +1,281 @@
+"""The geometry encoder (DSR Suite's GSM): a frozen Pi3 encoder's tokens, selected by the question through two
+Q-Formers, appended after the video; the collator's question mask and geometry frames; packed rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Dinov2WithRegistersModel
+
+from model.builder import build_unigr, load_unigr
+from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder
+from model.geometry import encoder_state_dict_to_pi3, pi3_encoder_config
+from model.input_assembly import InputAssembly
+from utils.data.collate import IGNORE_INDEX, SampleCollator
+from utils.data.schema import Sample
+from utils.synthetic.moving_shapes import WorldConfig, make_video
+from utils.training.trainable import configure_trainable, group_prefixes
+
+PI3_TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=56)
+NUM_QUERIES = 4
+QUESTION = "Which shape moves to the left?"
+
+
+@pytest.fixture(scope="module")
+def pi3_checkpoint(tmp_path_factory) -> Path:
+    """A random tiny Pi3 encoder written in Pi3's ``model.safetensors`` layout (``encoder.*``, fused qkv) beside a
+    decoder key the loader must ignore."""
+    torch.manual_seed(0)
+    encoder = Dinov2WithRegistersModel(pi3_encoder_config(**PI3_TINY))
+    with torch.no_grad():  # registers and layer scales are tiny at init; make every parameter matter
+        for parameter in encoder.parameters():
+            parameter.normal_(0.0, 0.3)
+    state = encoder_state_dict_to_pi3(encoder.state_dict())
+    state["decoder.0.norm1.weight"] = torch.ones(16)
+    path = tmp_path_factory.mktemp("pi3") / "model.safetensors"
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gsm_model(tiny_parts, pi3_checkpoint: Path):
+    options = dict(
+        pi3_checkpoint=str(pi3_checkpoint),
+        pi3_config=PI3_TINY,
+        num_queries=NUM_QUERIES,
+        qformer_layers=1,
+        qformer_heads=2,
+        qformer_hidden_size=16,
+    )
+    torch.manual_seed(0)
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
+    return model.eval(), processor
+
+
+def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
+    video = make_video(seed, "train", 0, WorldConfig(height=size, width=size, num_frames=num_frames))
+    return Sample(
+        sample_id=f"shapes/train/{seed}",
+        frames=video.frames,
+        frame_names=[str(t) for t in range(num_frames)],
+        conversation=[{"role": "user", "content": question}, {"role": "assistant", "content": "The red square."}],
+        timestamps=np.arange(num_frames) / 4,
+    )
+
+
+def _image(seed: int) -> Sample:
+    sample = _video(seed, num_frames=1)
+    return dataclasses.replace(sample, medium="image", timestamps=None, sample_id=f"shapes/image/{seed}")
+
+
+def _assemble(model, batch: dict, encoders: bool = True) -> torch.Tensor:
+    """``(B, L, D)`` input embeddings of ``batch`` (with the model's encoders, or Qwen's stock assembly)."""
+    assembly = model.input_assembly if encoders else InputAssembly({})
+    with torch.no_grad():
+        return assembly(
+            model.backbone.model,
+            batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            pixel_values=batch.get("pixel_values"),
+            image_grid_thw=batch.get("image_grid_thw"),
+            pixel_values_videos=batch.get("pixel_values_videos"),
+            video_grid_thw=batch.get("video_grid_thw"),
+            batch=batch,
+            token_ids=model.placeholder_token_ids(),
+        )
+
+
+def _appended(model, batch: dict, embeds: torch.Tensor) -> list[torch.Tensor]:
+    """Per row the ``(k * NUM_QUERIES, D)`` embeddings at its ``<geometry>`` placeholders."""
+    placeholder = model.placeholder_token_ids()[GEOMETRY_PLACEHOLDER]
+    return [embeds[row, batch["input_ids"][row] == placeholder] for row in range(len(embeds))]
+
+
+def test_the_tiny_pi3_checkpoint_loads_strictly_and_frozen(gsm_model, pi3_checkpoint: Path) -> None:
+    model, _ = gsm_model
+    encoder = model.input_assembly.encoders["geometry"]
+    saved = encoder_state_dict_to_pi3(encoder.pi3.state_dict())
+    on_disk = {key: value for key, value in load_file(pi3_checkpoint).items() if key.startswith("encoder.")}
+    assert sorted(saved) == sorted(on_disk)
+    for key, value in on_disk.items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    assert not any(parameter.requires_grad for parameter in encoder.pi3.parameters())
+    with pytest.raises(ValueError, match="model.safetensors"):  # a wider encoder than the file holds
+        GeometryEncoder.from_options(
+            {"pi3_checkpoint": str(pi3_checkpoint), "pi3_config": {**PI3_TINY, "hidden_size": 32}},
+            model.config.backbone_config.get_text_config().hidden_size,
+            model.config.backbone_config,
+        )
+
+
+def test_a_video_sample_gets_num_queries_tokens_right_after_its_video(gsm_model) -> None:
+    model, processor = gsm_model
+    sample = _video(0)
+    batch = SampleCollator.for_model(model, processor)([sample])
+    ids = batch["input_ids"][0]
+    placeholder = model.placeholder_token_ids()[GEOMETRY_PLACEHOLDER]
+    vision_end = processor.tokenizer.convert_tokens_to_ids("<|vision_end|>")
+    where = (ids == placeholder).nonzero()[:, 0]
+    assert len(where) == NUM_QUERIES and int(where[0]) == int((ids == vision_end).nonzero()[0, 0]) + 1
+    assert (where.diff() == 1).all()
+    grid = batch["video_grid_thw"][0].tolist()
+    (frames,) = batch["geometry_frames"]
+    assert frames.shape == (4, 3, grid[1] * 14, grid[2] * 14) and 0 <= frames.min() and frames.max() <= 1
+    encoder = model.input_assembly.encoders["geometry"]
+    width = model.config.backbone_config.get_text_config().hidden_size
+    geometry = encoder.geometry_tokens(frames)
+    video_tokens = int((ids == model.config.backbone_config.video_token_id).sum())
+    assert geometry.shape == (video_tokens, width) == (grid[0] * grid[1] * grid[2] // 4, width)
+    embeds, stock = _assemble(model, batch), _assemble(model, batch, encoders=False)
+    assert embeds[0, where].shape == (NUM_QUERIES, width)
+    assert not torch.allclose(embeds[0, where], stock[0, where])
+    outside = torch.ones_like(ids, dtype=torch.bool).index_fill(0, where, False)
+    torch.testing.assert_close(embeds[0, outside], stock[0, outside], rtol=0, atol=0)
+
+
+def test_the_question_mask_marks_the_same_user_text_in_training_and_inference(gsm_model) -> None:
+    model, processor = gsm_model
+    conversation = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "The red square."},
+        {"role": "user", "content": "And which one moves up?"},
+        {"role": "assistant", "content": "The blue disc."},
+    ]
+    sample = dataclasses.replace(_video(0), conversation=conversation)
+    other = _video(1, question="Is anything moving at all in this clip?")
+    train = SampleCollator.for_model(model, processor)([sample, other])
+    infer = SampleCollator.for_model(model, processor, inference=True)([sample, other])
+    tokenizer = processor.tokenizer
+    for row in range(2):
+        marked_train = train["input_ids"][row][train["question_mask"][row]]
+        marked_infer = infer["input_ids"][row][infer["question_mask"][row]]
+        assert marked_train.tolist() == marked_infer.tolist()
+        assert (train["labels"][row][train["question_mask"][row]] == IGNORE_INDEX).all()  # never the answer
+    marked = tokenizer.decode(train["input_ids"][0][train["question_mask"][0]])
+    # the two questions and nothing else (no system prompt, media, placeholders or template)
+    assert "".join(marked.split()) == "".join(f"{QUESTION} And which one moves up?".split())
+    assert "assistant" not in marked and "square" not in marked
+
+
+def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(gsm_model) -> None:
+    model, processor = gsm_model
+    first, second = _video(0), _video(1, num_frames=3, size=96, question="Is anything moving at all in this clip?")
+    collate = SampleCollator.for_model(model, processor)
+    alone = [collate([sample]) for sample in (first, second)]
+    expected = [_appended(model, batch, _assemble(model, batch))[0] for batch in alone]
+    assert not torch.allclose(expected[0], expected[1])
+    lengths = [batch["input_ids"].shape[1] for batch in alone]
+    packed = {
+        key: torch.cat([batch[key] for batch in alone], dim=1)
+        for key in ("input_ids", "attention_mask", "question_mask")
+    }
+    for key in ("pixel_values_videos", "video_grid_thw"):
+        packed[key] = torch.cat([batch[key] for batch in alone])
+    packed["geometry_frames"] = [frames for batch in alone for frames in batch["geometry_frames"]]
+    packed["packed_segments"] = [[(0, lengths[0]), (lengths[0], sum(lengths))]]
+    (tokens,) = _appended(model, packed, _assemble(model, packed))
+    torch.testing.assert_close(tokens, torch.cat(expected), rtol=1e-5, atol=1e-5)
+    padded = collate([first, second])  # not packed: one sample per row, the shorter one padded
+    for row, tokens in enumerate(_appended(model, padded, _assemble(model, padded))):
+        torch.testing.assert_close(tokens, expected[row], rtol=1e-5, atol=1e-5)
+
+
+def test_image_samples_keep_their_embeddings_and_placeholders(gsm_model) -> None:
+    model, processor = gsm_model
+    batch = SampleCollator.for_model(model, processor)([_image(2), _video(0)])
+    assert batch["geometry_frames"][0] is None and batch["geometry_frames"][1] is not None
+    embeds, stock = _assemble(model, batch), _assemble(model, batch, encoders=False)
+    torch.testing.assert_close(embeds[0], stock[0], rtol=0, atol=0)
+    placeholder = model.placeholder_token_ids()[GEOMETRY_PLACEHOLDER]
+    own = model.get_input_embeddings().weight[placeholder]
+    image_slots = _appended(model, batch, embeds)[0]
+    assert image_slots.shape[0] == NUM_QUERIES
+    torch.testing.assert_close(image_slots, own.expand_as(image_slots).detach(), rtol=0, atol=0)
+    assert not torch.allclose(embeds[1], stock[1])
+
+
+def test_pi3_gets_no_gradient_while_the_gsm_trains_at_its_own_rate(gsm_model) -> None:
+    model, processor = gsm_model
+    rates = {"llm": 2e-7, "encoder_geometry": 1e-6}
+    groups = {
+        group: {"mode": "frozen" if group == "encoder_geometry_pi3" else "full", "lr": rates.get(group)}
+        for group in group_prefixes()
+    }
+    optimizer_groups = configure_trainable(model, groups, lr=1e-5, weight_decay=0.0, new_token_ids=[])
+    lrs = {group["name"].split("/")[0]: group["lr"] for group in optimizer_groups}
+    assert lrs["llm"] == 2e-7 and lrs["encoder_geometry"] == 1e-6
+    encoder = model.input_assembly.encoders["geometry"]
+    model.zero_grad()
+    batch = SampleCollator.for_model(model, processor)([_video(0)])
+    model.train()
+    try:
+        model(**batch).loss.backward()
+    finally:
+        model.eval()
+    assert all(parameter.grad is None for parameter in encoder.pi3.parameters())
+    gsm = {name: p for name, p in encoder.named_parameters() if not name.startswith("pi3.")}
+    assert gsm and all(p.grad is not None and p.grad.abs().sum() > 0 for p in gsm.values())
+    model.zero_grad()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
+def test_the_appended_tokens_follow_the_question_and_the_geometry(gsm_model) -> None:
+    model, processor = gsm_model
+    collate = SampleCollator.for_model(model, processor)
+    asked = collate([_video(0)])
+    (base,) = _appended(model, asked, _assemble(model, asked))
+    reworded = collate([_video(0, question="Which shape moves to the right?")])
+    (other_question,) = _appended(model, reworded, _assemble(model, reworded))
+    assert not torch.allclose(base, other_question, atol=1e-5)
+    moved = dict(asked, geometry_frames=[asked["geometry_frames"][0].flip(-1)])  # same pixels for Qwen
+    (other_geometry,) = _appended(model, moved, _assemble(model, moved))
+    assert not torch.allclose(base, other_geometry, atol=1e-5)
+
+
+def test_missing_or_misfit_geometry_frames_are_refused_naming_the_sample(gsm_model) -> None:
+    model, processor = gsm_model
+    batch = SampleCollator.for_model(model, processor)([_video(0)])
+    without = {key: value for key, value in batch.items() if key != "geometry_frames"}
+    with pytest.raises(ValueError, match="no geometry_frames"):
+        _assemble(model, without)
+    frames = batch["geometry_frames"][0]
+    misfit = dict(batch, geometry_frames=[frames[..., :-14]])
+    with pytest.raises(ValueError, match="batch row 0, sample 0"):
+        _assemble(model, misfit)
+
+
+def test_a_saved_model_brings_its_pi3_weights_and_gives_the_same_tokens(gsm_model, pi3_checkpoint, tmp_path) -> None:
+    model, processor = gsm_model
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    hidden = pi3_checkpoint.rename(pi3_checkpoint.with_suffix(".away"))  # loading must not need Pi3's own file
+    try:
+        loaded, loaded_processor = load_unigr(tmp_path)
+    finally:
+        hidden.rename(pi3_checkpoint)
+    batch = SampleCollator.for_model(model, processor)([_video(0)])
+    loaded_batch = SampleCollator.for_model(loaded, loaded_processor)([_video(0)])
+    torch.testing.assert_close(
+        _appended(loaded.eval(), loaded_batch, _assemble(loaded, loaded_batch))[0],
+        _appended(model, batch, _assemble(model, batch))[0],
+    )
+
+
+def test_training_and_inference_batches_append_the_same_tokens_and_generation_runs(gsm_model) -> None:
+    model, processor = gsm_model
+    samples = [_video(1, num_frames=3, size=96, question="Is anything moving at all in this clip?"), _video(0)]
+    train = SampleCollator.for_model(model, processor)(samples)  # right padding, answers included
+    infer = SampleCollator.for_model(model, processor, inference=True)(samples)  # left padding, no answers
+    for trained, inferred in zip(
+        _appended(model, train, _assemble(model, train)), _appended(model, infer, _assemble(model, infer))
+    ):
+        torch.testing.assert_close(inferred, trained, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        result = model.generate(infer, max_new_tokens=2)
+    assert len(result.sequences) == 2
