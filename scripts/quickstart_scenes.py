@@ -103,8 +103,11 @@ def train(train_root: Path, work: Path, steps: int | None) -> Path:
 
 
 def loader_options(benchmark: str) -> list[str]:
-    """Loader options (``KEY=VALUE``): grounding benchmarks are answered by the proposal grounding head."""
-    return ["grounding=head"] if benchmark in GROUNDING_BENCHMARKS else []
+    """Loader options (``KEY=VALUE``) as :data:`CONFIG` trains with them: grounding benchmarks are answered by the
+    proposal grounding head, Scan2Cap gets its object as a region token."""
+    if benchmark in GROUNDING_BENCHMARKS:
+        return ["grounding=head"]
+    return ["object_prompt=region"] if benchmark == "scan2cap" else []
 
 
 def benchmark_arguments(benchmark: str, eval_root: Path) -> list[str]:

@@ -356,16 +356,32 @@ def test_the_query_reads_the_prompt_text_only_when_configured() -> None:
         assert torch.allclose(before, after) != reads_text
 
 
-def test_the_text_a_query_reads_is_the_question_after_the_media_before_the_answer() -> None:
+def test_each_grd_of_a_multi_turn_conversation_reads_only_its_own_question() -> None:
+    hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
+    input_ids = torch.cat([input_ids, torch.tensor([[TEXT_ID, TEXT_ID, GRD_ID]])], dim=1)  # a second question
+    hidden = torch.cat([hidden, torch.randn(1, 3, HIDDEN)], dim=1)
+    head = make_head()
+    with torch.no_grad():
+        before = head.predict(hidden, input_ids, batch)["grounding_logits"][0]
+        first, second = hidden.clone(), hidden.clone()
+        first[0, 1 + NUM_TOKENS] += 1.0  # the first question's token
+        second[0, -2] += 1.0  # the second question's token
+        after_first = head.predict(first, input_ids, batch)["grounding_logits"][0]
+        after_second = head.predict(second, input_ids, batch)["grounding_logits"][0]
+    assert not torch.allclose(before[0], after_first[0]) and torch.equal(before[1], after_first[1])
+    assert torch.equal(before[0], after_second[0]) and not torch.allclose(before[1], after_second[1])
+
+
+def test_queries_read_the_prompt_after_the_media_and_never_padding_or_answer_tokens() -> None:
     input_ids = torch.tensor(
         [[TEXT_ID, VIDEO_ID, TEXT_ID, TEXT_ID, TEXT_ID, GRD_ID, TEXT_ID], [0, TEXT_ID, TEXT_ID, GRD_ID, 0, 0, 0]]
     )
     layouts = [SimpleNamespace(positions=torch.tensor([1])), None]
     attention_mask = torch.tensor([[1] * 7, [0, 1, 1, 1, 1, 1, 1]])  # row 1: left padding, no media
-    labels = torch.tensor([[-100, -100, -100, -100, 5, 5, 5], [-100] * 7])  # row 0: token 4 is answer text
+    labels = torch.tensor([[-100, -100, -100, -100, 5, 5, 5], [-100] * 7])  # row 0: tokens 4- are the answer
     grd = input_ids == GRD_ID
     text = ProposalGroundingHead.text_positions(input_ids, grd, layouts, attention_mask, labels)
-    expected = [[False, False, True, True, False, False, False], [False, True, True, False, False, False, False]]
+    expected = [[False, False, True, True, False, False, False], [False, True, True, False, True, True, True]]
     assert text.tolist() == expected
 
 

@@ -257,9 +257,9 @@ class ProposalGroundingHead(Head):
         parts.append(self.box_embed(proposals.to(dtype)))
         return self.proposal_mlp(torch.cat(parts, dim=-1))
 
-    def queries(self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor) -> torch.Tensor:
+    def queries(self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
         """``(O, E)`` queries of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds its attention
-        read of the text states ``(S, D)`` (``S = 0``: nothing added)."""
+        read of the text states ``(S, D)`` it ``reads`` (``(O, S)`` bool; a query that reads none adds nothing)."""
         dtype = self.visual_proj.weight.dtype
         grd_hidden = grd_hidden.to(dtype)
         queries = self.query_proj(grd_hidden)
@@ -267,13 +267,15 @@ class ProposalGroundingHead(Head):
             return queries
         text_hidden = text_hidden.to(dtype)
         keys = self.text_attention["key"](text_hidden)  # (S, E)
-        attention = (self.text_attention["query"](grd_hidden) @ keys.T / math.sqrt(keys.shape[-1])).softmax(dim=-1)
+        scores = self.text_attention["query"](grd_hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
+        attention = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
         return queries + attention @ self.text_attention["value"](text_hidden)
 
     def score(
         self,
         grd_hidden: torch.Tensor,
         text_hidden: torch.Tensor,
+        reads: torch.Tensor,
         visual_hidden: torch.Tensor,
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
@@ -281,9 +283,9 @@ class ProposalGroundingHead(Head):
     ) -> torch.Tensor:
         """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
 
-        ``text_hidden``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
+        ``text_hidden``, ``reads``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
         """
-        queries = self.queries(grd_hidden, text_hidden)  # (O, E)
+        queries = self.queries(grd_hidden, text_hidden, reads)  # (O, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         if self.logit_scale is None:
@@ -352,9 +354,14 @@ class ProposalGroundingHead(Head):
                 )
             device = last_hidden.device
             sample_proposals = proposals[i].to(device)
+            grd_positions = grd[i].nonzero()[:, 0]  # (O,)
+            text_positions = text[i].nonzero()[:, 0]  # (S,)
+            previous = torch.cat([grd_positions.new_full((1,), -1), grd_positions[:-1]])
+            reads = (text_positions[None] > previous[:, None]) & (text_positions[None] < grd_positions[:, None])
             sample_logits = self.score(
-                last_hidden[i, grd[i]],
-                last_hidden[i, text[i]],
+                last_hidden[i, grd_positions],
+                last_hidden[i, text_positions],
+                reads,
                 last_hidden[i, layout.positions],
                 views[i].token_weights.to(device),
                 views[i].appearance.to(device),
@@ -374,15 +381,13 @@ class ProposalGroundingHead(Head):
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``(B, L)`` bool: the prompt tokens a query reads: those after the row's last visual token (the question
-        that follows the media, not the system prompt) and before its first ``[GRD]`` that are neither padding
-        (``attention_mask``) nor answer tokens (``labels`` other than -100), so training reads what generation
-        reads (the prompt; ``generate`` passes no answer text before ``[GRD]``). ``attention_mask`` and ``labels``
-        cover the first ``L' <= L`` positions; later ones are not masked."""
-        length = input_ids.shape[1]
-        order = torch.arange(length, device=input_ids.device)
-        first_grd = torch.where(grd.any(dim=1), grd.int().argmax(dim=1), length)  # (B,)
-        text = order[None] < first_grd[:, None]
+        """``(B, L)`` bool: the prompt tokens queries read: those after the row's last visual token (the questions
+        that follow the media, not the system prompt) that are neither ``[GRD]``, padding (``attention_mask``) nor
+        answer tokens (``labels`` other than -100), so training reads what generation reads (the prompt;
+        ``generate`` passes no answer text before ``[GRD]``). Each ``[GRD]`` reads those between the previous
+        ``[GRD]`` and itself (:meth:`predict`): in a conversation of several grounded turns, its own question.
+        ``attention_mask`` and ``labels`` cover the first ``L' <= L`` positions; later ones are not masked."""
+        text = ~grd
         for i, layout in enumerate(layouts):
             if layout is not None and len(layout.positions):
                 text[i, : int(layout.positions.max()) + 1] = False
@@ -433,5 +438,6 @@ class ProposalGroundingHead(Head):
         hidden = torch.zeros(1, width, device=device)
         box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
         appearance = torch.zeros(1, APPEARANCE_DIM, device=device)
-        logits = self.score(hidden, hidden, hidden, torch.ones(1, 1, device=device), appearance, box)
+        reads = torch.ones(1, 1, dtype=torch.bool, device=device)
+        logits = self.score(hidden, hidden, reads, hidden, torch.ones(1, 1, device=device), appearance, box)
         return 0.0 * logits.sum()

@@ -48,6 +48,7 @@ from utils.data.scene3d import (
     text_field,
 )
 from utils.data.schema import RegionPrompt, SceneGeometry
+from utils.scene3d.geometry import project_points
 from utils.scene3d.object_ids import format_object_id
 from utils.scene3d.proposal_views import box_pixel_masks
 from utils.scene3d.scene_folder import Scene
@@ -153,12 +154,42 @@ class Scan2CapDataset(Scene3DDataset):
         return user, sentence(annotation.text), meta
 
     def region_prompts(self, meta: dict, geometry: SceneGeometry, frame_size: tuple[int, int]) -> list[RegionPrompt]:
-        """With ``object_prompt="region"``: the named proposal's pixels on each frame that shows it."""
+        """With ``object_prompt="region"``: the named proposal's pixels on each frame that shows it; when no depth
+        pixel of the sampled frames lies in its box (hidden or out of view), its projected box on the frame it
+        overlaps most (:func:`projected_box_prompt`)."""
         if self.object_prompt != "region":
             return []
         box = self.scene(meta["scene_id"], meta["scene_id"]).proposals.boxes[meta["proposal_id"]]
         masks = box_pixel_masks(geometry, box[None], size=frame_size)[0]  # (T, H, W)
-        return [RegionPrompt(frame=t, mask=mask, region=0) for t, mask in enumerate(masks) if mask.any()]
+        prompts = [RegionPrompt(frame=t, mask=mask, region=0) for t, mask in enumerate(masks) if mask.any()]
+        return prompts or [projected_box_prompt(geometry, box, frame_size, meta["scene_id"])]
+
+
+def projected_box_prompt(
+    geometry: SceneGeometry, box: np.ndarray, frame_size: tuple[int, int], where: str
+) -> RegionPrompt:
+    """A box prompt (region 0): 3D ``box`` ``(6,)``'s corners projected into each frame in front of the camera,
+    their bounding box clipped to the frame, on the frame where the clipped box is largest; ``ValueError`` naming
+    ``where`` when it is in front of no frame's camera."""
+    depth_h, depth_w = geometry.depth.shape[1:]
+    height, width = frame_size
+    offsets = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    corners = box[:3] + offsets * box[3:]  # (8, 3)
+    best, best_area = None, 0.0
+    for t in range(len(geometry.depth)):
+        intrinsics = geometry.intrinsics[t] if geometry.intrinsics.ndim == 3 else geometry.intrinsics
+        uv, z = project_points(corners, intrinsics, geometry.poses[t], geometry.axis_alignment)
+        if not np.all(z > 0):
+            continue
+        scale = np.array([width / depth_w, height / depth_h])
+        low = np.clip(uv.min(axis=0) * scale, 0, [width, height])
+        high = np.clip(uv.max(axis=0) * scale, 0, [width, height])
+        area = float(np.prod(high - low))
+        if area > best_area:
+            best, best_area = RegionPrompt(frame=t, box=np.concatenate([low, high]).astype(np.float32)), area
+    if best is None:
+        raise ValueError(f"{where}: the object's box is in front of no sampled frame's camera")
+    return best
 
 
 build_scan2cap = register_dataset("scan2cap", family="3d_caption", required_paths=root_path, evaluated_splits=("val",))(

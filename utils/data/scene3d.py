@@ -49,8 +49,9 @@ skip, :mod:`utils.data.robust`); a missing scene folder raises ``FileNotFoundErr
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -466,21 +467,42 @@ class Scene3DDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         item = self.item(index)
-        scene = item.scene
-        indices = self.frame_indices(scene, index, item.where)
+        return self.sample([item], index, item.sample_id)
+
+    def sample(self, items: Sequence[ItemView], index: int, sample_id: str) -> Sample:
+        """The sample of ``items`` of one scene asked in turn (one user and one assistant turn each; usually one
+        item), on the frames chosen for ``index``. Each item's ``<object{k}>`` region references are renumbered
+        after the previous items' (:meth:`region_prompts`); ``meta`` is the first item's, with ``questions``
+        (every item's ``sample_id``) when there are several."""
+        scene = items[0].scene
+        if any(item.scene is not scene for item in items):
+            raise ValueError(f"{sample_id}: the items of one sample must share a scene")
+        indices = self.frame_indices(scene, index, items[0].where)
         frames = scene.read_colors(indices)
         geometry = scene.geometry(indices) if self.view == "video" else None
+        conversation, regions, targets = [], [], []
+        for item in items:
+            prompts = [] if geometry is None else self.region_prompts(item.meta, geometry, frames.shape[1:3])
+            user, offset = item.user, len({prompt.region for prompt in regions})
+            for k in sorted({prompt.region for prompt in prompts}, reverse=True):
+                user = user.replace(f"<object{k}>", f"<object{k + offset}>")
+            regions += [replace(prompt, region=prompt.region + offset) for prompt in prompts]
+            conversation += [{"role": "user", "content": user}, {"role": "assistant", "content": item.answer}]
+            targets.append(self.target_fields(item.meta))
+        meta = {**items[0].meta, "frame_indices": indices}
+        if len(items) > 1:
+            meta["questions"] = [item.sample_id for item in items]
         sample = Sample(
-            sample_id=item.sample_id,
+            sample_id=sample_id,
             frames=frames,
             frame_names=[scene.frame_names[i] for i in indices],
-            conversation=[{"role": "user", "content": item.user}, {"role": "assistant", "content": item.answer}],
+            conversation=conversation,
             timestamps=scene.timestamps[indices],
-            regions=[] if geometry is None else self.region_prompts(item.meta, geometry, frames.shape[1:3]),
+            regions=regions,
             scene=geometry,
             proposals=scene.proposals.boxes,
-            **self.target_fields(item.meta),
-            meta={**item.meta, "frame_indices": indices},
+            **merge_target_fields(targets, sample_id),
+            meta=meta,
         )
         return sample if self.view == "video" else gpt4scene_view(sample, scene, num_frames=None)
 
@@ -556,14 +578,82 @@ class Scene3DDataset(Dataset):
         return (text, None) if text is not None else (item.user, item.user)
 
 
+def merge_target_fields(fields: Sequence[dict], sample_id: str) -> dict:
+    """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: their ``boxes_3d`` one
+    after the other (every item has them or none does) and their common ``grounding_multi``."""
+    if len(fields) == 1:
+        return dict(fields[0])
+    if len({frozenset(field) for field in fields}) != 1 or len({field.get("grounding_multi") for field in fields}) != 1:
+        raise ValueError(f"{sample_id}: the items asked in turn have different kinds of targets")
+    merged = dict(fields[0])
+    if "boxes_3d" in merged:
+        merged["boxes_3d"] = [boxes for field in fields for boxes in field["boxes_3d"]]
+    return merged
+
+
+class SceneQuestionGroups(Dataset):
+    """Training samples that ask several questions about one scene in turn, on one set of frames.
+
+    A scene's video costs far more tokens than a question about it, so each forward pass trains on
+    ``questions_per_sample`` of its questions (a multi-turn conversation; each grounding answer keeps its own
+    ``[GRD]`` and targets). Items are grouped per scene, in an order drawn from ``seed``; a scene's last group
+    may be smaller. Items that cannot be read (a malformed annotation, an object no proposal covers) join no
+    group: they are counted and named once, when the groups are made (:attr:`skipped`, a warning).
+
+    Args:
+        dataset: a training :class:`Scene3DDataset`; questions_per_sample: items per sample (>= 2).
+    """
+
+    def __init__(self, dataset: Scene3DDataset, questions_per_sample: int, seed: int = 0):
+        if questions_per_sample < 2:
+            raise ValueError(f"questions_per_sample must be at least 2 to group, got {questions_per_sample}")
+        self.dataset = dataset
+        by_scene: dict[str, list[int]] = {}
+        self.groups: list[list[int]] = []
+        self.skipped: list[str] = []
+        """The errors of the items left out."""
+        for index in range(len(dataset)):
+            try:
+                scene_id = dataset.item(index).annotation.scene_id
+            except (ValueError, FileNotFoundError) as error:
+                self.skipped.append(str(error))
+                continue
+            by_scene.setdefault(scene_id, []).append(index)
+        if self.skipped:
+            warnings.warn(
+                f"{dataset.name} {dataset.split}: {len(self.skipped)} of {len(dataset)} items left out of the "
+                f"question groups; the first: {self.skipped[0]}",
+                stacklevel=2,
+            )
+        if not by_scene:
+            raise ValueError(f"{dataset.name} {dataset.split}: no item can be read ({len(self.skipped)} skipped)")
+        rng = np.random.default_rng(seed)
+        for scene_id in sorted(by_scene):
+            members = [by_scene[scene_id][i] for i in rng.permutation(len(by_scene[scene_id]))]
+            self.groups += [members[i : i + questions_per_sample] for i in range(0, len(members), questions_per_sample)]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> Sample:
+        members = self.groups[index]
+        items = [self.dataset.item(i) for i in members]
+        if len(items) == 1:
+            return self.dataset.sample(items, members[0], items[0].sample_id)
+        ids = "+".join(self.dataset.entries[i].key for i in members)
+        return self.dataset.sample(items, members[0], f"{self.dataset.name}/{self.dataset.split}/{ids}")
+
+
 SCENE_OPTIONS: dict[str, object] = {
     "layout": None,
     "scene_root": SCENE_ROOT,
     "frame_sampling": "uniform",
     "sampling_options": None,
     "view": "video",
+    "questions_per_sample": 1,
 }
-"""The options every 3D loader takes, with their defaults (``layout``: see the module docstring; the others:
+"""The options every 3D loader takes, with their defaults (``layout``: see the module docstring;
+``questions_per_sample``: training samples of several questions, :class:`SceneQuestionGroups`; the others:
 :class:`Scene3DDataset`)."""
 
 
@@ -593,18 +683,25 @@ def scene_loader(
         return_annotation=dataset,
     )
 
-    def build(*args: object, **kwargs: object) -> Scene3DDataset:
+    def build(*args: object, **kwargs: object) -> Scene3DDataset | SceneQuestionGroups:
         arguments = signature.bind(*args, **kwargs)
         arguments.apply_defaults()
         values = dict(arguments.arguments)
         root, split = Path(values.pop("root")), values.pop("split")
+        questions_per_sample = values.pop("questions_per_sample")
+        if questions_per_sample < 1 or (questions_per_sample > 1 and not values["train"]):
+            raise ValueError(
+                f"{dataset.kind}: questions_per_sample must be 1, or more for training only (benchmarks score one "
+                f"question per sample), got {questions_per_sample} with train={values['train']}"
+            )
         layout, files = resolve_layout(
             dataset.kind,
             values.pop("layout"),
             [root / name.format(split=split) for name in official],
             root / LLAVA_FILES[dataset.kind].format(split=split),
         )
-        return dataset(dataset.kind, root, split, layout, files, **values)
+        built = dataset(dataset.kind, root, split, layout, files, **values)
+        return built if questions_per_sample == 1 else SceneQuestionGroups(built, questions_per_sample, values["seed"])
 
     build.__signature__ = signature
     build.__name__ = build.__qualname__ = f"build_{dataset.kind}"
