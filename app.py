@@ -3,7 +3,9 @@
 Opens on http://127.0.0.1:7860 by default; ``--host 0.0.0.0`` serves other machines and ``--share``
 makes a public Gradio link (both off unless asked). Tabs: referring segmentation, questions about
 a region the user points at, and questions about a 3D scene (``--scene-root``: a folder of scene folders
-made by ``scripts/preprocess_scenes.py``; a .zip of one can also be uploaded) (see :mod:`demo.tabs`).
+made by ``scripts/preprocess_scenes.py``; a .zip of one can also be uploaded), how things move in a video
+(``--detector``: a Grounding DINO folder, to also track and draw the objects asked about) and hand-object
+questions about a frame (see :mod:`demo.tabs`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracker", default="sam2", help="sam2, optical_flow or cotracker (carries a region)")
     parser.add_argument("--concurrency", type=int, default=1, help="model requests run at once")
     parser.add_argument("--scene-root", type=Path, help="folder of 3D scene folders (scripts/preprocess_scenes.py)")
+    parser.add_argument("--detector", type=Path, help="Grounding DINO folder (transformers) to track objects with")
     defaults = MediaLimits()
     parser.add_argument("--max-megabytes", type=float, default=defaults.max_megabytes, help="largest upload")
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest video")
@@ -43,11 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.scene_root is not None and not args.scene_root.is_dir():
         raise SystemExit(f"--scene-root {args.scene_root} is not a folder; make one with scripts/preprocess_scenes.py")
+    if args.detector is not None and not args.detector.is_dir():
+        raise SystemExit(f"--detector {args.detector} is not a folder; give a Grounding DINO folder (transformers)")
     inference = UniGRInference(
         check_model_folder(args.version), args.device, args.dtype, args.num_frames, args.max_new_tokens, args.tracker
     )
     limits = MediaLimits(args.max_megabytes, args.max_seconds, args.max_frames, args.max_side)
-    context = DemoContext(inference, limits, default_output_root(), args.concurrency, args.scene_root)
+    context = DemoContext(inference, limits, default_output_root(), args.concurrency, args.scene_root, args.detector)
     demo = build_demo(context)
     demo.launch(
         server_name=args.host,

@@ -27,6 +27,8 @@ class DemoContext:
     output_root: each request writes its files to a fresh folder under it (Gradio serves them from there).
     concurrency: how many model events run at once.
     scene_root: the server's folder of 3D scene folders (``app.py --scene-root``), or ``None``.
+    detector: a Grounding DINO folder the dynamic reasoning tab tracks objects with (``app.py --detector``), or
+        ``None``.
     """
 
     inference: UniGRInference
@@ -34,6 +36,7 @@ class DemoContext:
     output_root: Path
     concurrency: int = 1
     scene_root: Path | None = None
+    detector: Path | None = None
 
     def new_output_folder(self) -> Path:
         """A fresh folder for one request's files (never shared between sessions)."""

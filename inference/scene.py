@@ -157,6 +157,7 @@ def scene_sample(scene: Scene, indices: list[int], question: str) -> Sample:
         timestamps=scene.timestamps[indices],
         scene=scene.geometry(indices),
         proposals=scene.proposals.boxes,
+        proposal_labels=[str(label) for label in scene.proposals.labels],
         meta={"scene_id": scene.scene_id, "frame_indices": list(indices)},
     )
 

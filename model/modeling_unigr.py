@@ -218,7 +218,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 num_items_in_batch=num_items_in_batch,
             )
             terms["ce"] = (ce, self.config.ce_weight)
-        head_batch = batch if labels is None else {**batch, "labels": labels}  # heads may tell prompt from answer
+        head_batch = {**batch, "labels": labels, "input_embeddings": self.get_input_embeddings()}
         for name, head in self.heads():
             outputs = head.predict(hidden, input_ids, head_batch)
             for key, value in (outputs or {}).items():
@@ -380,7 +380,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             appended[i, :count] = grd_hidden[i][:count]
             appended_ids[i, :count] = self.grounding_head.grd_token_id
         hidden = torch.cat([prompt_hidden, appended], dim=1)
-        return self.grounding_head.predict(hidden, torch.cat([input_ids, appended_ids], dim=1), batch)
+        head_batch = {**batch, "input_embeddings": self.get_input_embeddings()}
+        return self.grounding_head.predict(hidden, torch.cat([input_ids, appended_ids], dim=1), head_batch)
 
     @torch.no_grad()
     def generate_and_segment(

@@ -114,7 +114,9 @@ def test_head_style_loaders_answer_with_one_grd_and_carry_the_ground_truth_boxes
 
 def test_grounding_targets_without_proposals_or_with_too_many_boxes_are_refused(scanrefer_sample) -> None:
     with pytest.raises(ValueError, match=r"boxes_3d\[0\]: 3D grounding targets need the scene's proposals"):
-        dataclasses.replace(scanrefer_sample, proposals=None)
+        dataclasses.replace(scanrefer_sample, proposals=None, proposal_labels=None)
+    with pytest.raises(ValueError, match="proposal_labels must name each of the proposals"):
+        dataclasses.replace(scanrefer_sample, proposal_labels=["chair"])
     two = [np.zeros((2, 6), np.float32)]
     with pytest.raises(ValueError, match="2 boxes for one \\[GRD\\]; several targets need grounding_multi"):
         dataclasses.replace(scanrefer_sample, boxes_3d=two)

@@ -49,4 +49,10 @@ def registered_tabs() -> list[TabSpec]:
     return sorted(TABS.values(), key=lambda spec: spec.order)
 
 
-from demo.tabs import referring_segmentation, region_question, scene3d  # noqa: E402, F401  (register the tabs)
+from demo.tabs import (  # noqa: E402, F401  (register the tabs)
+    dynamic_reasoning,
+    hand_object,
+    referring_segmentation,
+    region_question,
+    scene3d,
+)

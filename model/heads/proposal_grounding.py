@@ -47,6 +47,7 @@ from utils.scene3d.proposal_views import APPEARANCE_DIM
 MODES = ("single", "multi")
 SIMILARITIES = ("cosine", "dot")
 MAX_LOGIT_SCALE = 100.0  # the learned cosine scale is clamped here (as CLIP does)
+INIT_LABEL_SCALE = 5.0  # initial scale of the class-name match logits
 
 
 @dataclass
@@ -57,6 +58,7 @@ class GroundingHeadConfig:
     mode: str = "single"  # task of samples without a per-sample ``grounding_multi``: "single" | "multi"
     embed_dim: int = 256  # width E of queries and proposal features
     query_reads_text: bool = True  # the query also attends over the text before the first [GRD]
+    label_match: bool = True  # proposals' detector class names matched against the question's words
     similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
     init_logit_scale: float = 10.0  # initial scale of the cosine logits
     iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
@@ -202,6 +204,8 @@ class ProposalGroundingHead(Head):
         self.box_embed = mlp(6, dim, dim)
         self.proposal_mlp = mlp(3 * dim, dim, dim)
         self.no_target = nn.Parameter(torch.empty(dim))
+        self.label_proj = nn.Linear(llm_hidden_size, dim) if config.label_match else None
+        self.label_scale = nn.Parameter(torch.empty(())) if config.label_match else None  # log of its scale
         self.logit_scale = None
         if config.similarity == "cosine":
             self.logit_scale = nn.Parameter(torch.empty(()))  # log of the cosine scale
@@ -228,6 +232,9 @@ class ProposalGroundingHead(Head):
                 nn.init.normal_(module.weight, std=std)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.no_target, std=std)
+        if self.label_scale is not None:
+            with torch.no_grad():
+                self.label_scale.fill_(math.log(INIT_LABEL_SCALE))
         if self.logit_scale is not None:
             with torch.no_grad():
                 self.logit_scale.fill_(math.log(self.config.init_logit_scale))
@@ -280,18 +287,30 @@ class ProposalGroundingHead(Head):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         proposals: torch.Tensor,
+        names: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
 
         ``text_hidden``, ``reads``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
+        ``names``: with ``label_match``, ``(question words (O, D), class names (P, D))``: each query's mean input
+        embedding of the words it reads and each proposal's of its class name; their scaled cosine through one
+        shared projection is added to the proposals' logits (one vocabulary: a name the question uses matches
+        from the first step, before anything is learned).
         """
         queries = self.queries(grd_hidden, text_hidden, reads)  # (O, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         if self.logit_scale is None:
-            return queries @ candidates.T / math.sqrt(self.config.embed_dim)
-        scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        return scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
+            logits = queries @ candidates.T / math.sqrt(self.config.embed_dim)
+        else:
+            scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+            logits = scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
+        if self.label_proj is None or names is None:
+            return logits
+        dtype = self.label_proj.weight.dtype
+        words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
+        match = self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T  # (O, P)
+        return torch.cat([logits[:, :-1] + match, logits[:, -1:]], dim=1)
 
     # --- Head --------------------------------------------------------------------------------------
 
@@ -358,6 +377,7 @@ class ProposalGroundingHead(Head):
             text_positions = text[i].nonzero()[:, 0]  # (S,)
             previous = torch.cat([grd_positions.new_full((1,), -1), grd_positions[:-1]])
             reads = (text_positions[None] > previous[:, None]) & (text_positions[None] < grd_positions[:, None])
+            names = self.class_names(batch, i, input_ids[i, text_positions], reads)
             sample_logits = self.score(
                 last_hidden[i, grd_positions],
                 last_hidden[i, text_positions],
@@ -366,12 +386,31 @@ class ProposalGroundingHead(Head):
                 views[i].token_weights.to(device),
                 views[i].appearance.to(device),
                 sample_proposals,
+                names,
             )
             chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
             logits.append(sample_logits)
             ids.append(chosen)
             boxes.append([sample_proposals[index] for index in chosen])
         return {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
+
+    def class_names(
+        self, batch: dict, row: int, text_ids: torch.Tensor, reads: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(question words (O, D), class names (P, D))`` for :meth:`score` from the LLM's ``input_embeddings``
+        (the model passes its embedding module) and the batch's ``proposal_label_ids``; ``None`` without them.
+
+        Args:
+            text_ids: ``(S,)`` the token ids the queries read; reads: ``(O, S)`` which each query reads.
+        """
+        embeddings, label_ids = batch.get("input_embeddings"), batch.get("proposal_label_ids")
+        if self.label_proj is None or embeddings is None or label_ids is None or label_ids[row] is None:
+            return None
+        ids = label_ids[row].to(text_ids.device)  # (P, K), -1 padded
+        present = (ids >= 0).float()[..., None]
+        classes = (embeddings(ids.clamp(min=0)) * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
+        weights = reads.float() / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
+        return weights @ embeddings(text_ids), classes
 
     @staticmethod
     def text_positions(
@@ -439,5 +478,6 @@ class ProposalGroundingHead(Head):
         box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
         appearance = torch.zeros(1, APPEARANCE_DIM, device=device)
         reads = torch.ones(1, 1, dtype=torch.bool, device=device)
-        logits = self.score(hidden, hidden, reads, hidden, torch.ones(1, 1, device=device), appearance, box)
+        names = (hidden, hidden) if self.label_proj is not None else None
+        logits = self.score(hidden, hidden, reads, hidden, torch.ones(1, 1, device=device), appearance, box, names)
         return 0.0 * logits.sum()

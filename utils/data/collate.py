@@ -205,7 +205,9 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
       ``None`` for a sample without a scene or without video tokens;
     * ``proposal_views`` (collators with ``proposal_views``, batches with scenes): per sample the
       :class:`~utils.scene3d.proposal_views.ProposalViews` of its proposals in its video tokens, or ``None`` for a
-      sample without a scene, proposals or video tokens.
+      sample without a scene, proposals or video tokens;
+    * ``proposal_label_ids`` (the same collators, batches with proposal labels): per sample ``(N, K)`` long, the
+      tokens of each proposal's class name (``" chair"``) padded with -1, or ``None``.
     """
     if any(s.proposals is not None for s in samples):
         batch["grounding_multi"] = [s.grounding_multi for s in samples]
@@ -216,6 +218,8 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
         batch["token_positions"] = _token_positions(collator, samples, batch.get("video_grid_thw"))
     if collator.proposal_views and any(s.scene is not None and s.proposals is not None for s in samples):
         batch["proposal_views"] = _proposal_views(collator, samples, batch.get("video_grid_thw"))
+    if collator.proposal_views and any(s.proposal_labels is not None for s in samples):
+        batch["proposal_label_ids"] = [_label_ids(collator.processor.tokenizer, s.proposal_labels) for s in samples]
 
 
 def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
@@ -253,6 +257,17 @@ def _token_positions(
             raise ValueError(f"{sample.sample_id}: {error}") from error
         result.append((torch.from_numpy(positions), torch.from_numpy(valid)))
     return result
+
+
+def _label_ids(tokenizer, labels: list[str] | None) -> torch.Tensor | None:
+    """``(N, K)`` long: the tokens of each of ``labels`` as a word (a leading space), padded with -1."""
+    if labels is None:
+        return None
+    tokens = [tokenizer.encode(f" {label}", add_special_tokens=False) for label in labels]
+    ids = torch.full((len(tokens), max((len(t) for t in tokens), default=1)), -1, dtype=torch.long)
+    for row, label_tokens in enumerate(tokens):
+        ids[row, : len(label_tokens)] = torch.tensor(label_tokens, dtype=torch.long)
+    return ids
 
 
 def _proposal_views(

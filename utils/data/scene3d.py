@@ -501,6 +501,7 @@ class Scene3DDataset(Dataset):
             regions=regions,
             scene=geometry,
             proposals=scene.proposals.boxes,
+            proposal_labels=[str(label) for label in scene.proposals.labels],
             **merge_target_fields(targets, sample_id),
             meta=meta,
         )

@@ -88,6 +88,7 @@ class Sample:
         boxes: ``(O, T, 4)`` float pixel boxes per object and frame, NaN where absent; ``None`` if unknown.
         scene: posed RGB-D of a 3D scene, or ``None``.
         proposals: ``(N, 6)`` 3D boxes (centre, size) of object proposals, or ``None``.
+        proposal_labels: the detector's class name of each proposal (``N``), or ``None`` if it gave none.
         boxes_3d: per ``[GRD]`` of the answer, in order, the ``(K, 6)`` float32 ground-truth boxes (centre, size,
             in the proposals' frame) it refers to (``K = 0``: nothing in the scene fits); ``None`` if unknown.
             Needs ``proposals`` (the grounding head chooses among them).
@@ -111,6 +112,7 @@ class Sample:
     boxes: np.ndarray | None = None
     scene: SceneGeometry | None = None
     proposals: np.ndarray | None = None
+    proposal_labels: list[str] | None = None
     boxes_3d: list[np.ndarray] | None = None
     grounding_multi: bool = False
     meta: dict = field(default_factory=dict)
@@ -130,6 +132,10 @@ class Sample:
         for prompt in self.regions:
             if not 0 <= prompt.frame < num_frames:
                 raise ValueError(f"{self.sample_id}: region prompt on frame {prompt.frame} of {num_frames}")
+        if self.proposal_labels is not None and (
+            self.proposals is None or len(self.proposal_labels) != len(self.proposals)
+        ):
+            raise ValueError(f"{self.sample_id}: proposal_labels must name each of the proposals")
         if self.boxes_3d is not None:
             self.boxes_3d = [self._grounding_boxes(j, boxes) for j, boxes in enumerate(self.boxes_3d)]
 
