@@ -141,6 +141,11 @@ def test_collated_token_positions_follow_each_samples_own_video_tokens(
     assert torch.equal(valid, torch.from_numpy(expected_valid))
     assert batch["gt_boxes_3d"][0] is None
     torch.testing.assert_close(batch["gt_boxes_3d"][1][0], torch.from_numpy(scanrefer_sample.boxes_3d[0]))
+    views, names = batch["proposal_views"][1], batch["proposal_label_ids"][1]
+    assert batch["proposal_views"][0] is None and batch["proposal_label_ids"][0] is None
+    assert views.token_weights.shape == (len(scanrefer_sample.proposals), num_video_tokens)
+    decoded = [processor.tokenizer.decode([t for t in row.tolist() if t >= 0]).strip() for row in names]
+    assert decoded == scanrefer_sample.proposal_labels
 
     prompt = _collate(model, processor, [plain_sample, scanrefer_sample], inference=True)
     assert "gt_boxes_3d" not in prompt and prompt["grounding_multi"] == [False, False]

@@ -356,6 +356,28 @@ def test_the_query_reads_the_prompt_text_only_when_configured() -> None:
         assert torch.allclose(before, after) != reads_text
 
 
+def test_a_class_name_the_question_uses_raises_its_proposals_from_the_first_step() -> None:
+    torch.manual_seed(0)
+    embeddings = torch.nn.Embedding(64, HIDDEN)
+    hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
+    names = torch.tensor([[40, -1], [41, 42], [43, -1], [40, 44]])  # proposals 0 and 3 share word 40
+    batch = {**batch, "input_embeddings": embeddings, "proposal_label_ids": [names]}
+    head = make_head()
+    logits = {}
+    for word in (40, 43):
+        asked = input_ids.clone()
+        asked[0, 1 + NUM_TOKENS] = word  # the question's word before [GRD]
+        with torch.no_grad():
+            logits[word] = head.predict(hidden, asked, batch)["grounding_logits"][0][0]
+    change = logits[40] - logits[43]  # the same states: only the name match differs
+    assert change[0] > 0 and change[3] > 0 and change[2] < 0 and change[-1] == 0
+    without = make_head(label_match=False)
+    assert without.label_proj is None and without.predict(hidden, input_ids, batch)["grounding_logits"][0].shape == (
+        1,
+        5,
+    )
+
+
 def test_each_grd_of_a_multi_turn_conversation_reads_only_its_own_question() -> None:
     hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
     input_ids = torch.cat([input_ids, torch.tensor([[TEXT_ID, TEXT_ID, GRD_ID]])], dim=1)  # a second question
