@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from evaluation.visualize import MASK_COLOUR, mask_boundary
@@ -85,3 +86,24 @@ def zip_folder(folder: str | Path, path: str | Path) -> Path:
             if file.is_file():
                 archive.write(file, file.relative_to(folder))
     return path
+
+
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
+"""The font of drawn box labels."""
+
+
+def draw_labelled_box(frame: np.ndarray, box: np.ndarray, label: str, colour: np.ndarray) -> None:
+    """Draw ``box`` ``(4,)`` pixel edges and ``label`` above it on ``frame`` ``(H, W, 3)`` uint8, in place."""
+    height, width = frame.shape[:2]
+    scale = max(0.35, min(height, width) / 900)
+    thickness = max(1, round(2 * scale))
+    x1, y1, x2, y2 = np.round(box).astype(int).tolist()
+    colour = tuple(int(c) for c in colour)
+    cv2.rectangle(frame, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), colour, thickness)
+    if not label:
+        return
+    (text_width, text_height), baseline = cv2.getTextSize(label, LABEL_FONT, scale, thickness)
+    top = y1 - text_height - baseline - 2 if y1 - text_height - baseline - 2 >= 0 else min(y2, height - 1)
+    right = min(width - 1, x1 + text_width + 4)
+    cv2.rectangle(frame, (x1, top), (right, top + text_height + baseline + 2), colour, -1)
+    cv2.putText(frame, label, (x1 + 2, top + text_height + 1), LABEL_FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)

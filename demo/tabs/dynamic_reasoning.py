@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import gradio as gr
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from demo.tabs import register_tab
 from evaluation.answer_predictor import UniGRAnswerPredictor
 from evaluation.dynamic_scoring import final_choice
 from inference.media import VIDEO_SUFFIXES, Media
-from inference.outputs import object_colours, overlay_frames
+from inference.outputs import draw_labelled_box, object_colours, overlay_frames
 from inference.pipeline import UniGRInference
 from inference.region_prompt import UserPrompt
 from utils.data.dsr_bench import DSR_NUM_FRAMES, lettered_options
@@ -58,7 +57,6 @@ NOT_OBJECTS = frozenset(
 """Heads of phrases that are no trackable object (the camera is the viewpoint, not something in the frame)."""
 
 MAX_PHRASE_WORDS = 4
-LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 @dataclass
@@ -189,23 +187,6 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     boxes = np.stack([left, top, right, bottom], axis=-1).astype(np.float64)
     boxes[~rows.any(axis=2)] = np.nan
     return boxes
-
-
-def draw_labelled_box(frame: np.ndarray, box: np.ndarray, label: str, colour: np.ndarray) -> None:
-    """Draw ``box`` ``(4,)`` pixel edges and ``label`` above it on ``frame`` ``(H, W, 3)`` uint8, in place."""
-    height, width = frame.shape[:2]
-    scale = max(0.35, min(height, width) / 900)
-    thickness = max(1, round(2 * scale))
-    x1, y1, x2, y2 = np.round(box).astype(int).tolist()
-    colour = tuple(int(c) for c in colour)
-    cv2.rectangle(frame, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), colour, thickness)
-    if not label:
-        return
-    (text_width, text_height), baseline = cv2.getTextSize(label, LABEL_FONT, scale, thickness)
-    top = y1 - text_height - baseline - 2 if y1 - text_height - baseline - 2 >= 0 else min(y2, height - 1)
-    right = min(width - 1, x1 + text_width + 4)
-    cv2.rectangle(frame, (x1, top), (right, top + text_height + baseline + 2), colour, -1)
-    cv2.putText(frame, label, (x1 + 2, top + text_height + 1), LABEL_FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
 
 
 def draw_tracks(frames: np.ndarray, masks: np.ndarray, names: list[str]) -> np.ndarray:

@@ -22,9 +22,8 @@ import numpy as np
 
 from demo.context import UPLOAD_TYPES, DemoContext, describe
 from demo.tabs import register_tab
-from demo.tabs.dynamic_reasoning import draw_labelled_box
 from inference.media import Media
-from inference.outputs import object_colours
+from inference.outputs import draw_labelled_box, object_colours
 from inference.pipeline import UniGRInference
 from utils.data.box_text import ParsedBoxes, parse_pixel_boxes
 from utils.data.hoi_qa import box_labels, classify_task, split_tag
