@@ -7,6 +7,8 @@ Re-running the same command resumes from the newest checkpoint in ``output_dir/c
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -144,5 +146,19 @@ def main(argv: list[str] | None = None) -> Path:
     return final
 
 
+def exit_without_teardown() -> None:
+    """End a process of a multi-process run once its work is written: flush the streams and leave at once.
+
+    Interpreter teardown of a torchrun worker after ``destroy_process_group`` sometimes aborts in a C++ thread
+    destructor (``terminate called without an active exception``, SIGABRT), failing a run whose work is done;
+    everything is already saved and closed here (checkpoints, the final folder, TensorBoard).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_without_teardown()
