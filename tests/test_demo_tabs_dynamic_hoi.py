@@ -20,15 +20,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import (
-    BertConfig,
-    BertTokenizer,
-    GroundingDinoConfig,
-    GroundingDinoForObjectDetection,
-    GroundingDinoImageProcessor,
-    GroundingDinoProcessor,
-    SwinConfig,
-)
 
 import app
 from demo.app import build_demo
@@ -61,6 +52,7 @@ from inference.media import Media, MediaLimits, load_media
 from inference.pipeline import UniGRInference
 from scripts.infer import DEFAULT_MODEL
 from tests.test_demo_browser import CHROMIUM, UNSEEN_SEED, WAIT_MS, _free_port, _wait_uploaded, browser  # noqa: F401
+from tests.test_dynamic_pipeline import save_tiny_detector
 from utils.data.box_text import format_grid_boxes
 from utils.data.dsr_bench import DSR_NUM_FRAMES, VideoQuestion, VideoQuestionDataset
 from utils.data.hoi_qa import TASKS, classify_task
@@ -74,52 +66,9 @@ MAX_FRAMES = 6
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "the", "red", "blue", "green", "square", "circle"]
 
 
-def save_tiny_detector(folder: Path) -> Path:
-    """A random Grounding DINO of a few thousand weights with its processor, in transformers' format."""
-    torch.manual_seed(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCABULARY) + "\n")
-    processor = GroundingDinoProcessor(
-        GroundingDinoImageProcessor(size={"shortest_edge": 48, "longest_edge": 64}),
-        BertTokenizer(str(folder / "vocab.txt")),
-    )
-    swin = SwinConfig(
-        embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=4, out_features=["stage2", "stage3", "stage4"]
-    )
-    text = BertConfig(
-        vocab_size=len(VOCABULARY),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    config = GroundingDinoConfig(
-        backbone_config=swin,
-        text_config=text,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        num_queries=10,
-        num_feature_levels=3,
-        encoder_n_points=2,
-        decoder_n_points=2,
-        max_text_len=16,
-        use_timm_backbone=False,
-        use_pretrained_backbone=False,
-    )
-    GroundingDinoForObjectDetection(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def detector_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_detector(tmp_path_factory.mktemp("gdino") / "gdino")
+    return save_tiny_detector(tmp_path_factory.mktemp("gdino") / "gdino", VOCABULARY)
 
 
 @pytest.fixture(scope="module")

@@ -52,12 +52,12 @@ LOOSE = {"box_threshold": 0.0, "text_threshold": 0.0, "num_frames": 8, "pi3_max_
 LOOSE |= {"confidence_threshold": 0.0, "min_points": 1, "min_seen_fraction": 0.0, "min_orientation_confidence": 0.0}
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> list[str]:
-    """Command-line flags of tiny random models saved in their on-disk formats."""
-    folder = tmp_path_factory.mktemp("models")
+def save_tiny_detector(folder: Path, vocabulary: list[str]) -> Path:
+    """A random Grounding DINO of a few thousand weights with its processor (a BERT tokenizer over
+    ``vocabulary``), saved in transformers' format in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    (folder / "vocab.txt").write_text("\n".join(VOCABULARY) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     processor = GroundingDinoProcessor(
         GroundingDinoImageProcessor(size={"shortest_edge": 48, "longest_edge": 64}),
         BertTokenizer(str(folder / "vocab.txt")),
@@ -66,14 +66,14 @@ def models(tmp_path_factory) -> list[str]:
         embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=4, out_features=["stage2", "stage3", "stage4"]
     )
     text = BertConfig(
-        vocab_size=len(VOCABULARY),
+        vocab_size=len(vocabulary),
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=64,
     )
-    detector = GroundingDinoConfig(
+    config = GroundingDinoConfig(
         backbone_config=swin,
         text_config=text,
         d_model=32,
@@ -91,8 +91,16 @@ def models(tmp_path_factory) -> list[str]:
         use_timm_backbone=False,
         use_pretrained_backbone=False,
     )
-    GroundingDinoForObjectDetection(detector).save_pretrained(folder / "gdino")
-    processor.save_pretrained(folder / "gdino")
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> list[str]:
+    """Command-line flags of tiny random models saved in their on-disk formats."""
+    folder = tmp_path_factory.mktemp("models")
+    save_tiny_detector(folder / "gdino", VOCABULARY)
     save_file(pi3_state_dict(Pi3Model(Pi3Config.tiny())), folder / "pi3.safetensors")
     orientation = OrientationConfig.tiny()
     torch.save(OrientAnything(orientation).state_dict(), folder / "dino_weight.pt")

@@ -47,10 +47,14 @@ def pixel_stride(height: int, width: int, max_pixels: int = MAX_PIXELS_PER_FRAME
 
 
 def _frame_points(scene: SceneGeometry, frame: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(points (h', w', 3), valid (h', w'))`` of every ``stride``-th depth pixel of ``frame``."""
+    """``(points (h', w', 3), valid (h', w'))`` of every ``stride``-th depth pixel of ``frame`` (only those are
+    back-projected: pixel ``u'`` of the strided map is pixel ``stride * u'``, so ``fx, fy, cx, cy`` divide by
+    ``stride``)."""
     intrinsics = scene.intrinsics[frame] if scene.intrinsics.ndim == 3 else scene.intrinsics
-    points, valid = depth_to_points(scene.depth[frame], intrinsics, scene.poses[frame], scene.axis_alignment)
-    return points[::stride, ::stride], valid[::stride, ::stride]
+    strided = np.asarray(intrinsics, dtype=np.float64).copy()
+    strided[:2] /= stride
+    depth = scene.depth[frame][::stride, ::stride]
+    return depth_to_points(depth, strided, scene.poses[frame], scene.axis_alignment)
 
 
 def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
