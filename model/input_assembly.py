@@ -45,6 +45,7 @@ class AssemblyContext:
             placeholder order.
         batch: the collated batch's typed fields (``regions``, ``scenes``, ``proposals``, ...).
         token_ids: placeholder token -> id, for the encoders' placeholders.
+        embed_tokens: the LLM's input embedding module (for encoders that embed words, e.g. class names).
     """
 
     input_ids: torch.Tensor
@@ -56,6 +57,7 @@ class AssemblyContext:
     visual_features: dict[str, torch.Tensor]
     batch: dict
     token_ids: dict[str, int] = field(default_factory=dict)
+    embed_tokens: nn.Module | None = None
 
 
 class InputEncoder(nn.Module):
@@ -184,6 +186,7 @@ class InputAssembly(nn.Module):
             features,
             batch or {},
             token_ids or {},
+            backbone_model.get_input_embeddings(),
         )
         for kind in KIND_ORDER:
             for encoder in self.encoders.values():

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.heads.base import Head, register_head
+from model.proposal_features import class_name_embeddings, pool_by_pixel_share
 from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.collate import IGNORE_INDEX
 from utils.data.prompts import GRD_TOKEN
@@ -258,8 +259,7 @@ class ProposalGroundingHead(Head):
             proposals: ``(P, 6)`` centre + size.
         """
         dtype = self.visual_proj.weight.dtype
-        weights = token_weights.to(dtype)
-        pooled = weights @ visual_hidden.to(dtype) / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)  # (P, D)
+        pooled = pool_by_pixel_share(token_weights, visual_hidden.to(dtype))  # (P, D)
         parts = [self.visual_proj(pooled), self.appearance_embed(appearance.to(dtype))]
         parts.append(self.box_embed(proposals.to(dtype)))
         return self.proposal_mlp(torch.cat(parts, dim=-1))
@@ -406,9 +406,7 @@ class ProposalGroundingHead(Head):
         embeddings, label_ids = batch.get("input_embeddings"), batch.get("proposal_label_ids")
         if self.label_proj is None or embeddings is None or label_ids is None or label_ids[row] is None:
             return None
-        ids = label_ids[row].to(text_ids.device)  # (P, K), -1 padded
-        present = (ids >= 0).float()[..., None]
-        classes = (embeddings(ids.clamp(min=0)) * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
+        classes = class_name_embeddings(embeddings, label_ids[row].to(text_ids.device))  # (P, D)
         weights = reads.float() / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
         return weights @ embeddings(text_ids), classes
 

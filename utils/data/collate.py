@@ -389,16 +389,18 @@ class SampleCollator:
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
         """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head), the
         placeholders of its appended encoder tokens, token positions if its 3D position encoder reads them,
-        proposal views if it has a grounding head and the geometry encoder's inputs if it has that encoder."""
+        proposal views if it has a grounding head or the proposal encoder, and the geometry encoder's inputs if it
+        has that encoder."""
         seg_head = getattr(model, "seg_head", None)
+        encoders = model.config.encoders or {}
         return cls(
             processor,
             seg_head.image_size if seg_head is not None else None,
             inference=inference,
             after_visual=model.input_assembly.after_visual_text(),
-            token_positions="position3d" in (model.config.encoders or {}),
-            proposal_views=getattr(model, "grounding_head", None) is not None,
-            geometry_inputs="geometry" in (model.config.encoders or {}),
+            token_positions="position3d" in encoders,
+            proposal_views=getattr(model, "grounding_head", None) is not None or "proposals" in encoders,
+            geometry_inputs="geometry" in encoders,
         )
 
     def __call__(self, samples: list[Sample]) -> dict:

@@ -1,0 +1,165 @@
+"""Object tokens of a 3D scene (Chat-Scene / LL3DA style): one LLM token per object proposal, after the video.
+
+For a scene sample with proposals this ``append`` encoder writes into the ``max_proposals`` ``<proposal>``
+placeholders the collator puts right after the video (:meth:`model.input_assembly.InputAssembly.after_visual_text`).
+Token ``k`` is proposal ``k``, so the ``k``-th appended token is the object GPT4Scene's markers and ids call
+``<OBJ{k:03d}>`` (:mod:`utils.scene3d.object_ids`). It is the sum of
+
+* the LLM's own video tokens pooled by the proposal's pixels (each token weighted by the share of its pixels
+  whose depth point lies in the box, :mod:`utils.scene3d.proposal_views`), layer-normalised;
+* an embedding of the box's colour statistics at the depth maps' resolution (the merged tokens of a small video
+  grid mix an object with its surroundings);
+* an embedding of the box: its centre relative to the mean centre of the scene's proposals, and its size, in
+  units of ``box_scale`` metres (relative, so "next to", "left of" do not depend on where the scan's origin is);
+
+mapped by an MLP, plus a learned identifier embedding of its index ``k``, plus a linear map of the detector's class
+name in the LLM's own input embeddings (``proposal_label_ids``; nothing for a proposal without a name). That map
+starts as the identity, so the token of a chair starts out holding the word "chair" as the question does. Slots past the scene's proposals get a
+learned "no object" embedding plus their identifier. A scene with more proposals than ``max_proposals`` is an
+error naming the sample (raise ``max_proposals``; dropping objects silently would hide them from every answer).
+
+Samples without a scene, proposals or video tokens (images, text, the blind baseline's text-only prompts, which
+have no placeholders either) keep the placeholders' own embeddings. Reads ``batch["proposals"]``,
+``batch["proposal_views"]`` and ``batch["proposal_label_ids"]`` (:func:`utils.data.collate.grounding_step`; the
+collator adds views for a model with this encoder). Packed rows are handled sample by sample.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.encoders.geometry import sample_segments
+from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
+from model.proposal_features import class_name_embeddings, pool_by_pixel_share
+from utils.scene3d.proposal_views import APPEARANCE_DIM
+
+PROPOSAL_PLACEHOLDER = "<proposal>"
+"""The placeholder token of an appended proposal token."""
+
+
+@register_encoder("proposals")
+class ProposalTokenEncoder(InputEncoder):
+    """A scene's proposals -> ``max_proposals`` tokens appended after its video (module docstring).
+
+    Args:
+        llm_hidden_size: D, the LLM's width.
+        max_proposals: appended tokens per sample (the most proposals a scene may have).
+        hidden_size: the MLP's width (default D).
+        box_scale: metres per unit of the box embedding's input.
+    """
+
+    kind = "append"
+    placeholder = PROPOSAL_PLACEHOLDER
+
+    def __init__(
+        self, llm_hidden_size: int, max_proposals: int = 100, hidden_size: int | None = None, box_scale: float = 1.0
+    ):
+        super().__init__()
+        if max_proposals < 1:
+            raise ValueError(f"max_proposals must be positive, got {max_proposals}")
+        if box_scale <= 0:
+            raise ValueError(f"box_scale must be positive, got {box_scale}")
+        hidden_size = hidden_size or llm_hidden_size
+        self.num_appended = max_proposals
+        self.box_scale = box_scale
+        self.visual_norm = nn.LayerNorm(llm_hidden_size)
+        self.appearance_embedding = nn.Linear(APPEARANCE_DIM, llm_hidden_size)
+        self.box_embedding = nn.Linear(6, llm_hidden_size)
+        self.label_proj = nn.Linear(llm_hidden_size, llm_hidden_size)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(llm_hidden_size),
+            nn.Linear(llm_hidden_size, hidden_size),
+            nn.GELU(),
+            nn.Linear(hidden_size, llm_hidden_size),
+        )
+        self.identifier_embedding = nn.Embedding(max_proposals, llm_hidden_size)
+        self.no_object = nn.Parameter(torch.zeros(llm_hidden_size))
+
+    def reset_new_parameters(self, std: float) -> None:
+        # The box and appearance embeddings keep PyTorch's fan-in initialisation (a few numbers of order 1 in);
+        # at the LLM's small ``std`` they would start drowned by the normalised visual feature.
+        for linear in (self.appearance_embedding, self.box_embedding):
+            linear.reset_parameters()
+        for linear in (self.mlp[1], self.mlp[3]):
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
+        nn.init.eye_(self.label_proj.weight)
+        nn.init.zeros_(self.label_proj.bias)
+        nn.init.normal_(self.identifier_embedding.weight, std=std)
+        nn.init.normal_(self.no_object, std=std)
+
+    def proposal_tokens(
+        self,
+        video_states: torch.Tensor,
+        proposals: torch.Tensor,
+        token_weights: torch.Tensor,
+        appearance: torch.Tensor,
+        class_names: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(max_proposals, D)`` tokens of one sample.
+
+        Args:
+            video_states: ``(N, D)`` the sample's video tokens as they enter the LLM, in sequence order.
+            proposals: ``(P, 6)`` boxes (centre, size; metres). token_weights: ``(P, N)``; appearance: ``(P, 7)``
+                (:class:`utils.scene3d.proposal_views.ProposalViews`).
+            class_names: ``(P, D)`` class-name embeddings (:func:`model.proposal_features.class_name_embeddings`),
+                or ``None`` without detector labels.
+        """
+        dtype = self.box_embedding.weight.dtype
+        count = len(proposals)
+        boxes = proposals.to(video_states.device, torch.float32)
+        centres = boxes[:, :3] - boxes[:, :3].mean(dim=0, keepdim=True)
+        geometry = torch.cat([centres, boxes[:, 3:]], dim=1) / self.box_scale  # (P, 6)
+        pooled = pool_by_pixel_share(token_weights.to(video_states.device), video_states.to(dtype))  # (P, D)
+        vectors = (
+            self.visual_norm(pooled)
+            + self.appearance_embedding(appearance.to(video_states.device, dtype))
+            + self.box_embedding(geometry.to(dtype))
+        )
+        objects = self.mlp(vectors)  # (P, D)
+        if class_names is not None:
+            objects = objects + self.label_proj(class_names.to(dtype))
+        tokens = self.no_object.expand(self.num_appended, -1)
+        tokens = torch.cat([objects, tokens[count:]]) if count else tokens
+        return tokens + self.identifier_embedding.weight  # (max_proposals, D)
+
+    def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
+        placeholders = context.input_ids == context.token_ids[self.placeholder]  # (B, L)
+        if not bool(placeholders.any()):
+            return embeds
+        batch = context.batch
+        proposals, views = batch.get("proposals"), batch.get("proposal_views")
+        label_ids = batch.get("proposal_label_ids")
+        segments = sample_segments(batch.get("packed_segments"), embeds.shape[:2])
+        rows = list(embeds.unbind(0))
+        for sample, (row, start, end) in enumerate(segments):
+            slots = placeholders[row, start:end].nonzero()[:, 0] + start
+            boxes = proposals[sample] if proposals is not None else None
+            if boxes is None or len(slots) == 0:  # not a scene sample: placeholders keep their own embedding
+                continue
+            where = f"batch row {row}, sample {sample}"
+            if len(slots) != self.num_appended:
+                raise ValueError(f"{where}: {len(slots)} {self.placeholder} placeholders, expected {self.num_appended}")
+            if len(boxes) > self.num_appended:
+                raise ValueError(
+                    f"{where}: the scene has {len(boxes)} proposals but the proposal encoder holds "
+                    f"{self.num_appended} (raise encoders.proposals.max_proposals)"
+                )
+            view = views[sample] if views is not None else None
+            if view is None:
+                raise ValueError(
+                    f"{where}: proposal tokens need the sample's proposal_views (collate with SampleCollator.for_model)"
+                )
+            video = context.video_mask[row, start:end].nonzero()[:, 0] + start
+            if view.token_weights.shape != (len(boxes), len(video)):
+                raise ValueError(
+                    f"{where}: proposal_views has token weights {tuple(view.token_weights.shape)} for "
+                    f"{len(boxes)} proposals and {len(video)} video tokens"
+                )
+            names = None
+            if label_ids is not None and label_ids[sample] is not None and context.embed_tokens is not None:
+                names = class_name_embeddings(context.embed_tokens, label_ids[sample].to(embeds.device))
+            tokens = self.proposal_tokens(embeds[row, video], boxes, view.token_weights, view.appearance, names)
+            rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
+        return torch.stack(rows)
