@@ -78,7 +78,8 @@ def test_each_proposal_token_follows_its_own_class_name_and_padding_slots_are_no
     differs = (changed[0, slots] - embeds[0, slots]).abs().amax(dim=1) > 1e-6
     assert differs.tolist() == [True] + [False] * (MAX_PROPOSALS - 1)
     encoder = model.input_assembly.encoders["proposals"]
-    expected = (encoder.no_object + encoder.identifier_embedding.weight[count:]).detach()
+    identifiers = encoder.identifier_embedding.weight
+    expected = (encoder.no_object + identifiers[count:] - identifiers.mean(dim=0)).detach()
     torch.testing.assert_close(embeds[0, slots[count:]], expected)
     placeholder = model.get_input_embeddings().weight[int(collate([scanqa_sample])["input_ids"][0, slots[0]])]
     assert not torch.allclose(embeds[0, slots[0]], placeholder)
@@ -141,3 +142,21 @@ def test_a_saved_model_with_the_encoder_loads_back_with_the_same_tokens(
     again = SampleCollator.for_model(loaded.eval(), loaded_processor)([scanqa_sample])
     assert torch.equal(batch["input_ids"], again["input_ids"])
     torch.testing.assert_close(_embeds(loaded, again), _embeds(model, batch))
+
+
+def test_a_shift_every_object_shares_cannot_reach_the_tokens_and_features_have_unit_length() -> None:
+    torch.manual_seed(0)
+    encoder = ProposalTokenEncoder(16, max_proposals=5)
+    encoder.reset_new_parameters(0.02)
+    boxes = torch.tensor(
+        [[1.0, 2.0, 0.5, 0.5, 0.5, 1.0], [3.0, 1.0, 0.4, 1.5, 1.0, 0.8], [2.0, 4.0, 0.6, 2.0, 1.5, 0.6]]
+    )
+    inputs = (torch.randn(10, 16), boxes, torch.rand(3, 10), torch.rand(3, APPEARANCE_DIM), None)
+    tokens = encoder.proposal_tokens(*inputs)
+    with torch.no_grad():
+        encoder.mlp[3].bias += 10.0  # what Adam's drift did to a free output shift
+        encoder.identifier_embedding.weight += 3.0
+    torch.testing.assert_close(encoder.proposal_tokens(*inputs), tokens, atol=2e-4, rtol=1e-3)  # float32 rounding
+    identifiers = encoder.identifier_embedding.weight
+    features = (tokens[:3] - identifiers[:3] + identifiers.mean(dim=0)).detach()
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(3), atol=1e-2, rtol=0)  # up to the norm eps

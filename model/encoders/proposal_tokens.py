@@ -12,11 +12,21 @@ Token ``k`` is proposal ``k``, so the ``k``-th appended token is the object GPT4
 * an embedding of the box: its centre relative to the mean centre of the scene's proposals, and its size, in
   units of ``box_scale`` metres (relative, so "next to", "left of" do not depend on where the scan's origin is);
 
-mapped by an MLP, plus a learned identifier embedding of its index ``k``, plus a linear map of the detector's class
-name in the LLM's own input embeddings (``proposal_label_ids``; nothing for a proposal without a name). That map
-starts as the identity, so the token of a chair starts out holding the word "chair" as the question does. Slots past the scene's proposals get a
-learned "no object" embedding plus their identifier. A scene with more proposals than ``max_proposals`` is an
-error naming the sample (raise ``max_proposals``; dropping objects silently would hide them from every answer).
+mapped by an MLP, then centred over the scene's proposals and layer-normalised to unit length (no learned scale or
+shift), plus a learned identifier embedding of its index ``k`` (centred over the indices), plus a linear map (no
+bias) of the detector's class name in the LLM's own input embeddings (``proposal_label_ids``; nothing for a proposal
+without a name). That map starts as the identity, so the token of a chair starts out holding the word "chair" as
+the question does.
+
+Why centred and normalised: with free output scales and shifts, Adam's steps of about the learning rate per weight
+moved every token of a new encoder along one shared direction (measured on the 3D quick start after 800 steps: the
+tokens' norm grew to 32, 35 times a word embedding's, with a mean pairwise cosine of 0.9995), and the LLM's RMS norm
+then leaves what tells the objects apart at a fraction of a percent. Centring removes any component all objects of
+a scene share; the unit length keeps the objects' features at a word embedding's scale.
+
+Slots past the scene's proposals get a learned "no object" embedding plus their identifier. A scene with more
+proposals than ``max_proposals`` is an error naming the sample (raise ``max_proposals``; dropping objects silently
+would hide them from every answer).
 
 Samples without a scene, proposals or video tokens (images, text, the blind baseline's text-only prompts, which
 have no placeholders either) keep the placeholders' own embeddings. Reads ``batch["proposals"]``,
@@ -27,6 +37,7 @@ collator adds views for a model with this encoder). Packed rows are handled samp
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.geometry import sample_segments
@@ -66,7 +77,7 @@ class ProposalTokenEncoder(InputEncoder):
         self.visual_norm = nn.LayerNorm(llm_hidden_size)
         self.appearance_embedding = nn.Linear(APPEARANCE_DIM, llm_hidden_size)
         self.box_embedding = nn.Linear(6, llm_hidden_size)
-        self.label_proj = nn.Linear(llm_hidden_size, llm_hidden_size)
+        self.label_proj = nn.Linear(llm_hidden_size, llm_hidden_size, bias=False)
         self.mlp = nn.Sequential(
             nn.LayerNorm(llm_hidden_size),
             nn.Linear(llm_hidden_size, hidden_size),
@@ -78,14 +89,11 @@ class ProposalTokenEncoder(InputEncoder):
 
     def reset_new_parameters(self, std: float) -> None:
         # The box and appearance embeddings keep PyTorch's fan-in initialisation (a few numbers of order 1 in);
-        # at the LLM's small ``std`` they would start drowned by the normalised visual feature.
-        for linear in (self.appearance_embedding, self.box_embedding):
+        # at the LLM's small ``std`` they would start drowned by the normalised visual feature. So does the MLP: its
+        # output is normalised, and at a small ``std`` its spread over the objects would start below the norm's eps.
+        for linear in (self.appearance_embedding, self.box_embedding, self.mlp[1], self.mlp[3]):
             linear.reset_parameters()
-        for linear in (self.mlp[1], self.mlp[3]):
-            nn.init.normal_(linear.weight, std=std)
-            nn.init.zeros_(linear.bias)
         nn.init.eye_(self.label_proj.weight)
-        nn.init.zeros_(self.label_proj.bias)
         nn.init.normal_(self.identifier_embedding.weight, std=std)
         nn.init.normal_(self.no_object, std=std)
 
@@ -118,11 +126,15 @@ class ProposalTokenEncoder(InputEncoder):
             + self.box_embedding(geometry.to(dtype))
         )
         objects = self.mlp(vectors)  # (P, D)
+        objects = (
+            F.layer_norm(objects - objects.mean(dim=0, keepdim=True), objects.shape[-1:]) / objects.shape[-1] ** 0.5
+        )
         if class_names is not None:
             objects = objects + self.label_proj(class_names.to(dtype))
         tokens = self.no_object.expand(self.num_appended, -1)
         tokens = torch.cat([objects, tokens[count:]]) if count else tokens
-        return tokens + self.identifier_embedding.weight  # (max_proposals, D)
+        identifiers = self.identifier_embedding.weight
+        return tokens + identifiers - identifiers.mean(dim=0, keepdim=True)  # (max_proposals, D)
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         placeholders = context.input_ids == context.token_ids[self.placeholder]  # (B, L)
