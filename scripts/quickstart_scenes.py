@@ -20,6 +20,8 @@ Chance, per benchmark (answers written to a store and scored by :mod:`evaluation
 The blind baseline (``run_inference --predictor blind``) sees no frame, so its grounding head has no visual token to
 score proposals with: its grounding answers name no proposal.
 
+Captions (Scan2Cap, ScanQA's caption metrics) are tokenised as :data:`CAPTION_TOKENIZER` says.
+
 Each stage skips work already on disk (rooms, the trained model, each prediction store), so re-running
 only re-scores and re-prints the table.
 
@@ -37,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,6 +72,9 @@ HEADLINE_METRICS = {
 }
 """The metrics the table shows per benchmark (columns of :data:`evaluation.benchmarks.BENCHMARKS`)."""
 MODELS = ("trained", "blind", "chance")
+CAPTION_TOKENIZER = "simple"
+"""How caption metrics tokenise: the pure-Python stand-in for the PTB tokenizer GPT4Scene and Chat-Scene report
+(lower case, punctuation dropped; :mod:`evaluation.metrics.captions`), the same on every machine, Java or not."""
 MAX_NEW_TOKENS = 48
 """Longest generated answer by default: the synthetic captions are one or two short sentences."""
 
@@ -88,16 +94,17 @@ def generate_rooms(train_root: Path, eval_root: Path, num_train: int, num_eval: 
         print(f"{root} {split}: {count} rooms, seed {seed}")
 
 
-def train(train_root: Path, work: Path, steps: int | None) -> Path:
-    """Train from :data:`CONFIG` on ``train_root``'s rooms into ``work`` (one process); the final model folder."""
+def train(train_root: Path, work: Path, steps: int | None, config: Path = CONFIG) -> Path:
+    """Train from ``config`` on ``train_root``'s rooms into ``work`` (one process); the final model folder."""
     final = work / "final"
     if (final / "config.json").is_file():
         print(f"{final}: already trained")
         return final
     overrides = [f"output_dir={work}"]
-    overrides += [f"data.datasets.{name}.root={train_root}" for name in SCENE_BENCHMARKS]
+    datasets = yaml.safe_load(config.read_text())["data"]["datasets"]
+    overrides += [f"data.datasets.{name}.root={train_root}" for name in datasets]
     overrides += [f"train.max_steps={steps}"] if steps is not None else []
-    command = [sys.executable, "train.py", "--config", str(CONFIG), *overrides]
+    command = [sys.executable, "train.py", "--config", str(config), *overrides]
     subprocess.run(command, check=True, cwd=ROOT)
     return final
 
@@ -124,7 +131,14 @@ def evaluate_model(
     common = benchmark_arguments(benchmark, eval_root)
     inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
     run_inference.main([*common, *inference, "--max-new-tokens", str(max_new_tokens)])
-    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
+    return score(benchmark, eval_root, out)
+
+
+def score(benchmark: str, eval_root: Path, out: Path) -> dict:
+    """Score the predictions in ``out`` with :mod:`evaluation.run_eval` (captions tokenised as
+    :data:`CAPTION_TOKENIZER`); the metrics are also written to ``out/metrics.json``."""
+    arguments = [*benchmark_arguments(benchmark, eval_root), "--pred", str(out), "--out", str(out / "metrics.json")]
+    return run_eval.main([*arguments, "--caption-tokenizer", CAPTION_TOKENIZER])
 
 
 def most_frequent(answers: list[str]) -> str:
@@ -170,8 +184,7 @@ def evaluate_chance(benchmark: str, eval_root: Path, train_root: Path, out: Path
     for sample_id, answer in answers.items():
         if sample_id not in done:
             store.write(sample_id, [], None, {"answer": answer})
-    common = benchmark_arguments(benchmark, eval_root)
-    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
+    return score(benchmark, eval_root, out)
 
 
 def expected_random_proposal_accuracy(eval_root: Path) -> dict[str, float]:
@@ -219,6 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=200, help="training rooms")
     parser.add_argument("--num-eval", type=int, default=20, help="evaluated rooms (val; as many test rooms for SQA3D)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the training config (default: %(default)s)")
     parser.add_argument("--frame-size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--room-frames", type=int, default=16, help="frames of each room's camera walk")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest generated answer")
@@ -241,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     generate_rooms(train_root, eval_root, args.num_train, args.num_eval, room_config)
 
     stage("training: the quick-start model on the five scene benchmarks")
-    final = train(train_root, work, args.steps)
+    final = train(train_root, work, args.steps, args.config)
 
     results: dict[str, dict[str, dict]] = {}
     for benchmark in args.benchmarks:

@@ -85,13 +85,19 @@ def test_each_proposal_token_follows_its_own_class_name_and_padding_slots_are_no
     assert not torch.allclose(embeds[0, slots[0]], placeholder)
 
 
-def test_box_inputs_are_relative_to_the_scene_so_moving_every_proposal_changes_no_box_input() -> None:
+def standalone_encoder(max_proposals: int) -> tuple[ProposalTokenEncoder, torch.Tensor]:
+    """A seeded width-16 encoder and three boxes ``(3, 6)`` of different sizes and places."""
     torch.manual_seed(0)
-    encoder = ProposalTokenEncoder(16, max_proposals=6)
+    encoder = ProposalTokenEncoder(16, max_proposals=max_proposals)
     encoder.reset_new_parameters(0.02)
     boxes = torch.tensor(
         [[1.0, 2.0, 0.5, 0.5, 0.5, 1.0], [3.0, 1.0, 0.4, 1.5, 1.0, 0.8], [2.0, 4.0, 0.6, 2.0, 1.5, 0.6]]
     )
+    return encoder, boxes
+
+
+def test_box_inputs_are_relative_to_the_scene_so_moving_every_proposal_changes_no_box_input() -> None:
+    encoder, boxes = standalone_encoder(max_proposals=6)
     states, weights = torch.randn(10, 16), torch.rand(3, 10)
     appearance, names = torch.rand(3, APPEARANCE_DIM), torch.randn(3, 16)
     tokens = encoder.proposal_tokens(states, boxes, weights, appearance, names)
@@ -145,12 +151,7 @@ def test_a_saved_model_with_the_encoder_loads_back_with_the_same_tokens(
 
 
 def test_a_shift_every_object_shares_cannot_reach_the_tokens_and_features_have_unit_length() -> None:
-    torch.manual_seed(0)
-    encoder = ProposalTokenEncoder(16, max_proposals=5)
-    encoder.reset_new_parameters(0.02)
-    boxes = torch.tensor(
-        [[1.0, 2.0, 0.5, 0.5, 0.5, 1.0], [3.0, 1.0, 0.4, 1.5, 1.0, 0.8], [2.0, 4.0, 0.6, 2.0, 1.5, 0.6]]
-    )
+    encoder, boxes = standalone_encoder(max_proposals=5)
     inputs = (torch.randn(10, 16), boxes, torch.rand(3, 10), torch.rand(3, APPEARANCE_DIM), None)
     tokens = encoder.proposal_tokens(*inputs)
     with torch.no_grad():

@@ -35,6 +35,8 @@ def test_quickstart_scenes_trains_and_scores_every_benchmark_against_blind_and_c
         assert all(list(row) == list(quickstart_scenes.HEADLINE_METRICS[benchmark]) for row in rows.values())
         assert all(value >= 0 for row in rows.values() for value in row.values())
         assert all(results[benchmark][model]["overall"]["count"] > 0 for model in rows)
+    # Captions are tokenised as GPT4Scene's and Chat-Scene's PTB tokenizer does (its pure-Python stand-in).
+    assert {results["scanqa"][model]["tokenizer"] for model in quickstart_scenes.MODELS} == {"simple"}
     # Chance names one proposal of the scene per ScanRefer description, and answers ScanQA by question type.
     chance = PredictionStore(work / "eval" / "scanrefer" / "chance").records()
     assert chance and all(re.fullmatch(r"<OBJ\d{3}>\.", record["answer"]) for record in chance.values())
@@ -52,3 +54,16 @@ def test_quickstart_scenes_trains_and_scores_every_benchmark_against_blind_and_c
     quickstart_scenes.main([*args, "--benchmarks", "scanrefer"])
     out = capsys.readouterr().out
     assert "already generated" in out and "already trained" in out and "already predicted" in out
+
+
+def test_training_points_only_the_configs_own_datasets_at_the_training_rooms(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "two.yaml"
+    config.write_text("data:\n  datasets:\n    scanqa: {loader: scanqa}\n    sqa3d: {loader: sqa3d}\n")
+    commands = []
+    monkeypatch.setattr(quickstart_scenes.subprocess, "run", lambda command, **kwargs: commands.append(command))
+    quickstart_scenes.train(tmp_path / "rooms", tmp_path / "work", 5, config)
+    (command,) = commands
+    assert command[command.index("--config") + 1] == str(config)
+    roots = [item for item in command if ".root=" in item]
+    assert roots == [f"data.datasets.{name}.root={tmp_path / 'rooms'}" for name in ("scanqa", "sqa3d")]
+    assert "train.max_steps=5" in command
