@@ -20,6 +20,7 @@ from model.sam2_builder import load_sam2_checkpoint
 from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.input_settings import InputSettings
 from utils.data.mixture import build_training_mixture
+from utils.data.packing import PackingCollator
 from utils.training.config import config_from_command_line, save_config
 from utils.training.distributed import init_distributed
 from utils.training.trainable import cast_frozen, configure_trainable, parameter_counts
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"{counts['trainable']:,} of {counts['total']:,} parameters train")
 
     collate = SampleCollator.for_model(model, processor)
+    if cfg.data.get("pack_length"):
+        collate = PackingCollator(collate, int(cfg.data.pack_length))
+        if env.is_main:
+            print(f"sequence packing: each batch's samples back to back in rows of <= {cfg.data.pack_length} tokens")
     trainer = Trainer(
         model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
     )

@@ -228,3 +228,46 @@ def rope_position_ids(
         attention_mask=attention_mask,
     )
     return position_ids
+
+
+def packed_rope_position_ids(
+    backbone_model: nn.Module,
+    input_ids: torch.Tensor,
+    mm_token_type_ids: torch.Tensor | None,
+    packed_segments: list[list[tuple[int, int]]],
+    image_grid_thw: torch.Tensor | None = None,
+    video_grid_thw: torch.Tensor | None = None,
+    second_per_grid_ts: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(4, B, L)`` position ids of packed rows (:mod:`utils.data.packing`): row 0 the text positions, restarting at
+    0 for every sample (transformers builds the block-causal mask from them when no attention mask is given), rows
+    1-3 each sample's own M-RoPE positions (:func:`rope_position_ids` of the sample alone). Tokens after a row's last
+    sample (padding) form one more block."""
+    config = backbone_model.config
+    grids = {"image": image_grid_thw, "video": video_grid_thw}
+    used = {"image": 0, "video": 0}
+    positions = torch.zeros(4, *input_ids.shape, dtype=torch.long, device=input_ids.device)
+    for row, spans in enumerate(packed_segments):
+        ends = [end for _, end in spans]
+        for start, end in [*spans, (ends[-1] if ends else 0, input_ids.shape[1])]:
+            if end <= start:
+                continue
+            ids = input_ids[row : row + 1, start:end]
+            starts = (ids[0, :-1] == config.vision_start_token_id).nonzero()[:, 0] + 1
+            follows = ids[0, starts].tolist()
+            counts = {"image": follows.count(config.image_token_id), "video": follows.count(config.video_token_id)}
+            sample_grids = {}
+            for kind, count in counts.items():
+                rows = grids[kind][used[kind] : used[kind] + count] if count else None
+                sample_grids[kind] = rows
+                used[kind] += count
+            seconds = None
+            if second_per_grid_ts is not None and counts["video"]:
+                seconds = second_per_grid_ts[used["video"] - counts["video"] : used["video"]]
+            types = mm_token_type_ids[row : row + 1, start:end] if mm_token_type_ids is not None else None
+            rope = rope_position_ids(
+                backbone_model, ids, types, None, sample_grids["image"], sample_grids["video"], seconds
+            )  # (3, 1, n)
+            positions[1:, row, start:end] = rope[:, 0]
+            positions[0, row, start:end] = torch.arange(end - start, device=input_ids.device)
+    return positions

@@ -22,7 +22,13 @@ import model.encoders  # noqa: F401  (registers the input encoders)
 from model.configuration_unigr import UniGRConfig
 from model.heads.base import HEADS, Head
 from model.heads.location_prompt import frame_maps
-from model.input_assembly import InputAssembly, InputEncoder, build_encoders, rope_position_ids
+from model.input_assembly import (
+    InputAssembly,
+    InputEncoder,
+    build_encoders,
+    packed_rope_position_ids,
+    rope_position_ids,
+)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -161,7 +167,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         return dict(self.config.placeholder_token_ids or {})
 
     def assemble(self, input_ids: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs_embeds (B, L, D), position_ids (3, B, L))`` for the collated ``batch``."""
+        """``(inputs_embeds (B, L, D), position_ids)`` for the collated ``batch``: M-RoPE positions ``(3, B, L)``, or
+        for packed rows (``batch["packed_segments"]``, :mod:`utils.data.packing`) ``(4, B, L)`` with the per-sample
+        text positions first (:func:`~model.input_assembly.packed_rope_position_ids`)."""
         embeds = self.input_assembly(
             self.backbone.model,
             input_ids,
@@ -173,6 +181,17 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             batch=batch,
             token_ids=self.placeholder_token_ids(),
         )
+        if batch.get("packed_segments") is not None:
+            position_ids = packed_rope_position_ids(
+                self.backbone.model,
+                input_ids,
+                batch.get("mm_token_type_ids"),
+                batch["packed_segments"],
+                image_grid_thw=batch.get("image_grid_thw"),
+                video_grid_thw=batch.get("video_grid_thw"),
+                second_per_grid_ts=batch.get("second_per_grid_ts"),
+            )
+            return embeds, position_ids
         position_ids = rope_position_ids(
             self.backbone.model,
             input_ids,
@@ -204,8 +223,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 image / video inputs, and what encoders and heads read (``sam_frames``, ``gt_masks``, ...).
         """
         embeds, position_ids = self.assemble(input_ids, batch)
+        # Packed rows: no attention mask and no cache, so transformers builds the block-causal mask from the
+        # per-sample text positions.
+        attention_mask = None if batch.get("packed_segments") is not None else batch.get("attention_mask")
         hidden = self.language_model(
-            inputs_embeds=embeds, attention_mask=batch.get("attention_mask"), position_ids=position_ids
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, L, D)
         logits = self.backbone.lm_head(hidden)
         result = UniGROutput(logits=logits, last_hidden_state=hidden)
