@@ -24,6 +24,7 @@ from utils.data.registry import EVALUATED_SPLITS, LOADERS
 from utils.data.robust import BadSample, SkipBadSamples, skipping_collate
 from utils.data.scan2cap import projected_box_prompt
 from utils.data.scene3d import NO_OBJECT_ANSWER
+from utils.data.schema import RegionPrompt
 from utils.scene3d.object_ids import format_object_id, parse_object_ids
 from utils.scene3d.proposal_views import box_pixel_masks
 from utils.scene3d.scene_folder import Scene, read_scene
@@ -194,8 +195,12 @@ def test_an_object_hidden_on_every_frame_is_prompted_by_its_projected_box(data: 
     assert prompt.mask is None and prompt.region == 0 and 0 <= prompt.frame < len(sample.frames)
     assert 0 <= prompt.box[0] < prompt.box[2] <= width and 0 <= prompt.box[1] < prompt.box[3] <= height
     behind = np.concatenate([sample.scene.poses[:, :3, 3].mean(0) + [0, 0, 50], [0.1, 0.1, 0.1]])  # above the walls
-    with pytest.raises(ValueError, match="here: the object's box is in front of no sampled frame's camera"):
+    with pytest.raises(ValueError, match="here: the object's box covers a pixel of no sampled frame"):
         projected_box_prompt(sample.scene, behind, sample.frames.shape[1:3], "here")
+    # A box that projects to a sliver thinner than a pixel on every frame is no prompt either.
+    sliver = np.concatenate([box[:3], [1e-4, 1e-4, 1e-4]])
+    with pytest.raises(ValueError, match="here: the object's box covers a pixel of no sampled frame"):
+        projected_box_prompt(hidden, sliver, sample.frames.shape[1:3], "here")
 
 
 def _can_read(dataset, index: int) -> bool:
@@ -283,6 +288,23 @@ def test_a_malformed_official_item_is_a_counted_skip_naming_its_file(data: dict,
     assert batch["count"] == 3 and len(batch["skipped"]) == 1
     index, error = batch["skipped"][0]
     assert index == 1 and str(tmp_path / name) in error and "description" in error
+
+
+def test_a_sample_the_collator_refuses_is_skipped_by_its_id_and_the_rest_batched(data: dict) -> None:
+    samples = [_load(data, "scan2cap", object_prompt="region")[i] for i in range(3)]
+    bad = replace(samples[1], regions=[RegionPrompt(frame=0, box=np.array([0.0, 0.0, 0.3, 5.0], np.float32))])
+
+    def collate(batch: list) -> dict:
+        for sample in batch:
+            for prompt in sample.regions or []:
+                if prompt.box is not None and prompt.box[2] - prompt.box[0] < 1:
+                    raise ValueError(f"{sample.sample_id}: region 0 on frame 0: box covers no pixel")
+        return {"ids": [sample.sample_id for sample in batch]}
+
+    batch = skipping_collate(collate)([samples[0], bad, samples[2]])
+    assert batch["ids"] == [samples[0].sample_id, samples[2].sample_id]
+    ((which, error),) = batch["skipped"]
+    assert which == bad.sample_id and "covers no pixel" in error
 
 
 def test_a_malformed_llava_item_is_a_counted_skip_naming_its_file(data: dict, tmp_path: Path) -> None:

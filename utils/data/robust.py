@@ -42,12 +42,27 @@ class SkipBadSamples(Dataset):
 
 
 def skipping_collate(collate_fn: Callable[[list], dict]) -> Callable[[list], dict]:
-    """Wrap ``collate_fn``: bad items go to ``batch["skipped"]`` as ``[(index, error)]``; ``{}`` if none is good."""
+    """Wrap ``collate_fn``: bad items go to ``batch["skipped"]`` as ``[(index, error)]``; ``{}`` if none is good.
+
+    A sample that loads but cannot be collated (``collate_fn`` raises a :data:`LOAD_ERRORS` error, e.g. a region
+    prompt that covers no pixel) is found by collating the batch's samples one by one; it is skipped too, listed
+    by its ``sample_id`` (the collators' errors name it) instead of its index, and the others are batched."""
 
     def collate(items: list) -> dict:
         good = [item for item in items if not isinstance(item, BadSample)]
-        batch = collate_fn(good) if good else {}
-        batch["skipped"] = [(item.index, item.error) for item in items if isinstance(item, BadSample)]
+        skipped = [(item.index, item.error) for item in items if isinstance(item, BadSample)]
+        try:
+            batch = collate_fn(good) if good else {}
+        except LOAD_ERRORS:
+            collatable = []
+            for sample in good:
+                try:
+                    collate_fn([sample])
+                    collatable.append(sample)
+                except LOAD_ERRORS as error:
+                    skipped.append((sample.sample_id, f"{type(error).__name__}: {error}"))
+            batch = collate_fn(collatable) if collatable else {}
+        batch["skipped"] = skipped
         return batch
 
     return collate

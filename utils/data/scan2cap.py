@@ -170,7 +170,8 @@ def projected_box_prompt(
 ) -> RegionPrompt:
     """A box prompt (region 0): 3D ``box`` ``(6,)``'s corners projected into each frame in front of the camera,
     their bounding box clipped to the frame, on the frame where the clipped box is largest; ``ValueError`` naming
-    ``where`` when it is in front of no frame's camera."""
+    ``where`` when on no frame it is in front of the camera and at least a pixel wide and high after clipping (a
+    region prompt must cover a pixel, :func:`utils.data.collate.region_prompts_step`)."""
     depth_h, depth_w = geometry.depth.shape[1:]
     height, width = frame_size
     offsets = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
@@ -185,10 +186,10 @@ def projected_box_prompt(
         low = np.clip(uv.min(axis=0) * scale, 0, [width, height])
         high = np.clip(uv.max(axis=0) * scale, 0, [width, height])
         area = float(np.prod(high - low))
-        if area > best_area:
+        if area > best_area and bool(np.all(high - low >= 1)):
             best, best_area = RegionPrompt(frame=t, box=np.concatenate([low, high]).astype(np.float32)), area
     if best is None:
-        raise ValueError(f"{where}: the object's box is in front of no sampled frame's camera")
+        raise ValueError(f"{where}: the object's box covers a pixel of no sampled frame (behind or outside each view)")
     return best
 
 
