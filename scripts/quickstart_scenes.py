@@ -1,10 +1,12 @@
 """The 3D-scene quick start: synthetic rooms -> the tiny UniGR trained on the five ScanNet scene benchmarks'
-formats -> each benchmark scored for the trained model, the same model given no frames, and chance.
+formats (two stages) -> each benchmark scored for the trained model, the same model given no frames, and chance.
 
 Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks`: the training rooms (split
 ``train``) with seed :data:`TRAIN_SEED`, the evaluated ones (``val``, and ``test`` for SQA3D) with seed
-:data:`EVAL_SEED`, so no evaluated room is trained on. Training starts from the shipped quick-start model
-(``configs/quickstart_scenes.yaml``: 3D position encoder and proposal grounding head added). Every
+:data:`EVAL_SEED`, so no evaluated room is trained on. Training starts from the shipped quick-start model in two
+stages: stage 1 (:data:`READING_CONFIG`) teaches it to read a region token, describing the pointed-at object on 2
+frames per room for thousands of cheap steps; stage 2 (:data:`CONFIG`: 3D position encoder and proposal grounding
+head) trains all five benchmarks on 8 frames from stage 1's model. Every
 benchmark is predicted and scored by the real scripts (:mod:`evaluation.run_inference`,
 :mod:`evaluation.run_eval`); grounding is answered by the head (loader option ``grounding=head``).
 
@@ -26,6 +28,7 @@ Each stage skips work already on disk (rooms, the trained model, each prediction
 only re-scores and re-prints the table.
 
     python scripts/quickstart_scenes.py [--data-root data] [--work-dir work_dirs/quickstart_scenes] [--steps N]
+        [--reading-steps N | --reading-config none]
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from utils.synthetic.rooms import RoomConfig  # noqa: E402
 from utils.synthetic.scene3d_formats import generate_scene_benchmarks  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart_scenes.yaml"
+READING_CONFIG = ROOT / "configs" / "quickstart_scenes_reading.yaml"
+"""Stage 1: captions of region-prompted objects on 2 frames, thousands of cheap steps (see the config)."""
 TRAIN_SEED = 1
 """Seed of the training rooms."""
 EVAL_SEED = 0
@@ -94,13 +99,16 @@ def generate_rooms(train_root: Path, eval_root: Path, num_train: int, num_eval: 
         print(f"{root} {split}: {count} rooms, seed {seed}")
 
 
-def train(train_root: Path, work: Path, steps: int | None, config: Path = CONFIG) -> Path:
-    """Train from ``config`` on ``train_root``'s rooms into ``work`` (one process); the final model folder."""
+def train(
+    train_root: Path, work: Path, steps: int | None, config: Path = CONFIG, start_from: Path | None = None
+) -> Path:
+    """Train from ``config`` on ``train_root``'s rooms into ``work`` (one process), starting from the UniGR folder
+    ``start_from`` instead of the config's ``model.pretrained`` when given; the final model folder."""
     final = work / "final"
     if (final / "config.json").is_file():
         print(f"{final}: already trained")
         return final
-    overrides = [f"output_dir={work}"]
+    overrides = [f"output_dir={work}"] + ([f"model.pretrained={start_from}"] if start_from is not None else [])
     datasets = yaml.safe_load(config.read_text())["data"]["datasets"]
     overrides += [f"data.datasets.{name}.root={train_root}" for name in datasets]
     overrides += [f"train.max_steps={steps}"] if steps is not None else []
@@ -232,14 +240,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=200, help="training rooms")
     parser.add_argument("--num-eval", type=int, default=20, help="evaluated rooms (val; as many test rooms for SQA3D)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
-    parser.add_argument("--config", type=Path, default=CONFIG, help="the training config (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="stage 2's config (default: %(default)s)")
+    parser.add_argument(
+        "--reading-config",
+        type=Path,
+        default=READING_CONFIG,
+        help="stage 1's config (default: %(default)s); 'none': train stage 2 from its own model.pretrained",
+    )
+    parser.add_argument("--reading-steps", type=int, default=None, help="stage 1's steps (default: its config's)")
     parser.add_argument("--frame-size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--room-frames", type=int, default=16, help="frames of each room's camera walk")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest generated answer")
     parser.add_argument(
         "--benchmarks", nargs="+", choices=SCENE_BENCHMARKS, default=list(SCENE_BENCHMARKS), help="what to score"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if str(args.reading_config).lower() == "none":
+        args.reading_config = None
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
@@ -254,8 +272,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     room_config = RoomConfig(height=height, width=width, num_frames=args.room_frames)
     generate_rooms(train_root, eval_root, args.num_train, args.num_eval, room_config)
 
-    stage("training: the quick-start model on the five scene benchmarks")
-    final = train(train_root, work, args.steps, args.config)
+    start_from = None
+    if args.reading_config is not None:
+        stage("training, stage 1 (reading): captions of region-prompted objects on 2 frames")
+        start_from = train(train_root, work / "reading", args.reading_steps, args.reading_config)
+    stage("training, stage 2: the five scene benchmarks")
+    final = train(train_root, work, args.steps, args.config, start_from)
 
     results: dict[str, dict[str, dict]] = {}
     for benchmark in args.benchmarks:

@@ -20,7 +20,8 @@ def test_most_frequent_answer_breaks_ties_by_sorted_order() -> None:
 
 def test_quickstart_scenes_trains_and_scores_every_benchmark_against_blind_and_chance(tmp_path: Path, capsys) -> None:
     args = ["--data-root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work")]
-    args += ["--num-train", "2", "--num-eval", "1", "--steps", "2", "--frame-size", "32", "48", "--room-frames", "8"]
+    args += ["--num-train", "2", "--num-eval", "1", "--steps", "2", "--reading-steps", "2"]
+    args += ["--frame-size", "32", "48", "--room-frames", "8"]
     args += ["--max-new-tokens", "4"]
     benchmarks = ["scanrefer", "multi3drefer", "scanqa", "sqa3d"]
     results = quickstart_scenes.main([*args, "--benchmarks", *benchmarks])
@@ -28,6 +29,10 @@ def test_quickstart_scenes_trains_and_scores_every_benchmark_against_blind_and_c
     assert (work / "final" / "model.safetensors").is_file()
     config = json.loads((work / "final" / "config.json").read_text())
     assert config["grounding"] is not None and "position3d" in config["encoders"]
+    # Stage 1 read 2 frames per room and stage 2, which started from its model, 8.
+    assert json.loads((work / "reading" / "final" / "config.json").read_text())["inputs"]["num_frames"] == 2
+    assert config["inputs"]["num_frames"] == 8
+    assert f"pretrained: {work / 'reading' / 'final'}" in (work / "config.yaml").read_text()
     summary = json.loads((work / "results.json").read_text())
     assert list(summary) == benchmarks == list(results)
     for benchmark, rows in summary.items():
@@ -61,9 +66,10 @@ def test_training_points_only_the_configs_own_datasets_at_the_training_rooms(tmp
     config.write_text("data:\n  datasets:\n    scanqa: {loader: scanqa}\n    sqa3d: {loader: sqa3d}\n")
     commands = []
     monkeypatch.setattr(quickstart_scenes.subprocess, "run", lambda command, **kwargs: commands.append(command))
-    quickstart_scenes.train(tmp_path / "rooms", tmp_path / "work", 5, config)
+    quickstart_scenes.train(tmp_path / "rooms", tmp_path / "work", 5, config, start_from=tmp_path / "stage1")
     (command,) = commands
     assert command[command.index("--config") + 1] == str(config)
+    assert f"model.pretrained={tmp_path / 'stage1'}" in command
     roots = [item for item in command if ".root=" in item]
     assert roots == [f"data.datasets.{name}.root={tmp_path / 'rooms'}" for name in ("scanqa", "sqa3d")]
     assert "train.max_steps=5" in command
