@@ -248,19 +248,15 @@ def packed_rope_position_ids(
     used = {"image": 0, "video": 0}
     positions = torch.zeros(4, *input_ids.shape, dtype=torch.long, device=input_ids.device)
     for row, spans in enumerate(packed_segments):
-        ends = [end for _, end in spans]
-        for start, end in [*spans, (ends[-1] if ends else 0, input_ids.shape[1])]:
+        for start, end in [*spans, (spans[-1][1], input_ids.shape[1])]:  # the samples, then the padding
             if end <= start:
                 continue
             ids = input_ids[row : row + 1, start:end]
             starts = (ids[0, :-1] == config.vision_start_token_id).nonzero()[:, 0] + 1
             follows = ids[0, starts].tolist()
             counts = {"image": follows.count(config.image_token_id), "video": follows.count(config.video_token_id)}
-            sample_grids = {}
-            for kind, count in counts.items():
-                rows = grids[kind][used[kind] : used[kind] + count] if count else None
-                sample_grids[kind] = rows
-                used[kind] += count
+            sample_grids = {kind: grids[kind][used[kind] : used[kind] + n] if n else None for kind, n in counts.items()}
+            used = {kind: used[kind] + counts[kind] for kind in used}
             seconds = None
             if second_per_grid_ts is not None and counts["video"]:
                 seconds = second_per_grid_ts[used["video"] - counts["video"] : used["video"]]

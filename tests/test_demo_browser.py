@@ -45,19 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python app.py`` with its defaults but a free port and a small frame budget; stopped afterwards."""
+def serve_app(log: Path, max_frames: int, *arguments: str) -> Iterator[str]:
+    """Run ``python app.py`` on a free local port decoding at most ``max_frames`` frames per upload, with
+    ``arguments`` and its output in ``log``; yield its URL once it answers, stop it afterwards (a failure names the
+    log's end)."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
+    command = [sys.executable, "app.py", "--port", str(port), "--max-frames", str(max_frames), *arguments]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--max-frames", str(MAX_FRAMES), "--max-new-tokens", "16"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"},
-        )
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while True:
@@ -74,6 +70,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python app.py`` with its defaults but a free port and a small frame budget; stopped afterwards."""
+    yield from serve_app(tmp_path_factory.mktemp("app") / "app.log", MAX_FRAMES, "--max-new-tokens", "16")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +47,7 @@ from demo.tabs.hand_object import (
 from inference.media import Media, MediaLimits, load_media
 from inference.pipeline import UniGRInference
 from scripts.infer import DEFAULT_MODEL
-from tests.test_demo_browser import CHROMIUM, UNSEEN_SEED, WAIT_MS, _free_port, _wait_uploaded, browser  # noqa: F401
+from tests.test_demo_browser import CHROMIUM, UNSEEN_SEED, WAIT_MS, _wait_uploaded, browser, serve_app  # noqa: F401
 from tests.test_dynamic_pipeline import save_tiny_detector
 from utils.data.box_text import format_grid_boxes
 from utils.data.dsr_bench import DSR_NUM_FRAMES, VideoQuestion, VideoQuestionDataset
@@ -253,29 +249,8 @@ def detector_app_url(tmp_path_factory: pytest.TempPathFactory, detector_folder: 
     """``python app.py --detector <tiny Grounding DINO>`` on a free port with a small frame budget."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (scripts/setup_env.sh)")
-    port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    command = [sys.executable, "app.py", "--port", str(port), "--max-frames", str(MAX_FRAMES)]
-    command += ["--max-new-tokens", "8", "--detector", str(detector_folder)]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"app.py did not answer on {url}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    yield from serve_app(log, MAX_FRAMES, "--max-new-tokens", "8", "--detector", str(detector_folder))
 
 
 def _open_tab(browser, url: str, title: str, upload_id: str):  # noqa: F811 (the imported fixture)
