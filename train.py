@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from model.builder import add_encoders, add_grounding_head, build_unigr, load_unigr
 from model.modeling_unigr import UniGRForConditionalGeneration
 from model.sam2_builder import load_sam2_checkpoint
+from model.visual_tokens import VisualTokens
 from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.input_settings import InputSettings
 from utils.data.mixture import build_training_mixture
 from utils.data.packing import PackingCollator
 from utils.training.config import config_from_command_line, save_config
 from utils.training.distributed import init_distributed
+from utils.training.routing_aid import RoutingTargetCollator, routing_step
 from utils.training.trainable import cast_frozen, configure_trainable, parameter_counts
 from utils.training.trainer import TrainConfig, Trainer
 
@@ -113,6 +115,8 @@ def build_trainable_model(cfg: DictConfig, train_cfg: TrainConfig) -> tuple:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config_from_command_line(argv, __doc__)
+    if cfg.get("routing_aid") and cfg.data.get("pack_length"):
+        sys.exit("routing_aid reads one sample per row: set data.pack_length: null")
     env = init_distributed(cfg.device)
     output_dir = Path(cfg.output_dir)
     if env.is_main:
@@ -135,8 +139,16 @@ def main(argv: list[str] | None = None) -> Path:
         collate = PackingCollator(collate, int(cfg.data.pack_length))
         if env.is_main:
             print(f"sequence packing: each batch's samples back to back in rows of <= {cfg.data.pack_length} tokens")
+    step = unigr_step
+    aid = cfg.get("routing_aid")
+    if aid:  # supervised attention from the answer to its box (utils/training/routing_aid.py); nothing is saved
+        tokens = VisualTokens.from_backbone_config(model.config.backbone_config)
+        collate = RoutingTargetCollator(collate, tokens, processor.tokenizer)
+        step = routing_step(unigr_step, int(aid.layer), float(aid.weight))
+        if env.is_main:
+            print(f"routing aid: layer {aid.layer}'s attention pulled to the answer's boxes (weight {aid.weight})")
     trainer = Trainer(
-        model, unigr_step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
+        model, step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
     )
     trainer.fit()
 

@@ -1,0 +1,136 @@
+"""The routing aid (utils/training/routing_aid.py): boxes become attention targets over the right visual tokens, the
+right answer positions are supervised, and its loss trains the attention it names."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.visual_tokens import VisualTokens
+from utils.data.collate import IGNORE_INDEX, SampleCollator
+from utils.data.hoi_qa import TASKS, HoiQADataset
+from utils.synthetic.egocentric import EgoConfig, write_hoi_qa
+from utils.training.routing_aid import (
+    RoutingTargetCollator,
+    answer_box_queries,
+    box_cell_weights,
+    captured_attention,
+    routing_loss,
+    routing_step,
+)
+
+
+def test_a_box_weighs_each_cell_by_the_share_of_the_box_inside_it() -> None:
+    # A 60 x 40 image on a 2 x 3 grid: cells 20 x 20.
+    inside_one = box_cell_weights(np.array([22, 2, 38, 18]), (60, 40), (2, 3))
+    assert inside_one.tolist() == [0, 1, 0, 0, 0, 0]
+    across_two = box_cell_weights(np.array([30, 20, 50, 30]), (60, 40), (2, 3))
+    torch.testing.assert_close(across_two, torch.tensor([0, 0, 0, 0, 0.5, 0.5]))
+    point = box_cell_weights(np.array([45, 35, 45, 35]), (60, 40), (2, 3))
+    assert point.tolist() == [0, 0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="not inside the 60x40 image"):
+        box_cell_weights(np.array([0, 0, 61, 10]), (60, 40), (2, 3))
+
+
+def test_each_position_predicting_a_box_token_is_paired_with_that_box() -> None:
+    texts = ["user", "?", "{", "<1", "0>", "}", "{", "<2>", "}", "<eos>"]
+    labels = torch.tensor([IGNORE_INDEX] * 2 + [1] * 8)
+    queries, boxes = answer_box_queries(labels, texts)
+    assert queries == [1, 2, 3, 4, 5, 6, 7, 8]  # the state before each answer token
+    assert boxes == [0, 0, 0, 0, 1, 1, 1, -1]
+
+
+@pytest.fixture(scope="module")
+def hoi_samples(tmp_path_factory: pytest.TempPathFactory) -> list:
+    root = tmp_path_factory.mktemp("hoi")
+    write_hoi_qa(root, 0, 6, 1, EgoConfig(frames_per_video=2))
+    dataset = HoiQADataset(root, "train")
+    by_task: dict = {}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        by_task.setdefault(sample.meta["task"], sample)
+    assert set(by_task) == set(TASKS)
+    return [by_task[task] for task in TASKS]
+
+
+def collated(samples: list, model, processor) -> dict:
+    tokens = VisualTokens.from_backbone_config(model.config.backbone_config)
+    return RoutingTargetCollator(SampleCollator.for_model(model, processor), tokens, processor.tokenizer)(samples)
+
+
+def test_box_answers_look_at_their_box_noun_answers_at_the_questions_box_and_others_nowhere(hoi_samples, tiny_model):
+    model, processor = tiny_model
+    batch = collated(hoi_samples, model, processor)
+    rows = zip(hoi_samples, batch["routing_targets"], batch["input_ids"], batch["labels"], batch["image_grid_thw"])
+    for sample, target, row, labels, grid_thw in rows:
+        task = sample.meta["task"]
+        if task in ("objN2handN", "handN2objN"):  # no box in the question or the answer
+            assert target is None, task
+            continue
+        assert target is not None, task
+        assert (row[target.keys] == model.config.backbone_config.image_token_id).all()
+        torch.testing.assert_close(target.weights.sum(-1), torch.ones(len(target.queries)))
+        # every supervised position predicts an answer token
+        assert (labels[target.queries + 1] != IGNORE_INDEX).all()
+        if TASKS[task][1] == "box":
+            # the box's heaviest cell holds the box's centre
+            height, width = sample.frames.shape[1:3]
+            x1, y1, x2, y2 = sample.boxes[0, 0]
+            grid = grid_thw[1:] // 2
+            cell = int((y1 + y2) / 2 / height * grid[0]) * int(grid[1]) + int((x1 + x2) / 2 / width * grid[1])
+            assert target.weights[0, cell] > 0, task
+    for sample, target in zip(hoi_samples, batch["routing_targets"]):  # two boxes: each half looks at its own
+        if sample.boxes is not None and len(sample.boxes) == 2:
+            assert not torch.equal(target.weights[0], target.weights[-1])
+
+
+def test_the_aid_needs_attention_weights(tiny_model) -> None:
+    model, _ = tiny_model
+    model = copy.deepcopy(model)
+    model.config.backbone_config._attn_implementation = "sdpa"
+    model.backbone.set_attn_implementation("sdpa")
+    with pytest.raises(RuntimeError, match="attn_implementation: eager"):
+        with captured_attention(model.language_model.layers[0].self_attn):
+            model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_training_on_the_aid_moves_the_attention_onto_the_targets(hoi_samples, tiny_model) -> None:
+    model, processor = tiny_model
+    model = copy.deepcopy(model).train()
+    model.backbone.set_attn_implementation("eager")
+    batch = collated(hoi_samples, model, processor)
+    layer = model.language_model.layers[1].self_attn
+    optimizer = torch.optim.Adam(layer.parameters(), lr=3e-3)
+    step = routing_step(lambda m, b: (m(**b).loss * 0, {}), layer=1, weight=1.0)
+    masses = []
+    for _ in range(15):
+        loss, metrics = step(model, dict(batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        masses.append(metrics["routing_mass"])
+    assert masses[-1] > masses[0] + 0.2
+    with torch.no_grad(), captured_attention(layer) as captured:
+        model(**{k: v for k, v in batch.items() if k != "routing_targets"})
+    aid, readouts = routing_loss(captured[-1], batch["routing_targets"])
+    assert readouts["routing_mass"] == pytest.approx(masses[-1], abs=0.1)
+
+
+def test_train_py_refuses_the_aid_with_packed_rows(tmp_path: Path) -> None:
+    from train import main
+
+    with pytest.raises(SystemExit, match="pack_length: null"):
+        main(
+            [
+                "--config",
+                "configs/quickstart_hoi.yaml",
+                f"output_dir={tmp_path}",
+                "model.pretrained=null",
+                "data.pack_length=64",
+                f"data.datasets.hoi_qa.root={tmp_path}",
+            ]
+        )

@@ -1,0 +1,216 @@
+"""A training aid for boxes written as text: supervise where the answer's tokens look.
+
+To write a box, the tokens of the answer must attend to the visual tokens that show its target and read their
+place. A real Qwen2.5-VL starts with that routing; a tiny one trained from scratch on boxes in text does not
+form it (its attention from the answer to the visual tokens stays uniform, and its answer loss is the same with
+another question's frame), because the digits reward looking at the target only once they can be read from it,
+and reading them is learned only once it looks. This aid breaks that circle, as stage 0 does for ``[SEG]``
+(:mod:`scripts.pretrain_grounding`): one layer's attention, averaged over its heads, is pulled towards the
+target's visual tokens, from every position that predicts a token of the answer.
+
+Targets, per sample (:func:`routing_targets`):
+
+* an answer with boxes (``Sample.boxes``, one per ``{...}`` of the answer, in order): each position predicting a
+  token of the k-th box (``{`` to ``}``) looks at box k;
+* an answer without boxes to a question with one (HOI-QA's "what is in this box", "which hand is this"): every
+  position predicting an answer token looks at the question's box;
+* otherwise, nothing (the sample trains by its answer's loss alone).
+
+A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
+loss is the cross-entropy of the attention against those weights, ``-sum_t q_t log a_t``, averaged over the
+supervised positions. The aid needs the layer's attention weights, so the model runs with
+``attn_implementation: eager``; it changes no weight's shape and nothing is saved with the model. Config::
+
+    routing_aid: {layer: 1, weight: 1.0}   # null: off
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.visual_tokens import VisualTokens, visual_layouts
+from utils.data.box_text import grid_to_pixels, parse_grid_boxes
+from utils.data.collate import IGNORE_INDEX
+from utils.data.schema import Sample
+
+EPSILON = 1e-6
+"""Added to the attention before its log: a target token the layer ignores costs ``-log(1e-6)``, not infinity."""
+
+
+@dataclass
+class RoutingTarget:
+    """One sample's supervised attention.
+
+    Attributes:
+        queries: ``(Q,)`` sequence positions whose attention is supervised.
+        keys: ``(N,)`` sequence positions of the sample's visual tokens.
+        weights: ``(Q, N)`` float, each row the target distribution over ``keys`` (sums to 1).
+    """
+
+    queries: torch.Tensor
+    keys: torch.Tensor
+    weights: torch.Tensor
+
+
+def box_cell_weights(box: np.ndarray, image_size: tuple[float, float], grid: tuple[int, int]) -> torch.Tensor:
+    """``(h * w,)`` share of ``box`` (pixels ``x1, y1, x2, y2`` of an image of ``image_size`` ``(width, height)``)
+    inside each cell of an ``(h, w)`` token grid over the same image, row-major; sums to 1.
+
+    Qwen's processor resizes a frame whole (no crop), so a box keeps its place relative to the frame. A box of no
+    area counts as the cell holding its centre. Raises ``ValueError`` for a box outside the image."""
+    h, w = grid
+    width, height = image_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height):
+        raise ValueError(f"box {box.tolist()} is not inside the {width}x{height} image")
+    xs = np.clip(np.array([x1, x2]) / width * w, 0, w)
+    ys = np.clip(np.array([y1, y2]) / height * h, 0, h)
+    edges_x, edges_y = np.arange(w + 1), np.arange(h + 1)
+    cover_x = np.clip(np.minimum(edges_x[1:], xs[1]) - np.maximum(edges_x[:-1], xs[0]), 0, None)  # (w,)
+    cover_y = np.clip(np.minimum(edges_y[1:], ys[1]) - np.maximum(edges_y[:-1], ys[0]), 0, None)  # (h,)
+    share = cover_y[:, None] * cover_x[None]  # (h, w)
+    if share.sum() <= 0:
+        share = np.zeros((h, w))
+        share[min(int(ys.mean()), h - 1), min(int(xs.mean()), w - 1)] = 1.0
+    return torch.from_numpy(share / share.sum()).float().flatten()
+
+
+def answer_box_queries(labels: torch.Tensor, token_texts: list[str]) -> tuple[list[int], list[int]]:
+    """The positions predicting an answer token, and per position the index of the ``{...}`` box that token
+    belongs to (-1 outside every box).
+
+    Args:
+        labels: ``(L,)`` one sample's labels (``IGNORE_INDEX`` off the answer).
+        token_texts: the decoded text of each of the sample's ``L`` tokens.
+    """
+    queries, boxes = [], []
+    box, inside = -1, False
+    for position in (labels != IGNORE_INDEX).nonzero()[:, 0].tolist():
+        if position == 0:
+            continue
+        text = token_texts[position]
+        if "{" in text:
+            box, inside = box + 1, True
+        queries.append(position - 1)  # the state at p - 1 predicts the token at p
+        boxes.append(box if inside else -1)
+        if "}" in text:
+            inside = False
+    return queries, boxes
+
+
+def sample_boxes(sample: Sample) -> tuple[np.ndarray | None, bool]:
+    """``(boxes, in_answer)``: the sample's answer boxes (``Sample.boxes``, pixels of the frame as loaded), else
+    the boxes of its question (grid boxes of its last user turn, in pixels), else ``(None, False)``."""
+    if sample.boxes is not None and len(sample.boxes):
+        return np.asarray(sample.boxes)[:, 0], True
+    questions = [turn["content"] for turn in sample.conversation if turn["role"] == "user"]
+    found = parse_grid_boxes(questions[-1]).boxes if questions else np.zeros((0, 4))
+    if not len(found):
+        return None, False
+    height, width = sample.frames.shape[1:3]
+    return grid_to_pixels(found, (width, height)), False
+
+
+def routing_targets(
+    samples: list[Sample], batch: dict, tokens: VisualTokens, decode: Callable[[int], str]
+) -> list[RoutingTarget | None]:
+    """Per sample of a collated ``batch`` (rows in ``samples``' order), its :class:`RoutingTarget`, or ``None``
+    (no box, no visual tokens, or no answer token to supervise)."""
+    if batch.get("packed_segments") is not None:
+        raise ValueError("the routing aid reads one sample per row: turn sequence packing off (data.pack_length)")
+    targets: list[RoutingTarget | None] = []
+    for sample, row, labels, layout in zip(
+        samples, batch["input_ids"], batch["labels"], visual_layouts(batch["input_ids"], batch, tokens)
+    ):
+        boxes, in_answer = sample_boxes(sample)
+        if boxes is None or layout is None:
+            targets.append(None)
+            continue
+        slots, h, w = layout.grid
+        height, width = sample.frames.shape[1:3]
+        cells = [box_cell_weights(box, (width, height), (h, w)).repeat(slots) / slots for box in boxes]
+        queries, box_of = answer_box_queries(labels, [decode(int(token)) for token in row])
+        if in_answer:
+            chosen = [(q, k) for q, k in zip(queries, box_of) if 0 <= k < len(cells)]
+        else:
+            chosen = [(q, 0) for q in queries]
+        if not chosen:
+            targets.append(None)
+            continue
+        weights = torch.stack([cells[k] for _, k in chosen])
+        targets.append(RoutingTarget(torch.tensor([q for q, _ in chosen]), layout.positions, weights))
+    return targets
+
+
+class RoutingTargetCollator:
+    """A collator that adds ``routing_targets`` (:func:`routing_targets`) to what ``collator`` returns."""
+
+    def __init__(self, collator: Callable[[list[Sample]], dict], tokens: VisualTokens, tokenizer):
+        self.collator, self.tokens, self.tokenizer = collator, tokens, tokenizer
+
+    def __call__(self, samples: list[Sample]) -> dict:
+        batch = self.collator(samples)
+        batch["routing_targets"] = routing_targets(samples, batch, self.tokens, self.tokenizer.decode)
+        return batch
+
+
+@contextmanager
+def captured_attention(layer: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Inside the block, each forward of ``layer`` (a decoder layer's ``self_attn``) appends its ``(B, heads, L,
+    L)`` attention weights to the yielded list. Raises ``RuntimeError`` when the layer returns none (an attention
+    kernel other than eager)."""
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
+            raise RuntimeError("the routing aid needs attention weights: set model.attn_implementation: eager")
+        captured.append(output[1])
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def routing_loss(attention: torch.Tensor, targets: list[RoutingTarget | None]) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy of ``attention`` ``(B, heads, L, L)`` (averaged over heads) against the targets, averaged
+    over the supervised positions, and two read-outs: the attention's mass on the target's visual tokens and
+    how often its most attended visual token is one of them."""
+    losses, mass, hits, count = [], 0.0, 0.0, 0
+    for row, target in enumerate(targets):
+        if target is None:
+            continue
+        keys, weights = target.keys.to(attention.device), target.weights.to(attention.device)
+        looked = attention[row].mean(0)[target.queries.to(attention.device)][:, keys]  # (Q, N)
+        losses.append(-(weights * (looked + EPSILON).log()).sum(-1))
+        with torch.no_grad():
+            on_target = weights > 0
+            mass += float((looked * on_target).sum())
+            hits += float(on_target.gather(1, looked.argmax(-1, keepdim=True)).sum())
+            count += len(looked)
+    if not losses:
+        return attention.new_zeros(()), {}
+    return torch.cat(losses).mean(), {"routing_mass": mass / count, "routing_top_hit": hits / count}
+
+
+def routing_step(
+    step: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]], layer: int, weight: float
+) -> Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]:
+    """``step`` (a trainer's step function) plus ``weight`` x :func:`routing_loss` on the attention of the LLM's
+    decoder layer ``layer``; the batch's ``routing_targets`` are consumed."""
+
+    def with_aid(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        targets = batch.pop("routing_targets")
+        unwrapped = model.module if hasattr(model, "module") else model
+        with captured_attention(unwrapped.language_model.layers[layer].self_attn) as captured:
+            loss, metrics = step(model, batch)
+        aid, readouts = routing_loss(captured[-1], targets)
+        return loss + weight * aid, {**metrics, "routing": aid.item(), **readouts}
+
+    return with_aid
