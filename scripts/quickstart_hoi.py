@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation import run_eval, run_inference  # noqa: E402
+from model.builder import load_unigr  # noqa: E402
+from model.location_tokens import add_location_tokens  # noqa: E402
 from scripts import generate_synthetic_hoi  # noqa: E402
 from utils.data.hoi_qa import TASKS  # noqa: E402
 
@@ -82,19 +84,26 @@ def generate_frames(root: Path, num_train: int, num_test: int, seed: int) -> Non
     generate_synthetic_hoi.main(arguments)
 
 
-def start_model(folder: Path, max_pixels: int) -> Path:
+def start_model(folder: Path, min_pixels: int, max_pixels: int, location_tokens: bool) -> Path:
     """:data:`SHIPPED` copied to ``folder`` with its processor resizing every frame (image or video) to between
-    :data:`MIN_PIXELS` and ``max_pixels`` pixels, unless there; ``folder``."""
+    ``min_pixels`` and ``max_pixels`` pixels and, with ``location_tokens``, the grid's values added as tokens
+    (:mod:`model.location_tokens`), unless there; ``folder``."""
     config = folder / "processor_config.json"
     if config.is_file():
         print(f"{folder}: already written")
         return folder
     shutil.copytree(SHIPPED, folder, dirs_exist_ok=True)
-    settings = json.loads((SHIPPED / "processor_config.json").read_text())
-    for processor in ("image_processor", "video_processor"):
-        settings[processor]["size"] = {"shortest_edge": MIN_PIXELS, "longest_edge": max_pixels}
+    if location_tokens:
+        model, processor = load_unigr(SHIPPED)
+        add_location_tokens(model, processor.tokenizer)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    settings = json.loads(config.read_text())
+    for processor_name in ("image_processor", "video_processor"):
+        settings[processor_name]["size"] = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     config.write_text(json.dumps(settings, indent=2))
-    print(f"{folder}: {SHIPPED.name}, frames resized to {MIN_PIXELS} to {max_pixels} px")
+    tokens = ", location tokens <0> .. <100> added" if location_tokens else ""
+    print(f"{folder}: {SHIPPED.name}, frames resized to {min_pixels} to {max_pixels} px{tokens}")
     return folder
 
 
@@ -168,7 +177,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=int, default=100, help="evaluated frames (about 13 questions each)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest generated answer")
+    parser.add_argument("--min-pixels", type=int, default=MIN_PIXELS, help="smallest frame the vision encoder sees")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest frame the vision encoder sees")
+    parser.add_argument(
+        "--no-location-tokens",
+        dest="location_tokens",
+        action="store_false",
+        help="keep the tokenizer's digits for the grid's values (default: one token per value)",
+    )
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE", help="a config override for train.py"
     )
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     generate_frames(eval_root, args.num_train, args.num_test, EVAL_SEED)
 
     stage("training: the quick-start model on HOI-QA's eight tasks")
-    initial = start_model(work / "start", args.max_pixels)
+    initial = start_model(work / "start", args.min_pixels, args.max_pixels, args.location_tokens)
     final = train(train_root, initial, work, args.steps, args.override)
 
     stage("HOI-QA test: trained, blind")

@@ -29,6 +29,8 @@ def test_quickstart_hoi_trains_and_scores_every_task_against_blind_and_chance(tm
     work, eval_root = tmp_path / "work", tmp_path / "data" / "synthetic_hoi"
     config = json.loads((work / "final" / "config.json").read_text())
     assert "position2d" in config["encoders"]
+    tokens = json.loads((work / "final" / "tokenizer.json").read_text())["added_tokens"]
+    assert {"<0>", "<17>", "<100>"} <= {token["content"] for token in tokens}  # location tokens
     processor = json.loads((work / "final" / "processor_config.json").read_text())["image_processor"]
     assert processor["size"]["longest_edge"] == quickstart_hoi.MAX_PIXELS
     chance = json.loads((eval_root / "chance_baselines.json").read_text())

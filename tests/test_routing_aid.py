@@ -62,7 +62,9 @@ def collated(samples: list, model, processor) -> dict:
     return RoutingTargetCollator(SampleCollator.for_model(model, processor), tokens, processor.tokenizer)(samples)
 
 
-def test_box_answers_look_at_their_box_noun_answers_at_the_questions_box_and_others_nowhere(hoi_samples, tiny_model):
+def test_box_answers_look_at_their_box_word_answers_start_at_the_questions_box_and_others_nowhere(
+    hoi_samples, tiny_model
+):
     model, processor = tiny_model
     batch = collated(hoi_samples, model, processor)
     rows = zip(hoi_samples, batch["routing_targets"], batch["input_ids"], batch["labels"], batch["image_grid_thw"])
@@ -76,13 +78,16 @@ def test_box_answers_look_at_their_box_noun_answers_at_the_questions_box_and_oth
         torch.testing.assert_close(target.weights.sum(-1), torch.ones(len(target.queries)))
         # every supervised position predicts an answer token
         assert (labels[target.queries + 1] != IGNORE_INDEX).all()
-        if TASKS[task][1] == "box":
-            # the box's heaviest cell holds the box's centre
-            height, width = sample.frames.shape[1:3]
-            x1, y1, x2, y2 = sample.boxes[0, 0]
-            grid = grid_thw[1:] // 2
-            cell = int((y1 + y2) / 2 / height * grid[0]) * int(grid[1]) + int((x1 + x2) / 2 / width * grid[1])
-            assert target.weights[0, cell] > 0, task
+        if TASKS[task][1] != "box":  # a word: only the position predicting its first token looks at the box
+            first = int((labels != IGNORE_INDEX).nonzero()[0, 0])
+            assert target.queries.tolist() == [first - 1], task
+            continue
+        # the cell holding the box's centre is among its targets
+        height, width = sample.frames.shape[1:3]
+        x1, y1, x2, y2 = sample.boxes[0, 0]
+        grid = grid_thw[1:] // 2
+        cell = int((y1 + y2) / 2 / height * grid[0]) * int(grid[1]) + int((x1 + x2) / 2 / width * grid[1])
+        assert target.weights[0, cell] > 0, task
     for sample, target in zip(hoi_samples, batch["routing_targets"]):  # two boxes: each half looks at its own
         if sample.boxes is not None and len(sample.boxes) == 2:
             assert not torch.equal(target.weights[0], target.weights[-1])

@@ -12,8 +12,9 @@ Targets, per sample (:func:`routing_targets`):
 
 * an answer with boxes (``Sample.boxes``, one per ``{...}`` of the answer, in order): each position predicting a
   token of the k-th box (``{`` to ``}``) looks at box k;
-* an answer without boxes to a question with one (HOI-QA's "what is in this box", "which hand is this"): every
-  position predicting an answer token looks at the question's box;
+* an answer without boxes to a question with one (HOI-QA's "what is in this box", "which hand is this"): the
+  position predicting the answer's first token looks at the question's box (the later ones spell the word on;
+  pulled to the box too, the last layer's attention had no room left for the spelling: "right hl");
 * otherwise, nothing (the sample trains by its answer's loss alone).
 
 A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
@@ -138,7 +139,7 @@ def routing_targets(
         if in_answer:
             chosen = [(q, k) for q, k in zip(queries, box_of) if 0 <= k < len(cells)]
         else:
-            chosen = [(q, 0) for q in queries]
+            chosen = [(q, 0) for q in queries[:1]]
         if not chosen:
             targets.append(None)
             continue
