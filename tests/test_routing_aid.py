@@ -139,3 +139,41 @@ def test_train_py_refuses_the_aid_with_packed_rows(tmp_path: Path) -> None:
                 f"data.datasets.hoi_qa.root={tmp_path}",
             ]
         )
+
+
+@pytest.fixture(scope="module")
+def scanqa_sample(tmp_path_factory: pytest.TempPathFactory):
+    from utils.data import scanqa  # noqa: F401  (registers the loader)
+    from utils.data.registry import LOADERS
+    from utils.synthetic.rooms import RoomConfig
+    from utils.synthetic.scene3d_formats import generate_scene_benchmarks
+
+    root = tmp_path_factory.mktemp("rooms")
+    config = RoomConfig(height=64, width=80, num_frames=8, spurious_rate=0.0)
+    generate_scene_benchmarks(root, "train", 1, seed=0, layout="official", config=config)
+    options = {"num_frames": 4, "train": True, "seed": 0, "scene_root": str(root / "scenes"), "questions_per_sample": 2}
+    dataset = LOADERS["scanqa"].build(root, "train", **options)
+    return next(s for s in (dataset[i] for i in range(len(dataset))) if len(s.meta["turn_boxes"]) == 2)
+
+
+def test_each_scene_answer_starts_by_looking_at_the_objects_its_question_is_about(scanqa_sample, tiny_model) -> None:
+    from utils.scene3d.proposal_views import box_pixel_masks
+
+    model, processor = tiny_model
+    batch = collated([scanqa_sample], model, processor)
+    target, labels = batch["routing_targets"][0], batch["labels"][0]
+    labelled = (labels != IGNORE_INDEX).tolist()
+    starts = [p for p, on in enumerate(labelled) if on and not labelled[p - 1]]
+    assert target.queries.tolist() == [start - 1 for start in starts]  # one per answer, before its first token
+    slots, rows, cols = (int(v) for v in batch["video_grid_thw"][0])
+    rows, cols = rows // 2, cols // 2
+    frames = scanqa_sample.frames
+    for weights, boxes in zip(target.weights, scanqa_sample.meta["turn_boxes"]):
+        assert weights.sum() == pytest.approx(1.0)
+        masks = box_pixel_masks(scanqa_sample.scene, boxes, frames.shape[1:3]).any(0)  # (T, H, W)
+        slot, cell = divmod(int(weights.argmax()), rows * cols)
+        row, col = divmod(cell, cols)
+        height, width = frames.shape[1:3]
+        ys = slice(row * height // rows, (row + 1) * height // rows)
+        xs = slice(col * width // cols, (col + 1) * width // cols)
+        assert masks[2 * slot : 2 * slot + 2, ys, xs].any()  # the heaviest token shows the object

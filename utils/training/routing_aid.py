@@ -15,6 +15,10 @@ Targets, per sample (:func:`routing_targets`):
 * an answer without boxes to a question with one (HOI-QA's "what is in this box", "which hand is this"): the
   position predicting the answer's first token looks at the question's box (the later ones spell the word on;
   pulled to the box too, the last layer's attention had no room left for the spelling: "right hl");
+* a 3D scene (a video of posed RGB-D frames): the position predicting the first token of each answer looks at
+  the objects its question is about (the loader's ``meta["turn_boxes"]``: ScanQA's objects, Scan2Cap's and
+  ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
+  (:func:`~utils.scene3d.proposal_views.proposal_views`);
 * otherwise, nothing (the sample trains by its answer's loss alone).
 
 A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
@@ -38,6 +42,7 @@ from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.box_text import grid_to_pixels, parse_grid_boxes
 from utils.data.collate import IGNORE_INDEX
 from utils.data.schema import Sample
+from utils.scene3d.proposal_views import proposal_views
 
 EPSILON = 1e-6
 """Added to the attention before its log: a target token the layer ignores costs ``-log(1e-6)``, not infinity."""
@@ -104,6 +109,30 @@ def answer_box_queries(labels: torch.Tensor, token_texts: list[str]) -> tuple[li
     return queries, boxes
 
 
+def answer_starts(labels: torch.Tensor) -> list[int]:
+    """The first position of each answer (each run of labelled tokens) in one sample's ``(L,)`` labels."""
+    labelled = (labels != IGNORE_INDEX).tolist()
+    return [p for p, on in enumerate(labelled) if on and (p == 0 or not labelled[p - 1])]
+
+
+def scene_turn_weights(sample: Sample, layout, tokens: VisualTokens) -> list[torch.Tensor | None]:
+    """Per answer of a scene sample, ``(N,)`` weights of its video tokens by their pixels inside the boxes of the
+    objects its question is about (``meta["turn_boxes"]``; sums to 1), or ``None`` (no boxes, or no pixel)."""
+    slots, h, w = layout.grid
+    merge = tokens.spatial_merge_size
+    result: list[torch.Tensor | None] = []
+    for boxes in sample.meta.get("turn_boxes") or []:
+        if boxes is None or not len(boxes):
+            result.append(None)
+            continue
+        views = proposal_views(
+            sample.scene, sample.frames, boxes, (slots, h * merge, w * merge), merge, tokens.temporal_patch_size
+        )
+        weights = views.token_weights.sum(0)
+        result.append(weights / weights.sum() if weights.sum() > 0 else None)
+    return result
+
+
 def sample_boxes(sample: Sample) -> tuple[np.ndarray | None, bool]:
     """``(boxes, in_answer)``: the sample's answer boxes (``Sample.boxes``, pixels of the frame as loaded), else
     the boxes of its question (grid boxes of its last user turn, in pixels), else ``(None, False)``."""
@@ -128,24 +157,47 @@ def routing_targets(
     for sample, row, labels, layout in zip(
         samples, batch["input_ids"], batch["labels"], visual_layouts(batch["input_ids"], batch, tokens)
     ):
-        boxes, in_answer = sample_boxes(sample)
-        if boxes is None or layout is None:
+        if layout is None:
             targets.append(None)
-            continue
-        slots, h, w = layout.grid
-        height, width = sample.frames.shape[1:3]
-        cells = [box_cell_weights(box, (width, height), (h, w)).repeat(slots) / slots for box in boxes]
-        queries, box_of = answer_box_queries(labels, [decode(int(token)) for token in row])
-        if in_answer:
-            chosen = [(q, k) for q, k in zip(queries, box_of) if 0 <= k < len(cells)]
+        elif sample.scene is not None:
+            targets.append(scene_target(sample, labels, layout, tokens))
         else:
-            chosen = [(q, 0) for q in queries[:1]]
-        if not chosen:
-            targets.append(None)
-            continue
-        weights = torch.stack([cells[k] for _, k in chosen])
-        targets.append(RoutingTarget(torch.tensor([q for q, _ in chosen]), layout.positions, weights))
+            targets.append(frame_target(sample, row, labels, layout, decode))
     return targets
+
+
+def scene_target(sample: Sample, labels: torch.Tensor, layout, tokens: VisualTokens) -> RoutingTarget | None:
+    """A scene sample's target: each answer's first token looks at its question's objects (module docstring)."""
+    if sample.medium != "video":
+        return None
+    starts = answer_starts(labels)
+    turns = scene_turn_weights(sample, layout, tokens)
+    chosen = [(start - 1, weights) for start, weights in zip(starts, turns) if weights is not None and start > 0]
+    if not chosen or len(starts) != len(turns):
+        return None
+    queries = torch.tensor([query for query, _ in chosen])
+    return RoutingTarget(queries, layout.positions, torch.stack([weights for _, weights in chosen]))
+
+
+def frame_target(
+    sample: Sample, row: torch.Tensor, labels: torch.Tensor, layout, decode: Callable[[int], str]
+) -> RoutingTarget | None:
+    """An image or video sample's target from its answer's boxes or its question's (module docstring)."""
+    boxes, in_answer = sample_boxes(sample)
+    if boxes is None:
+        return None
+    slots, h, w = layout.grid
+    height, width = sample.frames.shape[1:3]
+    cells = [box_cell_weights(box, (width, height), (h, w)).repeat(slots) / slots for box in boxes]
+    queries, box_of = answer_box_queries(labels, [decode(int(token)) for token in row])
+    if in_answer:
+        chosen = [(q, k) for q, k in zip(queries, box_of) if 0 <= k < len(cells)]
+    else:
+        chosen = [(q, 0) for q in queries[:1]]
+    if not chosen:
+        return None
+    weights = torch.stack([cells[k] for _, k in chosen])
+    return RoutingTarget(torch.tensor([q for q, _ in chosen]), layout.positions, weights)
 
 
 class RoutingTargetCollator:
