@@ -153,7 +153,7 @@ def scanqa_sample(tmp_path_factory: pytest.TempPathFactory):
     generate_scene_benchmarks(root, "train", 1, seed=0, layout="official", config=config)
     options = {"num_frames": 4, "train": True, "seed": 0, "scene_root": str(root / "scenes"), "questions_per_sample": 2}
     dataset = LOADERS["scanqa"].build(root, "train", **options)
-    return next(s for s in (dataset[i] for i in range(len(dataset))) if len(s.meta["turn_boxes"]) == 2)
+    return next(s for s in (dataset[i] for i in range(len(dataset))) if len(s.meta.get("turn_boxes", ())) == 2)
 
 
 def test_each_scene_answer_starts_by_looking_at_the_objects_its_question_is_about(scanqa_sample, tiny_model) -> None:

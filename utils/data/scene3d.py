@@ -473,8 +473,8 @@ class Scene3DDataset(Dataset):
         """The sample of ``items`` of one scene asked in turn (one user and one assistant turn each; usually one
         item), on the frames chosen for ``index``. Each item's ``<object{k}>`` region references are renumbered
         after the previous items' (:meth:`region_prompts`); ``meta`` is the first item's, with ``questions``
-        (every item's ``sample_id``) when there are several, and ``turn_boxes``: per item the ``(K, 6)`` boxes of
-        the objects its question is about (``None`` where unknown)."""
+        (every item's ``sample_id``) and ``turn_boxes`` (per item its ``gt_boxes``: the ``(K, 6)`` boxes of the
+        objects its question is about, ``None`` where unknown) when there are several."""
         scene = items[0].scene
         if any(item.scene is not scene for item in items):
             raise ValueError(f"{sample_id}: the items of one sample must share a scene")
@@ -491,9 +491,9 @@ class Scene3DDataset(Dataset):
             conversation += [{"role": "user", "content": user}, {"role": "assistant", "content": item.answer}]
             targets.append(self.target_fields(item.meta))
         meta = {**items[0].meta, "frame_indices": indices}
-        meta["turn_boxes"] = [item.meta.get("gt_boxes") for item in items]
         if len(items) > 1:
             meta["questions"] = [item.sample_id for item in items]
+            meta["turn_boxes"] = [item.meta.get("gt_boxes") for item in items]
         sample = Sample(
             sample_id=sample_id,
             frames=frames,

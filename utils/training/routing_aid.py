@@ -16,7 +16,7 @@ Targets, per sample (:func:`routing_targets`):
   position predicting the answer's first token looks at the question's box (the later ones spell the word on;
   pulled to the box too, the last layer's attention had no room left for the spelling: "right hl");
 * a 3D scene (a video of posed RGB-D frames): the position predicting the first token of each answer looks at
-  the objects its question is about (the loader's ``meta["turn_boxes"]``: ScanQA's objects, Scan2Cap's and
+  the objects its question is about (the loader's ``meta["gt_boxes"]`` per question: ScanQA's objects, Scan2Cap's and
   ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
   (:func:`~utils.scene3d.proposal_views.proposal_views`);
 * otherwise, nothing (the sample trains by its answer's loss alone).
@@ -117,11 +117,12 @@ def answer_starts(labels: torch.Tensor) -> list[int]:
 
 def scene_turn_weights(sample: Sample, layout, tokens: VisualTokens) -> list[torch.Tensor | None]:
     """Per answer of a scene sample, ``(N,)`` weights of its video tokens by their pixels inside the boxes of the
-    objects its question is about (``meta["turn_boxes"]``; sums to 1), or ``None`` (no boxes, or no pixel)."""
+    objects its question is about (``meta["turn_boxes"]``, or ``meta["gt_boxes"]`` for a sample of one question;
+    sums to 1), or ``None`` (no boxes, or no pixel)."""
     slots, h, w = layout.grid
     merge = tokens.spatial_merge_size
     result: list[torch.Tensor | None] = []
-    for boxes in sample.meta.get("turn_boxes") or []:
+    for boxes in sample.meta.get("turn_boxes", [sample.meta.get("gt_boxes")]):
         if boxes is None or not len(boxes):
             result.append(None)
             continue
