@@ -24,7 +24,7 @@ from utils.data.mixture import build_training_mixture
 from utils.data.packing import PackingCollator
 from utils.training.config import config_from_command_line, save_config
 from utils.training.distributed import init_distributed
-from utils.training.routing_aid import RoutingTargetCollator, routing_step
+from utils.training.routing_aid import RoutingTargetCollator, routing_counts, routing_step
 from utils.training.trainable import cast_frozen, configure_trainable, parameter_counts
 from utils.training.trainer import TrainConfig, Trainer
 
@@ -139,17 +139,15 @@ def main(argv: list[str] | None = None) -> Path:
         collate = PackingCollator(collate, int(cfg.data.pack_length))
         if env.is_main:
             print(f"sequence packing: each batch's samples back to back in rows of <= {cfg.data.pack_length} tokens")
-    step = unigr_step
+    step, counts = unigr_step, count_fn(model)
     aid = cfg.get("routing_aid")
     if aid:  # supervised attention from the answer to its box (utils/training/routing_aid.py); nothing is saved
         tokens = VisualTokens.from_backbone_config(model.config.backbone_config)
         collate = RoutingTargetCollator(collate, tokens, processor.tokenizer)
-        step = routing_step(unigr_step, int(aid.layer), float(aid.weight))
+        step, counts = routing_step(unigr_step, int(aid.layer), float(aid.weight)), routing_counts(counts)
         if env.is_main:
-            print(f"routing aid: layer {aid.layer}'s attention pulled to the answer's boxes (weight {aid.weight})")
-    trainer = Trainer(
-        model, step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=count_fn(model)
-    )
+            print(f"routing aid: layer {aid.layer}'s attention pulled to what answers are about (weight {aid.weight})")
+    trainer = Trainer(model, step, dataset, collate, train_cfg, output_dir, env, optimizer_groups, count_fn=counts)
     trainer.fit()
 
     final = output_dir / "final"

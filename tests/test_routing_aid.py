@@ -15,10 +15,12 @@ from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.hoi_qa import TASKS, HoiQADataset
 from utils.synthetic.egocentric import EgoConfig, write_hoi_qa
 from utils.training.routing_aid import (
+    RoutingTarget,
     RoutingTargetCollator,
     answer_box_queries,
     box_cell_weights,
     captured_attention,
+    routing_counts,
     routing_loss,
     routing_step,
 )
@@ -177,3 +179,22 @@ def test_each_scene_answer_starts_by_looking_at_the_objects_its_question_is_abou
         ys = slice(row * height // rows, (row + 1) * height // rows)
         xs = slice(col * width // cols, (col + 1) * width // cols)
         assert masks[2 * slot : 2 * slot + 2, ys, xs].any()  # the heaviest token shows the object
+
+
+def test_the_aid_averages_over_the_global_batch_however_it_is_split() -> None:
+    torch.manual_seed(0)
+    attention = torch.rand(2, 2, 6, 6).softmax(-1)
+    targets = [
+        RoutingTarget(torch.tensor([4, 5]), torch.tensor([0, 1, 2]), torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0]])),
+        RoutingTarget(torch.tensor([5]), torch.tensor([1, 2]), torch.tensor([[0.0, 1.0]])),
+    ]
+    whole, whole_readouts = routing_loss(attention, targets)
+    first, first_readouts = routing_loss(attention[:1], targets[:1], count=3)
+    second, second_readouts = routing_loss(attention[1:], targets[1:], count=3)
+    torch.testing.assert_close(first + second, whole)
+    for name in whole_readouts:
+        assert first_readouts[name] + second_readouts[name] == pytest.approx(whole_readouts[name])
+    counts = routing_counts(lambda batch: {"num_items_in_batch": 7})({"routing_targets": [None, *targets]})
+    assert counts == {"num_items_in_batch": 7, "num_routing_queries": 3}
+    nothing, readouts = routing_loss(attention, [None, None])  # a rank without targets reports the same terms
+    assert nothing.item() == 0 and set(readouts) == set(whole_readouts)

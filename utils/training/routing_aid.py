@@ -232,39 +232,55 @@ def captured_attention(layer: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def routing_loss(attention: torch.Tensor, targets: list[RoutingTarget | None]) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of ``attention`` ``(B, heads, L, L)`` (averaged over heads) against the targets, averaged
-    over the supervised positions, and two read-outs: the attention's mass on the target's visual tokens and
-    how often its most attended visual token is one of them."""
-    losses, mass, hits, count = [], 0.0, 0.0, 0
+def routing_loss(
+    attention: torch.Tensor, targets: list[RoutingTarget | None], count: float | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of ``attention`` ``(B, heads, L, L)`` (averaged over heads) against the targets, summed over
+    the supervised positions and divided by ``count`` (default: their number here; a trainer passes the global
+    batch's, :func:`routing_counts`), and two read-outs divided alike: the attention's mass on the target's visual
+    tokens and how often its most attended visual token is one of them. Every call reports the same terms (zero
+    without a target), as every rank must."""
+    losses, mass, hits = [attention.new_zeros(())], 0.0, 0.0
     for row, target in enumerate(targets):
         if target is None:
             continue
         keys, weights = target.keys.to(attention.device), target.weights.to(attention.device)
         looked = attention[row].mean(0)[target.queries.to(attention.device)][:, keys]  # (Q, N)
-        losses.append(-(weights * (looked + EPSILON).log()).sum(-1))
+        losses.append(-(weights * (looked + EPSILON).log()).sum())
         with torch.no_grad():
             on_target = weights > 0
             mass += float((looked * on_target).sum())
             hits += float(on_target.gather(1, looked.argmax(-1, keepdim=True)).sum())
-            count += len(looked)
-    if not losses:
-        return attention.new_zeros(()), {}
-    return torch.cat(losses).mean(), {"routing_mass": mass / count, "routing_top_hit": hits / count}
+    local = sum(len(target.queries) for target in targets if target is not None)
+    divisor = max(float(count if count is not None else local), 1.0)
+    return torch.stack(losses).sum() / divisor, {"routing_mass": mass / divisor, "routing_top_hit": hits / divisor}
+
+
+def routing_counts(count_fn: Callable[[dict], dict[str, int]]) -> Callable[[dict], dict[str, int]]:
+    """``count_fn`` (a trainer's per-micro-batch counts) plus ``num_routing_queries``, the batch's supervised
+    positions, so that the aid is averaged over the global batch as the other losses are."""
+
+    def counts(batch: dict) -> dict[str, int]:
+        targets = batch.get("routing_targets") or []
+        return {**count_fn(batch), "num_routing_queries": sum(len(t.queries) for t in targets if t is not None)}
+
+    return counts
 
 
 def routing_step(
     step: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]], layer: int, weight: float
 ) -> Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]:
     """``step`` (a trainer's step function) plus ``weight`` x :func:`routing_loss` on the attention of the LLM's
-    decoder layer ``layer``; the batch's ``routing_targets`` are consumed."""
+    decoder layer ``layer``; the batch's ``routing_targets`` (and ``num_routing_queries``, when the trainer
+    counted them) are consumed."""
 
     def with_aid(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         targets = batch.pop("routing_targets")
+        count = batch.pop("num_routing_queries", None)
         unwrapped = model.module if hasattr(model, "module") else model
         with captured_attention(unwrapped.language_model.layers[layer].self_attn) as captured:
             loss, metrics = step(model, batch)
-        aid, readouts = routing_loss(captured[-1], targets)
+        aid, readouts = routing_loss(captured[-1], targets, count)
         return loss + weight * aid, {**metrics, "routing": aid.item(), **readouts}
 
     return with_aid
