@@ -41,10 +41,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
 from evaluation import run_eval, run_inference  # noqa: E402
+from evaluation.benchmarks import build_benchmark_dataset  # noqa: E402
+from evaluation.prediction_store import PredictionStore  # noqa: E402
+from inference.outputs import draw_labelled_box  # noqa: E402
 from model.builder import load_unigr  # noqa: E402
 from model.location_tokens import add_location_tokens  # noqa: E402
 from scripts import generate_synthetic_hoi  # noqa: E402
+from utils.data.box_text import grid_to_pixels, parse_grid_boxes  # noqa: E402
 from utils.data.hoi_qa import TASKS  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart_hoi.yaml"
@@ -129,6 +136,50 @@ def evaluate_model(predictor: str, model: Path, eval_root: Path, out: Path, max_
     inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
     run_inference.main([*common, *inference, "--max-new-tokens", str(max_new_tokens)])
     return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
+
+
+TRUE_COLOUR = np.array([60, 220, 60], dtype=np.uint8)
+PREDICTED_COLOUR = np.array([255, 0, 255], dtype=np.uint8)
+SHEET_SCALE = 3
+"""Frames are drawn this many times their size (the synthetic ones are 108 px high)."""
+
+
+def overlay_sheet(eval_root: Path, store: Path, out: Path, per_task: int = 3, columns: int = 4) -> Path:
+    """A PNG of test frames of the box tasks (``per_task`` each), the true boxes in green and the trained model's
+    in magenta, each labelled with its task; ``out``."""
+    dataset, _ = build_benchmark_dataset("hoi_qa", eval_root, None, list(LOADER_OPTIONS))
+    records = PredictionStore(store).records()
+    chosen: dict[str, list] = {task: [] for task in TASKS if TASKS[task][1] == "box"}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        picked = chosen.get(sample.meta["task"])
+        if picked is not None and len(picked) < per_task and sample.sample_id in records:
+            picked.append(sample)
+    tiles = []
+    for task, samples in chosen.items():
+        for sample in samples:
+            frame = sample.frames[0].copy()
+            height, width = frame.shape[:2]
+            frame = cv2.resize(frame, (width * SHEET_SCALE, height * SHEET_SCALE), interpolation=cv2.INTER_NEAREST)
+            for box in sample.boxes[:, 0]:
+                draw_labelled_box(frame, box * SHEET_SCALE, "", TRUE_COLOUR)
+            predicted = parse_grid_boxes(records[sample.sample_id]["answer"]).boxes
+            for box in grid_to_pixels(predicted, (width, height)) if len(predicted) else []:
+                draw_labelled_box(frame, box * SHEET_SCALE, "", PREDICTED_COLOUR)
+            draw_labelled_box(frame, np.array([0, 0, 0, 0]), task, np.array([255, 255, 255], dtype=np.uint8))
+            tiles.append(frame)
+    if not tiles:
+        raise ValueError(f"{store}: no box task was predicted")
+    tile_h = max(tile.shape[0] for tile in tiles)
+    tile_w = max(tile.shape[1] for tile in tiles)
+    rows = -(-len(tiles) // columns)
+    sheet = np.zeros((rows * tile_h, columns * tile_w, 3), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = (i // columns) * tile_h, (i % columns) * tile_w
+        sheet[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return out
 
 
 def task_rows(results: dict[str, dict], chance: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -216,8 +267,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     table = results_table(rows)
     (work / "results.md").write_text(table + "\n")
     (work / "results.json").write_text(json.dumps(rows, indent=1))
+    sheet = overlay_sheet(eval_root, work / "eval" / "trained", work / "boxes.png")
     minutes = (time.monotonic() - start) / 60
     print(f"\n{table}\n\nHOI-QA quick start took {minutes:.1f} min; table in {work / 'results.md'}")
+    print(f"test frames with the true boxes (green) and the trained model's (magenta): {sheet}")
     return rows
 
 

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import cv2
+
 from scripts import quickstart_hoi
 from utils.data.hoi_qa import TASKS
 
@@ -44,6 +46,8 @@ def test_quickstart_hoi_trains_and_scores_every_task_against_blind_and_chance(tm
     for model in ("trained", "blind"):  # every test question predicted by the real scripts
         metrics = json.loads((work / "eval" / model / "metrics.json").read_text())
         assert metrics["overall"]["count"] == sum(row["questions"] for row in rows.values())
+    sheet = cv2.imread(str(work / "boxes.png"))  # test frames with the true and the predicted boxes
+    assert sheet is not None and sheet.shape[0] >= 108 * quickstart_hoi.SHEET_SCALE
     table = (work / "results.md").read_text()
     assert table in capsys.readouterr().out
     assert "| objN2objBB | box |" in table and "| handN2objN | noun |" in table
