@@ -41,9 +41,7 @@ def add_location_tokens(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     old_rows = model.backbone.get_input_embeddings().weight.shape[0]
     tokenizer.add_tokens(list(LOCATION_TOKENS))
     grow_embeddings(model.backbone, tokenizer)
-    rows = model.backbone.get_input_embeddings().weight.shape[0]
-    model.config.backbone_config = model.backbone.config  # the saved config names the grown vocabulary
-    model.config.backbone_config.get_text_config().vocab_size = rows
+    model.config.backbone_config = model.backbone.config  # the vocabulary has grown (as add_grounding_head does)
     ids = tokenizer.convert_tokens_to_ids(list(LOCATION_TOKENS))
     embeddings = [model.backbone.get_input_embeddings().weight, model.backbone.get_output_embeddings().weight]
     with torch.no_grad():

@@ -164,7 +164,7 @@ def overlay_sheet(eval_root: Path, store: Path, out: Path, per_task: int = 3, co
             for box in sample.boxes[:, 0]:
                 draw_labelled_box(frame, box * SHEET_SCALE, "", TRUE_COLOUR)
             predicted = parse_grid_boxes(records[sample.sample_id]["answer"]).boxes
-            for box in grid_to_pixels(predicted, (width, height)) if len(predicted) else []:
+            for box in grid_to_pixels(predicted, (width, height)):
                 draw_labelled_box(frame, box * SHEET_SCALE, "", PREDICTED_COLOUR)
             draw_labelled_box(frame, np.array([0, 0, 0, 0]), task, np.array([255, 255, 255], dtype=np.uint8))
             tiles.append(frame)

@@ -6,7 +6,7 @@ form it (its attention from the answer to the visual tokens stays uniform, and i
 another question's frame), because the digits reward looking at the target only once they can be read from it,
 and reading them is learned only once it looks. This aid breaks that circle, as stage 0 does for ``[SEG]``
 (:mod:`scripts.pretrain_grounding`): one layer's attention, averaged over its heads, is pulled towards the
-target's visual tokens, from every position that predicts a token of the answer.
+target's visual tokens, from the answer's positions listed below.
 
 Targets, per sample (:func:`routing_targets`):
 
@@ -16,15 +16,16 @@ Targets, per sample (:func:`routing_targets`):
   position predicting the answer's first token looks at the question's box (the later ones spell the word on;
   pulled to the box too, the last layer's attention had no room left for the spelling: "right hl");
 * a 3D scene (a video of posed RGB-D frames): the position predicting the first token of each answer looks at
-  the objects its question is about (the loader's ``meta["gt_boxes"]`` per question: ScanQA's objects, Scan2Cap's and
-  ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
+  the objects its question is about (the loader's ``meta["gt_boxes"]`` per question: ScanQA's objects,
+  Scan2Cap's and ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
   (:func:`~utils.scene3d.proposal_views.proposal_views`);
 * otherwise, nothing (the sample trains by its answer's loss alone).
 
 A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
 loss is the cross-entropy of the attention against those weights, ``-sum_t q_t log a_t``, averaged over the
-supervised positions. The aid needs the layer's attention weights, so the model runs with
-``attn_implementation: eager``; it changes no weight's shape and nothing is saved with the model. Config::
+supervised positions of the global batch (:func:`routing_counts`). The aid needs the layer's attention weights,
+so the model runs with ``attn_implementation: eager``; it changes no weight's shape and nothing is saved with the
+model. Config::
 
     routing_aid: {layer: 1, weight: 1.0}   # null: off
 """
@@ -173,8 +174,10 @@ def scene_target(sample: Sample, labels: torch.Tensor, layout, tokens: VisualTok
         return None
     starts = answer_starts(labels)
     turns = scene_turn_weights(sample, layout, tokens)
+    if len(starts) != len(turns):
+        return None
     chosen = [(start - 1, weights) for start, weights in zip(starts, turns) if weights is not None and start > 0]
-    if not chosen or len(starts) != len(turns):
+    if not chosen:
         return None
     queries = torch.tensor([query for query, _ in chosen])
     return RoutingTarget(queries, layout.positions, torch.stack([weights for _, weights in chosen]))
