@@ -224,3 +224,56 @@ def test_script_writes_both_splits_with_different_seeds_and_skips_a_rerun(tmp_pa
     assert (tmp_path / "train" / TRAINING_SUBSET / TRAINING_FILE).is_file()
     generate_main(arguments)
     assert "skipping" in capsys.readouterr().out
+
+
+def test_training_questions_worded_as_the_benchmark_match_the_evaluated_prompt_word_for_word(tmp_path):
+    import pyarrow as pa
+
+    from evaluation.benchmarks import build_benchmark_dataset
+    from utils.data.llava_video import question_stem
+
+    generate_split(tmp_path, "train", 2, seed=12)
+    released = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",))
+    worded = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_prompt="benchmark")
+    rows = []  # the same questions as a DSR-Bench parquet
+    for index in range(len(released)):
+        sample = released[index]
+        text = sample.conversation[0]["content"]
+        options = [f"{o[1]}. {o[4:]}" for o in sample.meta["options"]]
+        question = question_stem(text, "test")
+        rows.append({"videoID": "v", "question": question, "options": options, "answer": sample.meta["answer"]})
+    (tmp_path / "bench" / "videos").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bench" / "benchmark.parquet")
+    (tmp_path / "bench" / "videos" / "v.mp4").write_bytes(b"")
+    evaluated, _ = build_benchmark_dataset("dsr_bench", tmp_path / "bench", 4, [])
+    for index in range(len(worded)):
+        prompt = worded[index].conversation[0]["content"]
+        assert prompt == evaluated.user_turn(evaluated.questions[index])
+        assert prompt != released[index].conversation[0]["content"]  # the file's own "A. text" lines
+        assert worded[index].conversation[1]["content"] == released[index].meta["answer"]
+
+
+def test_an_unknown_multiple_choice_wording_is_an_error(tmp_path):
+    generate_split(tmp_path, "train", 1, seed=12)
+    with pytest.raises(ValueError, match="mc_prompt"):
+        LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_prompt="letters")
+
+
+def test_questions_about_one_video_are_asked_in_turn_in_one_sample(tmp_path):
+    generate_split(tmp_path, "train", 2, seed=12)
+    single = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",))
+    grouped = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), questions_per_sample=4)
+    videos = {single.items[i][3]["video"] for i in range(len(single))}
+    per_video = {v: sum(single.items[i][3]["video"] == v for i in range(len(single))) for v in videos}
+    assert len(grouped) == sum(-(-count // 4) for count in per_video.values())
+    asked = []
+    for index in range(len(grouped)):
+        sample = grouped[index]
+        members = [int(p) for p in sample.sample_id.rsplit("/", 1)[1].split("+")]
+        assert 1 <= len(members) <= 4 and len({single.items[m][3]["video"] for m in members}) == 1
+        assert sample.conversation == [turn for m in members for turn in single[m].conversation]
+        assert sample.meta["answer"] == single[members[-1]].meta["answer"]
+        asked += members
+    assert sorted(asked) == list(range(len(single)))  # every question once
+    with pytest.raises(ValueError, match="questions_per_sample"):
+        LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), questions_per_sample=0)

@@ -131,7 +131,7 @@ def encoder_state_dict_from_pi3(
         if qkv is not None:
             layer, kind = qkv.groups()
             for letter, part in zip("qkv", value.chunk(3, dim=0), strict=True):
-                mapped[f"encoder.layer.{layer}.attention.{letter}_proj.{kind}"] = part
+                mapped[f"encoder.layer.{layer}.attention.{letter}_proj.{kind}"] = part.clone()  # not a view of qkv
             continue
         target = _rename(name, _PI3_TO_HF)
         if target is None:

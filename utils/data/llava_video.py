@@ -17,7 +17,10 @@ On disk (huggingface.co/datasets/lmms-lab/LLaVA-Video-178K, its README ``configs
 A JSON file is a list of LLaVA-style items ``{"id", "conversations", "data_source", "video"}`` with
 ``<image>`` marking the video in the first human turn; its kind (:data:`KINDS`) is the ``cap`` /
 ``oe`` / ``mc`` word of its file name. Multiple-choice questions list their options one per line
-(``"A. ..."``), which become ``meta["options"]`` (``["(A) ...", ...]``).
+(``"A. ..."``), which become ``meta["options"]`` (``["(A) ...", ...]``). With ``mc_prompt="benchmark"`` the
+user turn of a multiple-choice item is rewritten as the multiple-choice benchmarks (DSR-Bench, VLM4D, ...) ask:
+:func:`utils.data.prompts.multiple_choice_question` (``(A) text`` lines and their instruction), so a model
+trained on these items is evaluated with the prompt it was trained on.
 
 RGA3 trains on the ActivityNet-QA, NExT-QA and PerceptionTest files of every duration (it globs
 ``**/*activitynetqa*.json``, ``**/*nextqa*.json``, ``**/*perceptiontest*.json``), the default
@@ -43,6 +46,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from utils.data.llava_conversation import chat_turns, final_answer, media_path, read_items
+from utils.data.prompts import multiple_choice_question
 from utils.data.registry import register_dataset
 from utils.data.schema import Sample
 from utils.video.clip import read_clip
@@ -64,6 +68,8 @@ RGA3_SOURCES = ("activitynetqa", "nextqa", "perceptiontest")
 SUBSET_FOLDER = re.compile(r"^(" + "|".join(DURATIONS) + r")_(.+)$")
 OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s*(.+?)\s*$")
 """One option line of a multiple-choice question: ``A. text``, ``A) text`` or ``(A) text``."""
+MC_PROMPTS = ("as_released", "benchmark")
+"""How a multiple-choice user turn is worded: as in the file, or as the multiple-choice benchmarks word it."""
 
 
 def file_kind(path: Path) -> str | None:
@@ -82,6 +88,25 @@ def question_options(question: str) -> list[str]:
     return options
 
 
+def question_stem(question: str, where: str) -> str:
+    """The question of a multiple-choice user turn: its lines before the options (and an ``Options:`` line).
+
+    Raises:
+        ValueError: naming ``where`` if nothing precedes the options.
+    """
+    stem = []
+    for line in question.splitlines():
+        if OPTION_LINE.match(line):
+            break
+        stem.append(line)
+    if stem and stem[-1].strip().rstrip(":").lower() in ("options", "choices"):
+        stem.pop()
+    text = "\n".join(stem).strip()
+    if not text:
+        raise ValueError(f"{where}: a multiple-choice turn with no question before its options: {question!r}")
+    return text
+
+
 class LLaVAVideoDataset(Dataset):
     """LLaVA-Video-178K video question answering / captioning, ``num_frames`` frames per sample.
 
@@ -93,6 +118,11 @@ class LLaVAVideoDataset(Dataset):
         sources: which sources to read (default :data:`RGA3_SOURCES`).
         durations: which duration buckets to read (default all).
         kinds: which kinds of :data:`KINDS` values to read (default all).
+        mc_prompt: one of :data:`MC_PROMPTS` (see the module docstring).
+        questions_per_sample: items about one video (same file, same ``video``) asked in turn in one sample, a
+            multi-turn conversation on one read of its frames (the collator trains every answer): a video costs
+            far more tokens than a question. Items are grouped per video in an order drawn from ``seed``; a
+            video's last group may be smaller. ``1``: one item per sample.
     """
 
     def __init__(
@@ -104,7 +134,20 @@ class LLaVAVideoDataset(Dataset):
         sources: tuple[str, ...] | list[str] = RGA3_SOURCES,
         durations: tuple[str, ...] | list[str] = DURATIONS,
         kinds: tuple[str, ...] | list[str] = KIND_NAMES,
+        mc_prompt: str = "as_released",
+        questions_per_sample: int = 1,
     ):
+        if (
+            isinstance(questions_per_sample, bool)
+            or not isinstance(questions_per_sample, int)
+            or questions_per_sample < 1
+        ):
+            raise ValueError(
+                f"llava_video: questions_per_sample must be a positive integer, got {questions_per_sample!r}"
+            )
+        if mc_prompt not in MC_PROMPTS:
+            raise ValueError(f"llava_video: mc_prompt must be one of {MC_PROMPTS}, got {mc_prompt!r}")
+        self.mc_prompt = mc_prompt
         bad_count = isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1
         if num_frames is not None and bad_count:
             raise ValueError(f"llava_video: num_frames must be a positive integer or None, got {num_frames!r}")
@@ -131,18 +174,37 @@ class LLaVAVideoDataset(Dataset):
                 f"llava_video: no {list(kinds)} JSON file of sources {list(sources)} in "
                 f"{self.root}/<{'|'.join(durations)}>_<source>/"
             )
+        self.groups = self._group(questions_per_sample)
+
+    def _group(self, questions_per_sample: int) -> list[list[int]]:
+        """Item indices per sample (see ``questions_per_sample``)."""
+        if questions_per_sample == 1:
+            return [[index] for index in range(len(self.items))]
+        by_video: dict[tuple[Path, object], list[int]] = {}
+        for index, (path, _, _, item) in enumerate(self.items):
+            by_video.setdefault((path, item.get("video")), []).append(index)
+        rng = np.random.default_rng(self.seed)
+        groups = []
+        for members in by_video.values():
+            members = [members[i] for i in rng.permutation(len(members))]
+            groups += [members[i : i + questions_per_sample] for i in range(0, len(members), questions_per_sample)]
+        return groups
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.groups)
+
+    def _sample_id(self, group: list[int]) -> str:
+        path = self.items[group[0]][0]
+        return f"llava_video/{SPLIT}/{path.stem}/" + "+".join(str(self.items[i][1]) for i in group)
 
     def sample_ids(self) -> list[str]:
-        """``llava_video/train/<file stem>/<position in the file>``."""
-        return [f"llava_video/{SPLIT}/{path.stem}/{position}" for path, position, _, _ in self.items]
+        """``llava_video/train/<file stem>/<position in the file>`` (positions joined by ``+`` for a group)."""
+        return [self._sample_id(group) for group in self.groups]
 
-    def __getitem__(self, index: int) -> Sample:
+    def _turns(self, index: int) -> tuple[list[dict[str, str]], dict]:
+        """Item ``index``'s chat turns and meta."""
         path, position, kind, item = self.items[index]
-        sample_id = f"llava_video/{SPLIT}/{path.stem}/{position}"
-        where = f"{sample_id} (id {item.get('id')!r} in {path})"
+        where = f"llava_video/{SPLIT}/{path.stem}/{position} (id {item.get('id')!r} in {path})"
         conversation = chat_turns(item.get("conversations"), where)
         meta = {
             "answer": final_answer(conversation),
@@ -159,6 +221,20 @@ class LLaVAVideoDataset(Dataset):
             if len(options) < 2:
                 raise ValueError(f"{where}: a multiple-choice question without 'A. ...' lines: {last_question!r}")
             meta["options"] = options
+            if self.mc_prompt == "benchmark":
+                turn = next(t for t in reversed(conversation) if t["role"] == "user")
+                turn["content"] = multiple_choice_question(question_stem(turn["content"], where), options)
+        return conversation, meta
+
+    def __getitem__(self, index: int) -> Sample:
+        group = self.groups[index]
+        sample_id = self._sample_id(group)
+        conversation, meta = [], {}
+        for member in group:
+            turns, meta = self._turns(member)  # the meta of the last question (its answer is the last turn)
+            conversation += turns
+        path, _, _, item = self.items[group[0]]
+        where = f"{sample_id} (id {item.get('id')!r} in {path})"
         video_path = media_path(path.parent, item.get("video"), where, "video")
         try:
             clip = read_clip(
@@ -192,12 +268,15 @@ def build_llava_video(
     sources: tuple[str, ...] | list[str] = RGA3_SOURCES,
     durations: tuple[str, ...] | list[str] = DURATIONS,
     kinds: tuple[str, ...] | list[str] = KIND_NAMES,
+    mc_prompt: str = "as_released",
+    questions_per_sample: int = 1,
 ) -> LLaVAVideoDataset:
     """LLaVA-Video-178K as released (``root`` = the ``LLaVA-Video-178K`` folder); one split, ``train``.
 
     Every sample has ``num_frames`` frames (fewer only when the video has fewer). Options: ``sources``
-    (default RGA3's: ActivityNet-QA, NExT-QA, PerceptionTest), ``durations``, ``kinds``.
+    (default RGA3's: ActivityNet-QA, NExT-QA, PerceptionTest), ``durations``, ``kinds``, ``mc_prompt``,
+    ``questions_per_sample``.
     """
     if split != SPLIT:
         raise ValueError(f"llava_video has one split, {SPLIT!r}; got {split!r}")
-    return LLaVAVideoDataset(root, num_frames, train, seed, sources, durations, kinds)
+    return LLaVAVideoDataset(root, num_frames, train, seed, sources, durations, kinds, mc_prompt, questions_per_sample)
