@@ -135,14 +135,15 @@ def prior_answer(options: list[str], answers: list[str]) -> str:
 def prior_answers(train_root: Path, eval_root: Path, out: Path) -> dict:
     """Write chance's ``prior`` answers for the evaluated split into the store ``out`` and score them."""
     answers = training_answers(train_root)
-    dataset, _ = build_benchmark_dataset("dsr_bench", eval_root, NUM_FRAMES, [])
+    dataset, _ = build_benchmark_dataset("dsr_bench", eval_root, None, [])
     store = PredictionStore(out)
     done = store.done_ids()
     for question in dataset.questions:
         if question.sample_id not in done:
             letter = prior_answer(list(question.options), answers.get(question.category, []))
             store.write(question.sample_id, [], None, {"answer": letter})
-    return run_eval.main(["--benchmark", "dsr_bench", "--data-root", str(eval_root), "--pred", str(out)])
+    common = ["--benchmark", "dsr_bench", "--data-root", str(eval_root)]
+    return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 
 def type_rows(results: dict[str, dict]) -> dict[str, dict[str, float]]:

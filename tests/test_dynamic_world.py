@@ -245,7 +245,7 @@ def test_training_questions_worded_as_the_benchmark_match_the_evaluated_prompt_w
     (tmp_path / "bench" / "videos").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bench" / "benchmark.parquet")
     (tmp_path / "bench" / "videos" / "v.mp4").write_bytes(b"")
-    evaluated, _ = build_benchmark_dataset("dsr_bench", tmp_path / "bench", 4, [])
+    evaluated, _ = build_benchmark_dataset("dsr_bench", tmp_path / "bench", None, [])
     for index in range(len(worded)):
         prompt = worded[index].conversation[0]["content"]
         assert prompt == evaluated.user_turn(evaluated.questions[index])

@@ -198,3 +198,28 @@ def test_the_aid_averages_over_the_global_batch_however_it_is_split() -> None:
     assert counts == {"num_items_in_batch": 7, "num_routing_queries": 3}
     nothing, readouts = routing_loss(attention, [None, None])  # a rank without targets reports the same terms
     assert nothing.item() == 0 and set(readouts) == set(whole_readouts)
+
+
+def test_a_multiple_choice_answer_looks_at_the_option_its_letter_labels(tmp_path: Path, tiny_model) -> None:
+    from utils.data.llava_video import LLaVAVideoDataset
+    from utils.synthetic.dynamic_formats import generate_split
+    from utils.synthetic.dynamic_world import DynamicWorldConfig
+
+    model, processor = tiny_model
+    generate_split(tmp_path, "train", 1, seed=4, config=DynamicWorldConfig(height=32, width=48, num_frames=6))
+    dataset = LLaVAVideoDataset(
+        tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_prompt="benchmark", questions_per_sample=3
+    )
+    samples = [dataset[0], dataset[1]]
+    batch = collated(samples, model, processor)
+    for sample, target, row, labels in zip(samples, batch["routing_targets"], batch["input_ids"], batch["labels"]):
+        answers = [turn["content"] for turn in sample.conversation if turn["role"] == "assistant"]
+        questions = [turn["content"] for turn in sample.conversation if turn["role"] == "user"]
+        assert target is not None and len(target.queries) == len(answers)  # one per question, each its own
+        assert (labels[target.queries + 1] != IGNORE_INDEX).all()  # the positions predicting the letters
+        torch.testing.assert_close(target.weights.sum(-1), torch.ones(len(answers)))
+        for q, (answer, question) in enumerate(zip(answers, questions)):
+            right = processor.tokenizer.decode(row[target.keys[target.weights[q] > 0]]).strip()
+            option = next(line for line in question.splitlines() if line.startswith(f"({answer})"))
+            assert right == option  # exactly the right option's line: its label and its text
+            assert target.keys[target.weights[q] > 0].max() < target.queries[q]  # in its question, before the answer

@@ -19,6 +19,12 @@ Targets, per sample (:func:`routing_targets`):
   the objects its question is about (the loader's ``meta["gt_boxes"]`` per question: ScanQA's objects,
   Scan2Cap's and ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
   (:func:`~utils.scene3d.proposal_views.proposal_views`);
+* a multiple-choice answer (``meta["options"]``; the answer is one option's letter, DSR-Bench's format): the
+  position predicting each answer's letter looks at the tokens of the option that letter labels in its question
+  (``(C) 4.9 m``), against every option's tokens (:func:`choice_target`). A tiny model must learn both to find
+  the option that fits what it saw and to copy that option's letter, and the letter alone rewards neither until
+  both work; this pulls the answer onto the right option, so both can form (its query has to come from the
+  video or the geometry tokens to tell the options apart);
 * otherwise, nothing (the sample trains by its answer's loss alone).
 
 A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
@@ -42,6 +48,7 @@ import torch
 from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.box_text import grid_to_pixels, parse_grid_boxes
 from utils.data.collate import IGNORE_INDEX
+from utils.data.llava_video import OPTION_LINE
 from utils.data.schema import Sample
 from utils.scene3d.proposal_views import proposal_views
 
@@ -163,6 +170,8 @@ def routing_targets(
             targets.append(None)
         elif sample.scene is not None:
             targets.append(scene_target(sample, labels, layout, tokens))
+        elif sample.meta.get("options"):
+            targets.append(choice_target(sample, row, labels, decode))
         else:
             targets.append(frame_target(sample, row, labels, layout, decode))
     return targets
@@ -202,6 +211,62 @@ def frame_target(
         return None
     weights = torch.stack([cells[k] for _, k in chosen])
     return RoutingTarget(torch.tensor([q for q, _ in chosen]), layout.positions, weights)
+
+
+def option_spans(question: str) -> dict[str, tuple[int, int]]:
+    """``{letter: (start, end)}``: the character span of each option line (``(A) text``, ``A. text``) of a
+    multiple-choice user turn, in order from ``A``."""
+    spans, offset = {}, 0
+    for line in question.splitlines(keepends=True):
+        match = OPTION_LINE.match(line)
+        if match and match.group(1) == chr(ord("A") + len(spans)):
+            spans[match.group(1)] = (offset + len(line) - len(line.lstrip()), offset + len(line.rstrip()))
+        offset += len(line)
+    return spans
+
+
+def tokens_covering(ends: np.ndarray, lengths: list[int], start: int, end: int) -> list[int]:
+    """The tokens (token ``i`` covers characters ``[ends[i] - lengths[i], ends[i])``) overlapping ``[start, end)``."""
+    return [i for i, (stop, length) in enumerate(zip(ends.tolist(), lengths)) if stop > start and stop - length < end]
+
+
+def choice_target(
+    sample: Sample, row: torch.Tensor, labels: torch.Tensor, decode: Callable[[int], str]
+) -> RoutingTarget | None:
+    """A multiple-choice sample's target: the position predicting each answer's letter looks at the tokens of the
+    right option, among all its question's option tokens (module docstring). Turns whose answer is not one of its
+    options' letters, or whose options are not found in the tokens, are left out."""
+    texts = [decode(int(token)) for token in row]
+    lengths = [len(text) for text in texts]
+    ends = np.cumsum(lengths)
+    full = "".join(texts)
+    turns = sample.conversation
+    pairs = [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns) - 1, 2)]
+    starts = answer_starts(labels)
+    if len(starts) != len(pairs):
+        return None
+    chosen: list[tuple[int, list[int], list[int]]] = []  # (query, every option's tokens, the right option's)
+    for start, (question, answer) in zip(starts, pairs):
+        letter, spans = answer.strip().strip("()."), option_spans(question)
+        if letter not in spans or start == 0:
+            continue
+        first, last = spans["A"][0], spans[chr(ord("A") + len(spans) - 1)][1]
+        found = full.rfind(question[first:last], 0, int(ends[start - 1]))
+        if found < 0:
+            continue
+        shift = found - first
+        right = tokens_covering(ends, lengths, spans[letter][0] + shift, spans[letter][1] + shift)
+        every = tokens_covering(ends, lengths, found, found + last - first)
+        if right:
+            chosen.append((start - 1, every, right))
+    if not chosen:
+        return None
+    keys = sorted({i for _, every, _ in chosen for i in every})
+    column = {position: k for k, position in enumerate(keys)}
+    weights = torch.zeros(len(chosen), len(keys))
+    for q, (_, _, right) in enumerate(chosen):
+        weights[q, [column[i] for i in right]] = 1.0 / len(right)
+    return RoutingTarget(torch.tensor([query for query, _, _ in chosen]), torch.tensor(keys), weights)
 
 
 class RoutingTargetCollator:
