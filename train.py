@@ -62,11 +62,8 @@ def build_model(cfg: DictConfig, dtype: torch.dtype | None = None):
     dtype = dtype or DTYPES[cfg.train.dtype]
     seg = OmegaConf.to_container(model_cfg.seg) if model_cfg.get("seg") is not None else None
     lora = OmegaConf.to_container(model_cfg.lora) if model_cfg.get("lora") else None
-    encoders = {  # an encoder set to null is off (e.g. model.encoders.geometry=null on the command line)
-        name: options
-        for name, options in OmegaConf.to_container(model_cfg.get("encoders") or {}).items()
-        if options is not None
-    } or None
+    encoders = OmegaConf.to_container(model_cfg.encoders) if model_cfg.get("encoders") else {}
+    encoders = {name: options for name, options in encoders.items() if options is not None} or None  # null: off
     grounding = OmegaConf.to_container(model_cfg.grounding) if model_cfg.get("grounding") is not None else None
     if model_cfg.get("pretrained"):
         model, processor = load_unigr(model_cfg.pretrained, model_cfg.attn_implementation, dtype, seg=seg)

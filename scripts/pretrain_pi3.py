@@ -15,7 +15,7 @@ Writes ``<output_dir>/model.safetensors`` in Pi3's checkpoint layout (loaded by
 well a linear read-out of the *encoder's* patch tokens recovers each patch's log depth (R^2), beside the same
 read-out of a random encoder of the same size.
 
-    python scripts/pretrain_pi3.py --config configs/pi3_tiny_dynamic.yaml [key=value ...]
+    python scripts/pretrain_pi3.py --config configs/pi3/tiny_dynamic.yaml [key=value ...]
 """
 
 from __future__ import annotations

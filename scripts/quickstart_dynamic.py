@@ -52,7 +52,7 @@ from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET  # no
 
 CONFIG = ROOT / "configs" / "quickstart_dynamic.yaml"
 PI3_ASSET = ROOT / "assets" / "pi3_tiny_dynamic"
-"""The shipped tiny Pi3 (``python scripts/pretrain_pi3.py --config configs/pi3_tiny_dynamic.yaml``)."""
+"""The shipped tiny Pi3 (``python scripts/pretrain_pi3.py --config configs/pi3/tiny_dynamic.yaml``)."""
 SEED = 0
 NUM_FRAMES = 16
 """Frames per video the model sees: every frame of the synthetic clips."""

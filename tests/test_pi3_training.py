@@ -108,7 +108,9 @@ def test_pretrain_pi3_writes_a_checkpoint_the_gsm_and_pi3_load_and_its_metrics(t
         "model.head_hidden_size=16",
     ]
     overrides += ["model.camera_hidden_size=8", "model.encoder_heads=2", "model.decoder_heads=2", "model.head_heads=2"]
-    pretrain_pi3.main(["--config", "configs/pi3_tiny_dynamic.yaml", *overrides])
+    pretrain_pi3.main(
+        ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "pi3" / "tiny_dynamic.yaml"), *overrides]
+    )
     described = json.loads((out / "pi3_config.json").read_text())
     config = Pi3Config(**described["pi3"])
     model = Pi3Model.from_pi3_checkpoint(out / "model.safetensors", config)  # every key, strictly
