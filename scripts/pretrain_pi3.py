@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from model.geometry.pi3_encoder import encode_frames  # noqa: E402
 from model.geometry.pi3_losses import clip_scale, confidence_loss, local_point_loss, relative_pose_loss  # noqa: E402
 from utils.synthetic.dynamic_geometry import GeometryClip, GeometryClips, render_geometry_clips  # noqa: E402
 from utils.training.config import config_from_command_line, save_config  # noqa: E402
+from utils.training.trainer import warmup_cosine  # noqa: E402
 
 
 def encoder_overrides(config: Pi3Config) -> dict:
@@ -86,7 +86,8 @@ def patch_depth_dataset(encoder, clips: list[GeometryClip]) -> tuple[torch.Tenso
         depth = clip.points[..., 2].clamp_min(1e-6).log() * clip.valid
         pooled = torch.nn.functional.avg_pool2d(depth[:, None], patch)[:, 0]  # (T, h, w)
         full = torch.nn.functional.avg_pool2d(clip.valid[:, None], patch)[:, 0] == 1.0
-        features.append(tokens[full]), targets.append(pooled[full])
+        features.append(tokens[full])
+        targets.append(pooled[full])
     return torch.cat(features), torch.cat(targets)
 
 
@@ -101,18 +102,9 @@ def probe_r2(encoder, train: list[GeometryClip], held_out: list[GeometryClip], r
     return float(1 - ((predicted - y_test) ** 2).sum() / ((y_test - y_test.mean()) ** 2).sum())
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to ``min_ratio * peak``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def main(argv: list[str] | None = None) -> None:
     cfg = config_from_command_line(argv, __doc__)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, output_dir / "config.yaml")
@@ -133,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = tqdm(range(cfg.train.max_steps), desc="pi3")
     for step in progress:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg.train.max_steps, cfg.train.lr, cfg.train.warmup_steps, 0.05)
+            group["lr"] = cfg.train.lr * warmup_cosine(step, cfg.train.warmup_steps, cfg.train.max_steps, 0.05)
         terms = losses(model, batches.batch(cfg.train.batch_size), weights)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()

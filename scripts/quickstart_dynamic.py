@@ -122,9 +122,9 @@ def prior_answer(options: list[str], answers: list[str]) -> str:
     """The letter chance's ``prior`` picks among ``options`` (``"(A) text"``) from one type's training ``answers``."""
     texts = [option_text(option) for option in options]
     numbers = [NUMBER.match(text) for text in texts]
-    known = [NUMBER.match(answer) for answer in answers]
-    if all(numbers) and any(known):
-        centre = sorted(math.log(float(match.group(1))) for match in known if match)[sum(map(bool, known)) // 2]
+    values = sorted(math.log(float(match.group(1))) for match in map(NUMBER.match, answers) if match)
+    if all(numbers) and values:
+        centre = values[len(values) // 2]  # the median (the upper one of an even count)
         distances = [abs(math.log(max(float(match.group(1)), 1e-6)) - centre) for match in numbers]
         return "ABCD"[distances.index(min(distances))]
     counts = Counter(answers)

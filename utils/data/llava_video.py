@@ -216,13 +216,12 @@ class LLaVAVideoDataset(Dataset):
             "data_source": item.get("data_source"),
         }
         if kind == "multi_choice":
-            last_question = next(t["content"] for t in reversed(conversation) if t["role"] == "user")
-            options = question_options(last_question)
+            turn = next(t for t in reversed(conversation) if t["role"] == "user")
+            options = question_options(turn["content"])
             if len(options) < 2:
-                raise ValueError(f"{where}: a multiple-choice question without 'A. ...' lines: {last_question!r}")
+                raise ValueError(f"{where}: a multiple-choice question without 'A. ...' lines: {turn['content']!r}")
             meta["options"] = options
             if self.mc_prompt == "benchmark":
-                turn = next(t for t in reversed(conversation) if t["role"] == "user")
                 turn["content"] = multiple_choice_question(question_stem(turn["content"], where), options)
         return conversation, meta
 
