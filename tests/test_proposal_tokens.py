@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model.builder import build_unigr, load_unigr
-from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER, ProposalTokenEncoder
+from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER, ProposalTokenEncoder, named_classes
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
 from utils.data.collate import SampleCollator
 from utils.data.registry import LOADERS
@@ -161,3 +161,46 @@ def test_a_shift_every_object_shares_cannot_reach_the_tokens_and_features_have_u
     identifiers = encoder.identifier_embedding.weight
     features = (tokens[:3] - identifiers[:3] + identifiers.mean(dim=0)).detach()
     torch.testing.assert_close(features.norm(dim=1), torch.ones(3), atol=1e-2, rtol=0)  # up to the norm eps
+
+
+def test_with_question_match_the_objects_the_question_names_carry_the_named_vector(tiny_parts, scanqa_sample) -> None:
+    encoders = {"proposals": {"max_proposals": 24, "question_match": True}}
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders=encoders)
+    model.eval()
+    collate = SampleCollator.for_model(model, processor)
+    labels = list(scanqa_sample.proposal_labels)
+    named, other = labels[0], next(label for label in labels if label != labels[0])
+
+    def tokens(question: str) -> torch.Tensor:
+        turns = [{"role": "user", "content": question}, scanqa_sample.conversation[1]]
+        batch = collate([dataclasses.replace(scanqa_sample, conversation=turns)])
+        assert "question_mask" in batch
+        return _embeds(model, batch)[0, _slots(processor, batch)][: len(labels)]
+
+    encoder = model.input_assembly.encoders["proposals"]
+    direction = torch.nn.functional.normalize(encoder.named_embedding.detach(), dim=0)
+    first, second = tokens(f"What colour is the {named}?"), tokens(f"What colour is the {other}?")
+    along = (first - second) @ direction  # (P,): the named vector moved from one class's objects to the other's
+    for label, shift in zip(labels, along.tolist()):
+        if label == named:
+            assert shift > 0.5
+        elif label == other:
+            assert shift < -0.5
+    unchanged = torch.tensor([label not in (named, other) for label in labels])
+    spread = (first - second)[unchanged] - (first - second)[unchanged].mean(0)  # only the centring moves the rest
+    assert spread.abs().max() < 1e-5
+
+
+def test_a_class_is_named_where_its_tokens_occur_in_a_row_in_the_question() -> None:
+    question = [7, 3, 4, 5, 9, 3, 4]
+    labels = [[3, 4, 5], [4, 5, -1], [3, 5, -1], [9, -1, -1], [-1, -1, -1]]
+    assert named_classes(question, labels).tolist() == [1.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_question_match_refuses_a_batch_without_the_question_mask(tiny_parts, scanqa_sample) -> None:
+    encoders = {"proposals": {"max_proposals": 24, "question_match": True}}
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders=encoders)
+    batch = SampleCollator.for_model(model, processor)([scanqa_sample])
+    del batch["question_mask"]
+    with pytest.raises(ValueError, match="question_mask"):
+        _embeds(model.eval(), batch)

@@ -181,6 +181,28 @@ def test_each_scene_answer_starts_by_looking_at_the_objects_its_question_is_abou
         assert masks[2 * slot : 2 * slot + 2, ys, xs].any()  # the heaviest token shows the object
 
 
+def test_with_object_tokens_a_scene_answer_looks_at_its_objects_tokens(scanqa_sample, tiny_parts) -> None:
+    from model.builder import build_unigr
+    from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER
+
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"proposals": {"max_proposals": 12}})
+    proposals = scanqa_sample.proposals
+    last = len(proposals) - 1
+    sample = copy.deepcopy(scanqa_sample)
+    sample.meta["turn_boxes"] = [proposals[[last]] + 0.02, proposals[[0, 1]]]  # a jittered box matches its proposal
+    batch = collated([sample], model.eval(), processor)
+    target = batch["routing_targets"][0]
+    slots = (batch["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids(PROPOSAL_PLACEHOLDER)).nonzero()[:, 0]
+    assert target.keys.tolist() == slots.tolist()  # the object tokens, not the video tokens
+    assert target.weights[0].nonzero()[:, 0].tolist() == [last]  # token k is proposal k
+    torch.testing.assert_close(target.weights[1, :2], torch.tensor([0.5, 0.5]))
+    assert target.weights.sum(1).tolist() == pytest.approx([1.0, 1.0])
+    far = copy.deepcopy(sample)  # an object no proposal found: that answer is not supervised
+    far.meta["turn_boxes"] = [proposals[[last]] + np.array([50.0, 0, 0, 0, 0, 0]), proposals[[0]]]
+    missed = collated([far], model, processor)["routing_targets"][0]
+    assert len(missed.queries) == 1 and missed.queries[0] == target.queries[1]
+
+
 def test_the_aid_averages_over_the_global_batch_however_it_is_split() -> None:
     torch.manual_seed(0)
     attention = torch.rand(2, 2, 6, 6).softmax(-1)

@@ -24,6 +24,15 @@ tokens' norm grew to 32, 35 times a word embedding's, with a mean pairwise cosin
 then leaves what tells the objects apart at a fraction of a percent. Centring removes any component all objects of
 a scene share; the unit length keeps the objects' features at a word embedding's scale.
 
+With ``question_match: true`` each object token also says whether the question names its class: 1 where the class
+name's tokens (as a word, ``proposal_label_ids``) occur in a row among the tokens of the sample's user turns
+(``batch["question_mask"]``; so "chairs" names a chair wherever the tokenizer splits it after "chair"), else 0,
+centred over the scene's proposals, times a learned "named" vector. The answer then finds the objects its question
+names by looking for that vector, whatever the words, instead of first carrying the question's class into its own
+query (a tiny LLM trained for minutes does not: its attention from the answer to the object tokens was no better
+than chance at picking the named one). It reads every user turn of a sample, so a sample should hold one question,
+as evaluation asks them.
+
 Slots past the scene's proposals get a learned "no object" embedding plus their identifier. A scene with more
 proposals than ``max_proposals`` is an error naming the sample (raise ``max_proposals``; dropping objects silently
 would hide them from every answer).
@@ -58,13 +67,19 @@ class ProposalTokenEncoder(InputEncoder):
         max_proposals: appended tokens per sample (the most proposals a scene may have).
         hidden_size: the MLP's width (default D).
         box_scale: metres per unit of the box embedding's input.
+        question_match: add how strongly the question names each proposal's class (module docstring).
     """
 
     kind = "append"
     placeholder = PROPOSAL_PLACEHOLDER
 
     def __init__(
-        self, llm_hidden_size: int, max_proposals: int = 100, hidden_size: int | None = None, box_scale: float = 1.0
+        self,
+        llm_hidden_size: int,
+        max_proposals: int = 100,
+        hidden_size: int | None = None,
+        box_scale: float = 1.0,
+        question_match: bool = False,
     ):
         super().__init__()
         if max_proposals < 1:
@@ -86,6 +101,9 @@ class ProposalTokenEncoder(InputEncoder):
         )
         self.identifier_embedding = nn.Embedding(max_proposals, llm_hidden_size)
         self.no_object = nn.Parameter(torch.zeros(llm_hidden_size))
+        self.question_match = question_match
+        if question_match:
+            self.named_embedding = nn.Parameter(torch.zeros(llm_hidden_size))
 
     def reset_new_parameters(self, std: float) -> None:
         # The box and appearance embeddings keep PyTorch's fan-in initialisation (a few numbers of order 1 in);
@@ -96,6 +114,8 @@ class ProposalTokenEncoder(InputEncoder):
         nn.init.eye_(self.label_proj.weight)
         nn.init.normal_(self.identifier_embedding.weight, std=std)
         nn.init.normal_(self.no_object, std=std)
+        if self.question_match:  # a unit-length direction, as large as the normalised object features
+            nn.init.normal_(self.named_embedding, std=self.named_embedding.shape[0] ** -0.5)
 
     def proposal_tokens(
         self,
@@ -104,6 +124,7 @@ class ProposalTokenEncoder(InputEncoder):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         class_names: torch.Tensor | None,
+        named: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(max_proposals, D)`` tokens of one sample.
 
@@ -113,6 +134,7 @@ class ProposalTokenEncoder(InputEncoder):
                 (:class:`utils.scene3d.proposal_views.ProposalViews`).
             class_names: ``(P, D)`` class-name embeddings (:func:`model.proposal_features.class_name_embeddings`),
                 or ``None`` without detector labels.
+            named: ``(P,)`` 1 for a proposal whose class the question names, else 0 (:func:`named_classes`).
         """
         dtype = self.box_embedding.weight.dtype
         count = len(proposals)
@@ -131,6 +153,9 @@ class ProposalTokenEncoder(InputEncoder):
         )
         if class_names is not None:
             objects = objects + self.label_proj(class_names.to(dtype))
+        if self.question_match and named is not None:
+            named = named.to(objects.device, dtype)
+            objects = objects + (named - named.mean())[:, None] * self.named_embedding
         tokens = self.no_object.expand(self.num_appended, -1)
         tokens = torch.cat([objects, tokens[count:]]) if count else tokens
         identifiers = self.identifier_embedding.weight
@@ -143,6 +168,9 @@ class ProposalTokenEncoder(InputEncoder):
         batch = context.batch
         proposals, views = batch.get("proposals"), batch.get("proposal_views")
         label_ids = batch.get("proposal_label_ids")
+        question_mask = batch.get("question_mask")
+        if self.question_match and question_mask is None:
+            raise ValueError("question_match needs the batch's question_mask (collate with SampleCollator.for_model)")
         segments = sample_segments(batch.get("packed_segments"), embeds.shape[:2])
         rows = list(embeds.unbind(0))
         for sample, (row, start, end) in enumerate(segments):
@@ -172,6 +200,22 @@ class ProposalTokenEncoder(InputEncoder):
             names = None
             if label_ids is not None and label_ids[sample] is not None and context.embed_tokens is not None:
                 names = class_name_embeddings(context.embed_tokens, label_ids[sample].to(embeds.device))
-            tokens = self.proposal_tokens(embeds[row, video], boxes, view.token_weights, view.appearance, names)
+            named = None
+            if self.question_match and label_ids is not None and label_ids[sample] is not None:
+                question = context.input_ids[row, start:end][question_mask[row, start:end].to(embeds.device)]
+                named = named_classes(question.tolist(), label_ids[sample].tolist())
+            tokens = self.proposal_tokens(embeds[row, video], boxes, view.token_weights, view.appearance, names, named)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
         return torch.stack(rows)
+
+
+def named_classes(question_ids: list[int], label_ids: list[list[int]]) -> torch.Tensor:
+    """``(P,)`` float: 1 where proposal ``p``'s class-name tokens (``label_ids[p]``, -1 padded) occur in a row in
+    ``question_ids``, else 0 (0 for a proposal without a name)."""
+    found = []
+    for tokens in label_ids:
+        name = [token for token in tokens if token >= 0]
+        width = len(name)
+        hit = width > 0 and any(question_ids[i : i + width] == name for i in range(len(question_ids) - width + 1))
+        found.append(float(hit))
+    return torch.tensor(found)

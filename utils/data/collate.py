@@ -290,18 +290,21 @@ def _proposal_views(
     return result
 
 
-def geometry_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
-    """What the geometry encoder (:mod:`model.encoders.geometry`) reads, for collators with ``geometry_inputs``:
+def question_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
+    """``question_mask`` ``(B, L)`` bool, for collators with ``question_inputs`` (the encoders that read the
+    question: the geometry encoder, object tokens with ``question_match``): the tokens of the user turns' text
+    (:func:`question_mask`), the same tokens in a training and an inference batch of a sample."""
+    if collator.question_inputs:
+        batch["question_mask"] = question_mask(batch["input_ids"], collator.processor.tokenizer)
 
-    * ``question_mask`` ``(B, L)`` bool: the tokens of the user turns' text (:func:`question_mask`), the same
-      tokens in a training and an inference batch of a sample;
-    * ``geometry_frames``: per sample its frames as Qwen sees them, ``(T, 3, grid_h * P, grid_w * P)`` float in
-      ``[0, 1]`` (``P`` = Qwen's patch size, the sample's ``video_grid_thw`` row; bilinear, antialiased), or
-      ``None`` for a sample without video tokens (images, text only).
-    """
+
+def geometry_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
+    """What the geometry encoder (:mod:`model.encoders.geometry`) reads besides the question mask, for collators
+    with ``geometry_inputs``: ``geometry_frames``, per sample its frames as Qwen sees them, ``(T, 3, grid_h * P,
+    grid_w * P)`` float in ``[0, 1]`` (``P`` = Qwen's patch size, the sample's ``video_grid_thw`` row; bilinear,
+    antialiased), or ``None`` for a sample without video tokens (images, text only)."""
     if not collator.geometry_inputs:
         return
-    batch["question_mask"] = question_mask(batch["input_ids"], collator.processor.tokenizer)
     patch = collator.processor.video_processor.patch_size
     frames = []
     for sample, grid in zip(samples, _video_grids(collator, samples, batch.get("video_grid_thw"))):
@@ -339,6 +342,7 @@ COLLATE_STEPS: tuple[CollateStep, ...] = (
     region_prompts_step,
     scene_step,
     grounding_step,
+    question_step,
     geometry_step,
 )
 """The per-field steps, in order, after the text and visual inputs."""
@@ -367,6 +371,7 @@ class SampleCollator:
             head; another back-projection of every depth frame).
         geometry_inputs: add the question mask and the video samples' frames at Qwen's size (for the geometry
             encoder, :func:`geometry_step`).
+        question_inputs: add the question mask (:func:`question_step`; always with ``geometry_inputs``).
     """
 
     def __init__(
@@ -379,18 +384,20 @@ class SampleCollator:
         token_positions: bool = False,
         proposal_views: bool = False,
         geometry_inputs: bool = False,
+        question_inputs: bool = False,
     ):
         self.processor, self.sam_image_size, self.inference = processor, sam_image_size, inference
         self.after_visual, self.media, self.token_positions = after_visual, media, token_positions
         self.proposal_views = proposal_views
         self.geometry_inputs = geometry_inputs
+        self.question_inputs = question_inputs or geometry_inputs
 
     @classmethod
     def for_model(cls, model, processor: ProcessorMixin, inference: bool = False) -> SampleCollator:
         """The collator a UniGR model takes: SAM2 frames at its head's size (if it has the head), the
         placeholders of its appended encoder tokens, token positions if its 3D position encoder reads them,
-        proposal views if it has a grounding head or the proposal encoder, and the geometry encoder's inputs if it
-        has that encoder."""
+        proposal views if it has a grounding head or the proposal encoder, the question mask if an encoder reads
+        the question, and the geometry encoder's inputs if it has that encoder."""
         seg_head = getattr(model, "seg_head", None)
         encoders = model.config.encoders or {}
         return cls(
@@ -401,6 +408,7 @@ class SampleCollator:
             token_positions="position3d" in encoders,
             proposal_views=getattr(model, "grounding_head", None) is not None or "proposals" in encoders,
             geometry_inputs="geometry" in encoders,
+            question_inputs=bool((encoders.get("proposals") or {}).get("question_match")),
         )
 
     def __call__(self, samples: list[Sample]) -> dict:

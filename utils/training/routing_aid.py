@@ -17,8 +17,10 @@ Targets, per sample (:func:`routing_targets`):
   pulled to the box too, the last layer's attention had no room left for the spelling: "right hl");
 * a 3D scene (a video of posed RGB-D frames): the position predicting the first token of each answer looks at
   the objects its question is about (the loader's ``meta["gt_boxes"]`` per question: ScanQA's objects,
-  Scan2Cap's and ScanRefer's target), each video token weighted by its pixels inside their 3D boxes
-  (:func:`~utils.scene3d.proposal_views.proposal_views`);
+  Scan2Cap's and ScanRefer's target). With object tokens (``model.encoders.proposals``: one ``<proposal>`` token
+  per proposal after the video) it looks at the tokens of the proposals that match those objects (3D IoU at
+  least :data:`PROPOSAL_MATCH_IOU`), equally weighted (:func:`proposal_turn_weights`); without them, at the video
+  tokens, each weighted by its pixels inside their 3D boxes (:func:`~utils.scene3d.proposal_views.proposal_views`);
 * a multiple-choice answer (``meta["options"]``; the answer is one option's letter, DSR-Bench's format): the
   position predicting each answer's letter looks at the tokens of the option that letter labels in its question
   (``(C) 4.9 m``), against every option's tokens (:func:`choice_target`). A tiny model must learn both to find
@@ -45,15 +47,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER
 from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.box_text import grid_to_pixels, parse_grid_boxes
 from utils.data.collate import IGNORE_INDEX
 from utils.data.llava_video import OPTION_LINE
+from utils.data.scene3d import match_proposals
 from utils.data.schema import Sample
 from utils.scene3d.proposal_views import proposal_views
 
 EPSILON = 1e-6
 """Added to the attention before its log: a target token the layer ignores costs ``-log(1e-6)``, not infinity."""
+PROPOSAL_MATCH_IOU = 0.25
+"""A question's object is the proposal whose 3D box overlaps its box most, if at least this much (ScanRefer's
+Acc@0.25 threshold: a proposal the benchmark would count as finding the object)."""
 
 
 @dataclass
@@ -142,6 +149,27 @@ def scene_turn_weights(sample: Sample, layout, tokens: VisualTokens) -> list[tor
     return result
 
 
+def proposal_turn_weights(sample: Sample, num_slots: int) -> list[torch.Tensor | None]:
+    """Per answer of a scene sample, ``(num_slots,)`` weights of its ``<proposal>`` tokens (token ``k`` is proposal
+    ``k``): equal on the proposals matched to the objects its question is about (``meta["turn_boxes"]``, or
+    ``meta["gt_boxes"]``; :func:`~utils.data.scene3d.match_proposals` at :data:`PROPOSAL_MATCH_IOU`), or ``None``
+    (no boxes, or none matched)."""
+    proposals = sample.proposals if sample.proposals is not None else np.zeros((0, 6))
+    result: list[torch.Tensor | None] = []
+    for boxes in sample.meta.get("turn_boxes", [sample.meta.get("gt_boxes")]):
+        ids, _ = match_proposals(
+            np.asarray(boxes if boxes is not None else np.zeros((0, 6))), proposals, PROPOSAL_MATCH_IOU
+        )
+        ids = sorted({int(k) for k in ids if 0 <= k < num_slots})
+        if not ids:
+            result.append(None)
+            continue
+        weights = torch.zeros(num_slots)
+        weights[ids] = 1.0 / len(ids)
+        result.append(weights)
+    return result
+
+
 def sample_boxes(sample: Sample) -> tuple[np.ndarray | None, bool]:
     """``(boxes, in_answer)``: the sample's answer boxes (``Sample.boxes``, pixels of the frame as loaded), else
     the boxes of its question (grid boxes of its last user turn, in pixels), else ``(None, False)``."""
@@ -156,10 +184,15 @@ def sample_boxes(sample: Sample) -> tuple[np.ndarray | None, bool]:
 
 
 def routing_targets(
-    samples: list[Sample], batch: dict, tokens: VisualTokens, decode: Callable[[int], str]
+    samples: list[Sample],
+    batch: dict,
+    tokens: VisualTokens,
+    decode: Callable[[int], str],
+    proposal_token: int | None = None,
 ) -> list[RoutingTarget | None]:
     """Per sample of a collated ``batch`` (rows in ``samples``' order), its :class:`RoutingTarget`, or ``None``
-    (no box, no visual tokens, or no answer token to supervise)."""
+    (no box, no visual tokens, or no answer token to supervise). ``proposal_token``: the ``<proposal>``
+    placeholder's id, where the model has object tokens."""
     if batch.get("packed_segments") is not None:
         raise ValueError("the routing aid reads one sample per row: turn sequence packing off (data.pack_length)")
     targets: list[RoutingTarget | None] = []
@@ -169,7 +202,8 @@ def routing_targets(
         if layout is None:
             targets.append(None)
         elif sample.scene is not None:
-            targets.append(scene_target(sample, labels, layout, tokens))
+            slots = (row == proposal_token).nonzero()[:, 0] if proposal_token is not None else row[:0]
+            targets.append(scene_target(sample, labels, layout, tokens, slots))
         elif sample.meta.get("options"):
             targets.append(choice_target(sample, row, labels, decode))
         else:
@@ -177,19 +211,26 @@ def routing_targets(
     return targets
 
 
-def scene_target(sample: Sample, labels: torch.Tensor, layout, tokens: VisualTokens) -> RoutingTarget | None:
-    """A scene sample's target: each answer's first token looks at its question's objects (module docstring)."""
+def scene_target(
+    sample: Sample, labels: torch.Tensor, layout, tokens: VisualTokens, proposal_slots: torch.Tensor | None = None
+) -> RoutingTarget | None:
+    """A scene sample's target: each answer's first token looks at its question's objects, at their object tokens
+    where the row has them (``proposal_slots``: the positions of its ``<proposal>`` tokens), else at their video
+    tokens (module docstring)."""
     if sample.medium != "video":
         return None
     starts = answer_starts(labels)
-    turns = scene_turn_weights(sample, layout, tokens)
+    if proposal_slots is not None and len(proposal_slots):
+        keys, turns = proposal_slots, proposal_turn_weights(sample, len(proposal_slots))
+    else:
+        keys, turns = layout.positions, scene_turn_weights(sample, layout, tokens)
     if len(starts) != len(turns):
         return None
     chosen = [(start - 1, weights) for start, weights in zip(starts, turns) if weights is not None and start > 0]
     if not chosen:
         return None
     queries = torch.tensor([query for query, _ in chosen])
-    return RoutingTarget(queries, layout.positions, torch.stack([weights for _, weights in chosen]))
+    return RoutingTarget(queries, keys, torch.stack([weights for _, weights in chosen]))
 
 
 def frame_target(
@@ -274,10 +315,13 @@ class RoutingTargetCollator:
 
     def __init__(self, collator: Callable[[list[Sample]], dict], tokens: VisualTokens, tokenizer):
         self.collator, self.tokens, self.tokenizer = collator, tokens, tokenizer
+        found = tokenizer.convert_tokens_to_ids(PROPOSAL_PLACEHOLDER)
+        self.proposal_token = found if found is not None and found != tokenizer.unk_token_id else None
 
     def __call__(self, samples: list[Sample]) -> dict:
         batch = self.collator(samples)
-        batch["routing_targets"] = routing_targets(samples, batch, self.tokens, self.tokenizer.decode)
+        targets = routing_targets(samples, batch, self.tokens, self.tokenizer.decode, self.proposal_token)
+        batch["routing_targets"] = targets
         return batch
 
 
