@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from model.builder import build_unigr, load_unigr
-from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER, ProposalTokenEncoder, named_classes
+from model.encoders.proposal_tokens import (
+    PROPOSAL_PLACEHOLDER,
+    ProposalTokenEncoder,
+    named_classes,
+    unit_over_scene,
+)
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
 from utils.data.collate import SampleCollator
 from utils.data.registry import LOADERS
@@ -150,16 +155,16 @@ def test_a_saved_model_with_the_encoder_loads_back_with_the_same_tokens(
     torch.testing.assert_close(_embeds(loaded, again), _embeds(model, batch))
 
 
-def test_a_shift_every_object_shares_cannot_reach_the_tokens_and_features_have_unit_length() -> None:
+def test_a_shift_every_object_shares_cannot_reach_the_tokens_and_each_feature_term_has_unit_length() -> None:
     encoder, boxes = standalone_encoder(max_proposals=5)
     inputs = (torch.randn(10, 16), boxes, torch.rand(3, 10), torch.rand(3, APPEARANCE_DIM), None)
     tokens = encoder.proposal_tokens(*inputs)
     with torch.no_grad():
         encoder.mlp[3].bias += 10.0  # what Adam's drift did to a free output shift
+        encoder.appearance_embedding.bias += 10.0
         encoder.identifier_embedding.weight += 3.0
     torch.testing.assert_close(encoder.proposal_tokens(*inputs), tokens, atol=2e-4, rtol=1e-3)  # float32 rounding
-    identifiers = encoder.identifier_embedding.weight
-    features = (tokens[:3] - identifiers[:3] + identifiers.mean(dim=0)).detach()
+    features = unit_over_scene(torch.randn(3, 16) * 50 + 7)
     torch.testing.assert_close(features.norm(dim=1), torch.ones(3), atol=1e-2, rtol=0)  # up to the norm eps
 
 
