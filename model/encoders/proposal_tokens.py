@@ -68,7 +68,7 @@ class ProposalTokenEncoder(InputEncoder):
         max_proposals: appended tokens per sample (the most proposals a scene may have).
         hidden_size: the MLP's width (default D).
         box_scale: metres per unit of the box embedding's input.
-        question_match: add how strongly the question names each proposal's class (module docstring).
+        question_match: mark the proposals whose class the question names (module docstring).
     """
 
     kind = "append"
