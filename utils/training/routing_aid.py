@@ -130,6 +130,12 @@ def answer_starts(labels: torch.Tensor) -> list[int]:
     return [p for p, on in enumerate(labelled) if on and (p == 0 or not labelled[p - 1])]
 
 
+def question_boxes(sample: Sample) -> list[np.ndarray | None]:
+    """Per answer of a scene sample, the ``(K, 6)`` boxes of the objects its question is about
+    (``meta["turn_boxes"]``, or ``meta["gt_boxes"]`` for a sample of one question), ``None`` where unknown."""
+    return sample.meta.get("turn_boxes", [sample.meta.get("gt_boxes")])
+
+
 def scene_turn_weights(sample: Sample, layout, tokens: VisualTokens) -> list[torch.Tensor | None]:
     """Per answer of a scene sample, ``(N,)`` weights of its video tokens by their pixels inside the boxes of the
     objects its question is about (``meta["turn_boxes"]``, or ``meta["gt_boxes"]`` for a sample of one question;
@@ -137,7 +143,7 @@ def scene_turn_weights(sample: Sample, layout, tokens: VisualTokens) -> list[tor
     slots, h, w = layout.grid
     merge = tokens.spatial_merge_size
     result: list[torch.Tensor | None] = []
-    for boxes in sample.meta.get("turn_boxes", [sample.meta.get("gt_boxes")]):
+    for boxes in question_boxes(sample):
         if boxes is None or not len(boxes):
             result.append(None)
             continue
@@ -156,10 +162,8 @@ def proposal_turn_weights(sample: Sample, num_slots: int) -> list[torch.Tensor |
     (no boxes, or none matched)."""
     proposals = sample.proposals if sample.proposals is not None else np.zeros((0, 6))
     result: list[torch.Tensor | None] = []
-    for boxes in sample.meta.get("turn_boxes", [sample.meta.get("gt_boxes")]):
-        ids, _ = match_proposals(
-            np.asarray(boxes if boxes is not None else np.zeros((0, 6))), proposals, PROPOSAL_MATCH_IOU
-        )
+    for boxes in question_boxes(sample):
+        ids = match_proposals(boxes, proposals, PROPOSAL_MATCH_IOU)[0] if boxes is not None else []
         ids = sorted({int(k) for k in ids if 0 <= k < num_slots})
         if not ids:
             result.append(None)
@@ -202,7 +206,7 @@ def routing_targets(
         if layout is None:
             targets.append(None)
         elif sample.scene is not None:
-            slots = (row == proposal_token).nonzero()[:, 0] if proposal_token is not None else row[:0]
+            slots = (row == proposal_token).nonzero()[:, 0] if proposal_token is not None else None
             targets.append(scene_target(sample, labels, layout, tokens, slots))
         elif sample.meta.get("options"):
             targets.append(choice_target(sample, row, labels, decode))
@@ -315,13 +319,13 @@ class RoutingTargetCollator:
 
     def __init__(self, collator: Callable[[list[Sample]], dict], tokens: VisualTokens, tokenizer):
         self.collator, self.tokens, self.tokenizer = collator, tokens, tokenizer
-        found = tokenizer.convert_tokens_to_ids(PROPOSAL_PLACEHOLDER)
-        self.proposal_token = found if found is not None and found != tokenizer.unk_token_id else None
+        self.proposal_token = tokenizer.get_added_vocab().get(PROPOSAL_PLACEHOLDER)  # None: no object tokens
 
     def __call__(self, samples: list[Sample]) -> dict:
         batch = self.collator(samples)
-        targets = routing_targets(samples, batch, self.tokens, self.tokenizer.decode, self.proposal_token)
-        batch["routing_targets"] = targets
+        batch["routing_targets"] = routing_targets(
+            samples, batch, self.tokens, self.tokenizer.decode, self.proposal_token
+        )
         return batch
 
 
