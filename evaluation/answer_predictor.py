@@ -3,7 +3,8 @@
 For text benchmarks (region QA, object descriptions). Frames are chosen and collated as for
 segmentation (:class:`~evaluation.unigr_predictor.UniGRPredictor`), the sample's region prompts go
 through the collator's region step to the model's region encoder, and the answer is decoded
-greedily up to the end of the turn.
+greedily up to the end of the turn. A grounding answer's ``[GRD]`` is written as the proposals the head chose
+(``<OBJ003>``); an answer that grounded an object to read it (``[GRD][READ] white``) is its words.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from evaluation.unigr_predictor import UniGRPredictor
-from utils.data.prompts import GRD_TOKEN
+from utils.data.prompts import GRD_TOKEN, READ_TOKEN
 from utils.data.schema import Sample
 from utils.scene3d.object_ids import format_object_id
 
@@ -52,7 +53,7 @@ class UniGRAnswerPredictor(UniGRPredictor):
         options = sample.meta.get("options") if self.options_only else None
         if not options:
             result = self.model.generate(inputs, max_new_tokens=self.max_new_tokens)
-            if result.grounding is not None:
+            if result.grounding is not None and READ_TOKEN not in self.answer_text(result.sequences, inputs, False):
                 return None, self.grounded_text(result, inputs)
             return None, self.answer_text(result.sequences, inputs)
         letters = [chr(ord("A") + i) for i in range(len(options))]

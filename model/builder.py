@@ -201,9 +201,11 @@ def assemble_unigr(
 
 
 def add_placeholder_tokens(backbone: PreTrainedModel, processor: ProcessorMixin, encoders: dict | None) -> list[str]:
-    """Add the placeholder tokens of ``encoders`` to the tokenizer (and embedding rows where the backbone has
-    too few); returns them, sorted."""
-    placeholders = sorted({cls.placeholder for cls in encoder_classes(encoders).values() if cls.placeholder})
+    """Add the placeholder tokens (and extra tokens) of ``encoders`` to the tokenizer (and embedding rows where the
+    backbone has too few); returns them, sorted."""
+    classes = encoder_classes(encoders).values()
+    tokens = {cls.placeholder for cls in classes if cls.placeholder}
+    placeholders = sorted(tokens | {token for cls in classes for token in cls.extra_tokens})
     if placeholders:
         processor.tokenizer.add_tokens(placeholders, special_tokens=True)
         grow_embeddings(backbone, processor.tokenizer)

@@ -70,6 +70,9 @@ class InputEncoder(nn.Module):
 
     kind: ClassVar[str]
     placeholder: ClassVar[str | None] = None
+    extra_tokens: ClassVar[tuple[str, ...]] = ()
+    """Special tokens besides the placeholder that the encoder fills wherever they occur (the builder adds them to
+    the tokenizer and ``config.placeholder_token_ids``)."""
     parameter_groups: ClassVar[dict[str, tuple[str, ...]] | None] = None
     """Module groups (``model.groups``) -> parameter-name prefixes inside the encoder, narrowest first; ``None``:
     one group ``encoder_<name>`` (:func:`utils.training.trainable.group_prefixes`)."""

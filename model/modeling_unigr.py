@@ -29,6 +29,7 @@ from model.input_assembly import (
     packed_rope_position_ids,
     rope_position_ids,
 )
+from utils.data.prompts import READ_TOKEN
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -306,6 +307,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         seg_id = self.config.seg_token_id
         previous = self.seg_config is not None and self.seg_config.seg_hidden == "previous"
         grd_id = self.config.grd_token_id if self.grounding_head is not None else None
+        reader = self.object_reader()
+        read_id = self.placeholder_token_ids().get(READ_TOKEN) if reader is not None and grd_id is not None else None
 
         cache = DynamicCache(config=self.language_model.config)
         out = self.language_model(
@@ -323,6 +326,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         seg_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         grd_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         sequences = input_ids
+        grounded = [-1] * batch_size  # per row, the proposal its last generated [GRD] grounded (-1: none yet)
         for _ in range(max_new_tokens):
             scores = processors(sequences, self.backbone.lm_head(hidden).float())
             if do_sample:
@@ -338,8 +342,12 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 streamer.put(tokens.cpu())
             attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=1)
             step_positions = next_position.view(1, -1, 1).expand(3, -1, 1)
+            step_embeds = self.get_input_embeddings()(tokens[:, None])  # (B, 1, D)
+            if read_id is not None:  # [READ]: the object token of what the row's last [GRD] grounded
+                for row in (tokens == read_id).nonzero()[:, 0].tolist():
+                    step_embeds[row, 0] = self.read_embedding(reader, embeds[row], input_ids[row], grounded[row])
             out = self.language_model(
-                inputs_embeds=self.get_input_embeddings()(tokens[:, None]),
+                inputs_embeds=step_embeds,
                 attention_mask=attention_mask,
                 position_ids=step_positions,
                 past_key_values=cache,
@@ -351,8 +359,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 for row in (tokens == seg_id).nonzero()[:, 0].tolist():
                     seg_states[row].append(hidden[row])
             if grd_id is not None:  # the [GRD] token's own state, as the head reads it in training
-                for row in (tokens == grd_id).nonzero()[:, 0].tolist():
+                just_grounded = (tokens == grd_id).nonzero()[:, 0].tolist()
+                for row in just_grounded:
                     grd_states[row].append(hidden[row])
+                if read_id is not None and just_grounded:
+                    grounded = self.last_grounded(grounded, just_grounded, grd_states, prompt_hidden, input_ids, batch)
             finished |= torch.isin(tokens, eos_ids)
             if bool(finished.all()):
                 break
@@ -368,6 +379,44 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             result.grd_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in grd_states]
             result.grounding = self.ground(result.grd_hidden, prompt_hidden, input_ids, batch)
         return result
+
+    def object_reader(self) -> InputEncoder | None:
+        """The encoder that fills ``[READ]`` with grounded objects (:mod:`model.encoders.proposal_tokens`), if any."""
+        for encoder in self.input_assembly.encoders.values():
+            if READ_TOKEN in encoder.extra_tokens:
+                return encoder
+        return None
+
+    def read_embedding(
+        self, reader: InputEncoder, prompt_embeds: torch.Tensor, prompt_ids: torch.Tensor, proposal: int
+    ) -> torch.Tensor:
+        """``(D,)`` input embedding of a generated ``[READ]``: the object token of ``proposal`` as the prompt's
+        assembly appended it (``prompt_embeds (L, D)``), as training fills it; the token's own embedding for a
+        prompt without object tokens (no scene)."""
+        slots = (prompt_ids == self.placeholder_token_ids()[reader.placeholder]).nonzero()[:, 0]
+        if len(slots) == 0:
+            return self.get_input_embeddings().weight[self.placeholder_token_ids()[READ_TOKEN]]
+        return reader.read_embedding(prompt_embeds[slots], proposal)
+
+    def last_grounded(
+        self,
+        grounded: list[int],
+        rows: list[int],
+        grd_states: list[list[torch.Tensor]],
+        prompt_hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        batch: dict,
+    ) -> list[int]:
+        """``grounded`` with ``rows`` (which just generated a ``[GRD]``) set to the first proposal the head chose
+        for that ``[GRD]`` (-1 for none), as a ``[READ]`` in training reads its ``[GRD]``'s first target."""
+        width = prompt_hidden.shape[-1]
+        states = [torch.stack(row) if row else prompt_hidden.new_zeros(0, width) for row in grd_states]
+        choice = self.ground(states, prompt_hidden, input_ids, batch)
+        updated = list(grounded)
+        for row in rows:
+            chosen = choice["pred_proposal_ids"][row] if choice is not None else []
+            updated[row] = int(chosen[-1][0]) if chosen and len(chosen[-1]) else -1
+        return updated
 
     def ground(
         self, grd_hidden: list[torch.Tensor], prompt_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict

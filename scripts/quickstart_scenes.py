@@ -4,9 +4,10 @@ formats (two stages) -> each benchmark scored for the trained model, the same mo
 Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks`: the training rooms (split
 ``train``) with seed :data:`TRAIN_SEED`, the evaluated ones (``val``, and ``test`` for SQA3D) with seed
 :data:`EVAL_SEED`, so no evaluated room is trained on. Training starts from the shipped quick-start model in two
-stages: stage 1 (:data:`READING_CONFIG`) teaches it to read a region token, describing the pointed-at object on 2
-frames per room for thousands of cheap steps; stage 2 (:data:`CONFIG`: 3D position encoder and proposal grounding
-head) trains all five benchmarks on 8 frames from stage 1's model. Every
+stages: stage 1 (:data:`READING_CONFIG`) teaches it to read an object's token, describing a region-prompted object
+and answering ScanQA questions about one object by grounding it and reading it back (``[GRD][READ]``), on 2 frames
+per room for thousands of cheap steps; stage 2 (:data:`CONFIG`) trains all five benchmarks on 8 frames from stage
+1's model. Every
 benchmark is predicted and scored by the real scripts (:mod:`evaluation.run_inference`,
 :mod:`evaluation.run_eval`); grounding is answered by the head (loader option ``grounding=head``).
 
@@ -59,7 +60,8 @@ from utils.synthetic.scene3d_formats import generate_scene_benchmarks  # noqa: E
 
 CONFIG = ROOT / "configs" / "quickstart_scenes.yaml"
 READING_CONFIG = ROOT / "configs" / "quickstart_scenes_reading.yaml"
-"""Stage 1: captions of region-prompted objects on 2 frames, thousands of cheap steps (see the config)."""
+"""Stage 1: captions of region-prompted objects and grounded-and-read ScanQA answers on 2 frames, thousands of cheap
+steps (see the config)."""
 TRAIN_SEED = 1
 """Seed of the training rooms."""
 EVAL_SEED = 0
@@ -119,10 +121,10 @@ def train(
 
 def loader_options(benchmark: str) -> list[str]:
     """Loader options (``KEY=VALUE``) as :data:`CONFIG` trains with them: grounding benchmarks are answered by the
-    proposal grounding head, Scan2Cap gets its object as a region token."""
+    proposal grounding head, Scan2Cap gets its object as a region token, ScanQA grounds and reads its object."""
     if benchmark in GROUNDING_BENCHMARKS:
         return ["grounding=head"]
-    return ["object_prompt=region"] if benchmark == "scan2cap" else []
+    return {"scan2cap": ["object_prompt=region"], "scanqa": ["read_object=true"]}.get(benchmark, [])
 
 
 def benchmark_arguments(benchmark: str, eval_root: Path) -> list[str]:

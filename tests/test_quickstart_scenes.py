@@ -9,6 +9,9 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
+from evaluation.benchmarks import parse_options
 from evaluation.prediction_store import PredictionStore
 from scripts import quickstart_scenes
 
@@ -73,3 +76,10 @@ def test_training_points_only_the_configs_own_datasets_at_the_training_rooms(tmp
     roots = [item for item in command if ".root=" in item]
     assert roots == [f"data.datasets.{name}.root={tmp_path / 'rooms'}" for name in ("scanqa", "sqa3d")]
     assert "train.max_steps=5" in command
+
+
+def test_each_benchmark_is_evaluated_with_the_loader_options_it_is_trained_with() -> None:
+    datasets = yaml.safe_load(quickstart_scenes.CONFIG.read_text())["data"]["datasets"]
+    for name in quickstart_scenes.SCENE_BENCHMARKS:
+        trained = {k: v for k, v in datasets[name].get("options", {}).items() if k != "questions_per_sample"}
+        assert parse_options(quickstart_scenes.loader_options(name)) == trained, name

@@ -34,6 +34,15 @@ query (a tiny LLM trained for minutes does not: its attention from the answer to
 than chance at picking the named one). It reads every user turn of a sample, so a sample should hold one question,
 as evaluation asks them.
 
+**Ground, then read.** Each ``[READ]`` (:data:`~utils.data.prompts.READ_TOKEN`) of a sample with proposals gets the
+object token of the proposal the ``[GRD]`` before it grounded (the ``k``-th ``[READ]`` that of the ``k``-th ``[GRD]``),
+or the "no object" embedding when it grounded none, so the words after it are predicted from a position that holds
+the object itself instead of from an attention that must first find it among the object tokens. Which proposal: in
+training the proposal matching the ``[GRD]``'s first ground-truth box (``batch["gt_boxes_3d"]``, IoU ``>=
+read_iou``, as the grounding head's targets), or ``batch["read_proposals"]`` (per sample a list of proposal indices,
+-1 for none) when given; in generation the grounding head's choice for the ``[GRD]`` just generated
+(:meth:`model.modeling_unigr.UniGRForConditionalGeneration.generate`, through :meth:`read_embedding`).
+
 Slots past the scene's proposals get a learned "no object" embedding plus their identifier. A scene with more
 proposals than ``max_proposals`` is an error naming the sample (raise ``max_proposals``; dropping objects silently
 would hide them from every answer).
@@ -51,8 +60,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.geometry import sample_segments
+from model.heads.proposal_grounding import match_targets
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.proposal_features import class_name_embeddings, pool_by_pixel_share
+from utils.data.prompts import READ_TOKEN
 from utils.scene3d.proposal_views import APPEARANCE_DIM
 
 PROPOSAL_PLACEHOLDER = "<proposal>"
@@ -69,10 +80,12 @@ class ProposalTokenEncoder(InputEncoder):
         hidden_size: the MLP's width (default D).
         box_scale: metres per unit of the box embedding's input.
         question_match: mark the proposals whose class the question names (module docstring).
+        read_iou: a ``[READ]`` in training reads the proposal matching its ``[GRD]``'s box at this IoU or above.
     """
 
     kind = "append"
     placeholder = PROPOSAL_PLACEHOLDER
+    extra_tokens = (READ_TOKEN,)
 
     def __init__(
         self,
@@ -81,15 +94,19 @@ class ProposalTokenEncoder(InputEncoder):
         hidden_size: int | None = None,
         box_scale: float = 1.0,
         question_match: bool = False,
+        read_iou: float = 0.25,
     ):
         super().__init__()
         if max_proposals < 1:
             raise ValueError(f"max_proposals must be positive, got {max_proposals}")
         if box_scale <= 0:
             raise ValueError(f"box_scale must be positive, got {box_scale}")
+        if not 0 <= read_iou <= 1:
+            raise ValueError(f"read_iou must be in [0, 1], got {read_iou}")
         hidden_size = hidden_size or llm_hidden_size
         self.num_appended = max_proposals
         self.box_scale = box_scale
+        self.read_iou = read_iou
         self.visual_norm = nn.LayerNorm(llm_hidden_size)
         self.appearance_embedding = nn.Linear(APPEARANCE_DIM, llm_hidden_size)
         self.box_embedding = nn.Linear(6, llm_hidden_size)
@@ -156,6 +173,26 @@ class ProposalTokenEncoder(InputEncoder):
         identifiers = self.identifier_embedding.weight
         return tokens + identifiers - identifiers.mean(dim=0, keepdim=True)  # (max_proposals, D)
 
+    def read_embedding(self, object_tokens: torch.Tensor, proposal: int) -> torch.Tensor:
+        """``(D,)`` what a ``[READ]`` holds: row ``proposal`` of a sample's ``(max_proposals, D)`` object tokens
+        (as appended after its video), or the "no object" embedding for ``proposal < 0`` (nothing grounded)."""
+        return object_tokens[proposal] if proposal >= 0 else self.no_object.to(object_tokens.dtype)
+
+    def read_targets(self, batch: dict, sample: int, proposals: torch.Tensor, where: str) -> list[int]:
+        """Per ``[GRD]`` of a training sample, the proposal its ``[READ]`` reads (-1: none; module docstring)."""
+        given = batch.get("read_proposals")
+        if given is not None and given[sample] is not None:
+            return [int(k) for k in given[sample]]
+        targets = batch.get("gt_boxes_3d")
+        if targets is None or targets[sample] is None:
+            raise ValueError(f"{where}: a {READ_TOKEN} without read_proposals or the [GRD] targets (gt_boxes_3d)")
+        chosen = []
+        for boxes in targets[sample]:
+            owner = torch.zeros(min(len(boxes), 1), dtype=torch.long)
+            _, matched = match_targets(boxes[:1].float(), owner, proposals.float(), self.read_iou)
+            chosen.append(int(matched[0]) if len(matched) else -1)
+        return chosen
+
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         placeholders = context.input_ids == context.token_ids[self.placeholder]  # (B, L)
         if not bool(placeholders.any()):
@@ -201,6 +238,14 @@ class ProposalTokenEncoder(InputEncoder):
                 named = named_classes(question.tolist(), label_ids[sample].tolist())
             tokens = self.proposal_tokens(embeds[row, video], boxes, view.token_weights, view.appearance, names, named)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
+            read_id = context.token_ids.get(READ_TOKEN)
+            reads = [] if read_id is None else (context.input_ids[row, start:end] == read_id).nonzero()[:, 0] + start
+            if len(reads):
+                chosen = self.read_targets(batch, sample, boxes, where)
+                if len(reads) > len(chosen):
+                    raise ValueError(f"{where}: {len(reads)} {READ_TOKEN} for {len(chosen)} grounded objects")
+                read = torch.stack([self.read_embedding(tokens, k) for k in chosen[: len(reads)]])
+                rows[row] = rows[row].index_copy(0, reads, read.to(embeds.dtype))
         return torch.stack(rows)
 
 

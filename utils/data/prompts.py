@@ -12,6 +12,10 @@ SEG_TOKEN = "[SEG]"
 GRD_TOKEN = "[GRD]"
 """The token whose last hidden state the proposal grounding head matches against a 3D scene's object proposals."""
 
+READ_TOKEN = "[READ]"
+"""Right after a ``[GRD]``: the token whose input embedding is the object token of the proposal that ``[GRD]``
+grounded (:mod:`model.encoders.proposal_tokens`), so the words after it read that object (ground, then read)."""
+
 PROPOSAL_GROUNDING_ANSWER = f"Sure, {GRD_TOKEN}."
 """The assistant turn of a 3D grounding question answered by the proposal grounding head: one ``[GRD]`` per
 question, also for several or no targets (the head's multi-target mode picks any number of proposals)."""

@@ -23,12 +23,16 @@ which gives Video-3D LLM's turn). ``meta``: ``answers``, ``question_type`` (also
 type of :func:`~utils.data.scene3d.question_type`, SQA3D LLaVA items keep their own), ``question_id``,
 ScanQA's ``object_ids`` / ``object_names`` / ``gt_boxes`` (``None`` where the scan has no ground truth),
 SQA3D's ``situation`` and ``question`` (official layout).
+
+ScanQA's loader option ``read_object`` (:class:`ScanQADataset`) answers a question about one object by grounding it
+and reading it back: ``"[GRD][READ] white"``; the answer's words are what is scored.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from utils.data.prompts import GRD_TOKEN, READ_TOKEN
 from utils.data.registry import register_dataset
 from utils.data.scanrefer import official_item
 from utils.data.scene3d import (
@@ -60,9 +64,21 @@ def _answers(value: object, where: str) -> list[str]:
 
 
 class ScanQADataset(Scene3DDataset):
-    """ScanQA samples (see the module docstring)."""
+    """ScanQA samples (see the module docstring).
+
+    Args:
+        read_object: a question about one object of the scan is answered ``"[GRD][READ] <answer>"``: grounded
+            first (the proposal grounding head, trained on the question's object as ScanRefer's target), then read
+            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`).
+    """
 
     kind = "scanqa"
+
+    def __init__(self, *args: object, read_object: bool = False, **kwargs: object):
+        if read_object and kwargs.get("view", "video") != "video":
+            raise ValueError("scanqa: read_object reads object tokens of the video's proposals; it needs view='video'")
+        self.read_object = read_object
+        super().__init__(*args, **kwargs)
 
     def parse_official(self, entry: Entry, where: str) -> Annotation:
         item = official_item(entry, where)
@@ -101,7 +117,14 @@ class ScanQADataset(Scene3DDataset):
             "gt_boxes": boxes,
             "category": annotation.meta["question_type"],
         }
-        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), annotation.answers[0], meta
+        answer = annotation.answers[0]
+        if self.read_object and boxes is not None and len(boxes) == 1:
+            answer, meta["read_object"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True
+        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
+
+    def target_fields(self, meta: dict) -> dict:
+        """The grounded object of a ``read_object`` answer, as a single-target ``[GRD]``'s box."""
+        return {"boxes_3d": [meta["gt_boxes"]], "grounding_multi": False} if meta.get("read_object") else {}
 
 
 class SQA3DDataset(Scene3DDataset):
@@ -163,7 +186,7 @@ class SQA3DDataset(Scene3DDataset):
 
 
 build_scanqa = register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))(
-    scene_loader(ScanQADataset, (SCANQA_FILE,))
+    scene_loader(ScanQADataset, (SCANQA_FILE,), read_object=False)
 )
 build_sqa3d = register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))(
     scene_loader(SQA3DDataset, (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE))

@@ -582,15 +582,18 @@ class Scene3DDataset(Dataset):
 
 
 def merge_target_fields(fields: Sequence[dict], sample_id: str) -> dict:
-    """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: their ``boxes_3d`` one
-    after the other (every item has them or none does) and their common ``grounding_multi``."""
+    """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: the ``boxes_3d`` of those
+    that have them (answers with a ``[GRD]``) one after the other, and their common ``grounding_multi``."""
     if len(fields) == 1:
         return dict(fields[0])
-    if len({frozenset(field) for field in fields}) != 1 or len({field.get("grounding_multi") for field in fields}) != 1:
+    targeted = [field for field in fields if field]
+    if not targeted:
+        return {}
+    if len({frozenset(field) for field in targeted}) != 1 or len({f.get("grounding_multi") for f in targeted}) != 1:
         raise ValueError(f"{sample_id}: the items asked in turn have different kinds of targets")
-    merged = dict(fields[0])
+    merged = dict(targeted[0])
     if "boxes_3d" in merged:
-        merged["boxes_3d"] = [boxes for field in fields for boxes in field["boxes_3d"]]
+        merged["boxes_3d"] = [boxes for field in targeted for boxes in field["boxes_3d"]]
     return merged
 
 

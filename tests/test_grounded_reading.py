@@ -1,0 +1,206 @@
+"""Ground, then read: a ScanQA answer about one object grounds it (``[GRD]``, the proposal grounding head) and reads
+it back (``[READ]`` holds the grounded proposal's object token), in the loader, in training's input assembly and in
+generation alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.answer_predictor import UniGRAnswerPredictor
+from model.builder import add_encoders, build_unigr
+from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER
+from tests.test_model import ForceAnswer
+from utils.data import scanqa  # noqa: F401  (registers the loaders)
+from utils.data.collate import SampleCollator
+from utils.data.prompts import GRD_TOKEN, READ_TOKEN
+from utils.data.registry import LOADERS
+from utils.data.schema import Sample
+from utils.scene3d.boxes import box_iou_3d
+from utils.synthetic.rooms import RoomConfig
+from utils.synthetic.scene3d_formats import generate_scene_benchmarks
+
+ROOMS = RoomConfig(height=48, width=64, num_frames=4)
+ENCODERS = {"proposals": {"max_proposals": 24}}
+
+
+@pytest.fixture(scope="module")
+def scene_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rooms")
+    generate_scene_benchmarks(root, "train", 2, seed=0, config=ROOMS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def scanqa_reading(scene_root: Path):
+    return LOADERS["scanqa"].build(scene_root, "train", num_frames=4, train=False, seed=0, read_object=True)
+
+
+@pytest.fixture(scope="module")
+def read_sample(scanqa_reading) -> Sample:
+    """A colour question about one object whose box a proposal matches."""
+    for index in range(len(scanqa_reading)):
+        sample = scanqa_reading[index]
+        if sample.meta.get("read_object") and sample.meta["question_type"] == "what":
+            if box_iou_3d(torch.from_numpy(sample.boxes_3d[0]), torch.from_numpy(sample.proposals)).max() >= 0.25:
+                return sample
+    raise AssertionError("no readable colour question in the rooms")
+
+
+@pytest.fixture(scope="module")
+def reading_model(tiny_parts):
+    """``(model, processor)``: tiny UniGR with object tokens and the grounding head, in eval mode."""
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders=ENCODERS, grounding={})
+    return model.eval(), processor
+
+
+def _slots(processor, batch: dict) -> torch.Tensor:
+    return (batch["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids(PROPOSAL_PLACEHOLDER)).nonzero()[:, 0]
+
+
+def _reads(processor, batch: dict) -> torch.Tensor:
+    return (batch["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids(READ_TOKEN)).nonzero()[:, 0]
+
+
+def _embeds(model, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model.assemble(batch["input_ids"], batch)[0]
+
+
+def test_read_object_grounds_questions_about_one_object_and_leaves_counts_as_words(scanqa_reading) -> None:
+    kinds = {"read": 0, "plain": 0}
+    for index in range(len(scanqa_reading)):
+        sample = scanqa_reading[index]
+        answer, words = sample.conversation[1]["content"], sample.meta["answers"][0]
+        if len(sample.meta["object_ids"]) == 1:
+            assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}"
+            assert len(sample.boxes_3d) == 1 and not sample.grounding_multi
+            np.testing.assert_array_equal(sample.boxes_3d[0], sample.meta["gt_boxes"])
+            kinds["read"] += 1
+        else:  # "How many chairs ...": several objects, answered in words
+            assert answer == words and sample.boxes_3d is None
+            kinds["plain"] += 1
+    assert kinds["read"] > 0 and kinds["plain"] > 0
+
+
+def test_a_model_gaining_object_tokens_gains_the_read_token(tiny_parts) -> None:
+    model, processor = build_unigr(tiny_parts["backbone"], None)
+    assert READ_TOKEN not in processor.tokenizer.get_added_vocab()
+    add_encoders(model, processor, ENCODERS)
+    read_id = processor.tokenizer.convert_tokens_to_ids(READ_TOKEN)
+    assert model.config.placeholder_token_ids[READ_TOKEN] == read_id
+    assert processor.tokenizer.encode(READ_TOKEN, add_special_tokens=False) == [read_id]
+
+
+def test_in_training_read_holds_the_token_of_the_proposal_matching_the_grounded_object(
+    reading_model, read_sample
+) -> None:
+    model, processor = reading_model
+    batch = SampleCollator.for_model(model, processor)([read_sample])
+    embeds = _embeds(model, batch)
+    (read,) = _reads(processor, batch).tolist()
+    expected = int(
+        box_iou_3d(torch.from_numpy(read_sample.boxes_3d[0]), torch.from_numpy(read_sample.proposals))[0].argmax()
+    )
+    object_tokens = embeds[0, _slots(processor, batch)]
+    torch.testing.assert_close(embeds[0, read], object_tokens[expected])
+    assert all(
+        not torch.allclose(embeds[0, read], object_tokens[k])
+        for k in range(len(read_sample.proposals))
+        if k != expected
+    )
+
+    encoder = model.input_assembly.encoders["proposals"]
+    other = (expected + 1) % len(read_sample.proposals)
+    chosen = _embeds(model, {**batch, "read_proposals": [[other]]})
+    torch.testing.assert_close(chosen[0, read], object_tokens[other])
+    nothing = _embeds(model, {**batch, "read_proposals": [[-1]]})  # grounded nothing: the "no object" embedding
+    torch.testing.assert_close(nothing[0, read], encoder.no_object.detach())
+    keep = torch.ones(embeds.shape[1], dtype=torch.bool)
+    keep[read] = False
+    torch.testing.assert_close(chosen[0, keep], embeds[0, keep])  # nothing else moves
+
+
+def test_training_a_read_answer_reaches_the_head_and_the_object_tokens(tiny_parts, read_sample) -> None:
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders=ENCODERS, grounding={})
+    batch = SampleCollator.for_model(model, processor)([read_sample])
+    model.train()
+    output = model(**batch)
+    assert float(output.losses["grd_ce"].detach()) > 0
+    output.loss.backward()
+    encoder = model.input_assembly.encoders["proposals"]
+    assert encoder.appearance_embedding.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.grounding_head.parameters() if p.requires_grad)
+
+
+class RecordScores(ForceAnswer):
+    """:class:`ForceAnswer` that keeps the model's own scores at each step."""
+
+    def __init__(self, answer: list[int], prompt_length: int):
+        super().__init__(answer, prompt_length)
+        self.scores: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.scores.append(scores.clone())
+        return super().__call__(input_ids, scores)
+
+
+def _generate_read_answer(model, processor, sample: Sample) -> tuple[dict, list[int], RecordScores, object]:
+    batch = SampleCollator.for_model(model, processor, inference=True)([sample])
+    answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} white<|im_end|>", add_special_tokens=False)
+    record = RecordScores(answer, batch["input_ids"].shape[1])
+    result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[record])
+    return batch, answer, record, result
+
+
+def test_generation_reads_what_its_grd_grounded_as_a_teacher_forced_pass_does(reading_model, read_sample) -> None:
+    model, processor = reading_model
+    batch, answer, record, result = _generate_read_answer(model, processor, read_sample)
+    (chosen,) = result.grounding["pred_proposal_ids"][0]
+    proposal = int(chosen[0]) if len(chosen) else -1
+    with torch.no_grad():  # prompt + answer in one pass, [READ] holding the head's choice
+        sequence = torch.cat([batch["input_ids"], torch.tensor([answer])], dim=1)
+        full = {**batch, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
+        full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
+        forced = model(**full, read_proposals=[[proposal]])
+    prompt_length = batch["input_ids"].shape[1]
+    for step in range(len(answer)):  # the scores of every step, the one after [READ] included
+        torch.testing.assert_close(
+            record.scores[step][0], forced.logits[0, prompt_length - 1 + step], atol=1e-4, rtol=1e-4
+        )
+
+
+def test_what_follows_read_changes_with_the_object_the_grd_grounded(reading_model, read_sample, monkeypatch) -> None:
+    model, processor = reading_model
+    _, _, record, result = _generate_read_answer(model, processor, read_sample)
+    (chosen,) = result.grounding["pred_proposal_ids"][0]
+    first = int(chosen[0]) if len(chosen) else -1
+    other = (first + 1) % len(read_sample.proposals)
+    monkeypatch.setattr(
+        model,
+        "last_grounded",
+        lambda grounded, rows, *args: [other if r in rows else g for r, g in enumerate(grounded)],
+    )
+    _, _, again, _ = _generate_read_answer(model, processor, read_sample)
+    torch.testing.assert_close(again.scores[1], record.scores[1])  # before [READ] is fed, nothing differs
+    assert not torch.allclose(again.scores[2], record.scores[2])  # the word after [READ] reads another object
+
+
+def test_the_answer_predictor_scores_a_read_answer_by_its_words(reading_model, read_sample, tmp_path: Path) -> None:
+    model, processor = reading_model
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    predictor = UniGRAnswerPredictor(tmp_path, num_frames=4, max_new_tokens=8)
+    answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} white<|im_end|>", add_special_tokens=False)
+    generate = predictor.model.generate
+
+    def forced(inputs, **kwargs):
+        result = generate(inputs, logits_processor=[ForceAnswer(answer, inputs["input_ids"].shape[1])], **kwargs)
+        assert result.grounding is not None
+        return result
+
+    predictor.model.generate = forced
+    assert predictor.predict(read_sample)[1] == "white"
