@@ -204,3 +204,17 @@ def test_the_answer_predictor_scores_a_read_answer_by_its_words(reading_model, r
 
     predictor.model.generate = forced
     assert predictor.predict(read_sample)[1] == "white"
+
+
+def test_questions_asked_in_turn_keep_one_box_per_grd_when_only_some_answers_ground(scene_root: Path) -> None:
+    groups = LOADERS["scanqa"].build(
+        scene_root, "train", num_frames=4, train=True, seed=0, read_object=True, questions_per_sample=4
+    )
+    mixed = 0
+    for index in range(len(groups)):
+        sample = groups[index]
+        answers = [turn["content"] for turn in sample.conversation if turn["role"] == "assistant"]
+        grounded = sum(answer.startswith(GRD_TOKEN) for answer in answers)
+        assert len(sample.boxes_3d or []) == grounded
+        mixed += 0 < grounded < len(answers)
+    assert mixed > 0
