@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 
 from model.builder import build_unigr, save_tiny_backbone, save_tiny_sam2
 from utils.synthetic.moving_shapes import generate_mevis
+from utils.synthetic.rooms import RoomConfig
+from utils.synthetic.scene3d_formats import generate_scene_benchmarks
 from utils.training.config import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything must build with no network
@@ -49,4 +51,12 @@ def mevis_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic MeViS-format ``train`` (4 videos) and ``valid_u`` (2 videos), 64 px, 6 frames."""
     root = tmp_path_factory.mktemp("synthetic_mevis")
     generate_mevis(root, 4, 2, seed=0, height=64, width=64, num_frames=6)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_rooms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic rooms (48 x 64 px, 4 frames, seed 0) with every 3D benchmark, split ``train``, official layout."""
+    root = tmp_path_factory.mktemp("small_rooms")
+    generate_scene_benchmarks(root, "train", 2, seed=0, config=RoomConfig(height=48, width=64, num_frames=4))
     return root

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.answer_predictor import UniGRAnswerPredictor
 from model.builder import add_encoders, build_unigr
 from model.encoders.proposal_tokens import PROPOSAL_PLACEHOLDER
+from tests.test_grounding_head_model import forced_answer_predictor
 from tests.test_model import ForceAnswer
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
 from utils.data.collate import SampleCollator
@@ -20,23 +20,13 @@ from utils.data.prompts import GRD_TOKEN, READ_TOKEN
 from utils.data.registry import LOADERS
 from utils.data.schema import Sample
 from utils.scene3d.boxes import box_iou_3d
-from utils.synthetic.rooms import RoomConfig
-from utils.synthetic.scene3d_formats import generate_scene_benchmarks
 
-ROOMS = RoomConfig(height=48, width=64, num_frames=4)
 ENCODERS = {"proposals": {"max_proposals": 24}}
 
 
 @pytest.fixture(scope="module")
-def scene_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rooms")
-    generate_scene_benchmarks(root, "train", 2, seed=0, config=ROOMS)
-    return root
-
-
-@pytest.fixture(scope="module")
-def scanqa_reading(scene_root: Path):
-    return LOADERS["scanqa"].build(scene_root, "train", num_frames=4, train=False, seed=0, read_object=True)
+def scanqa_reading(small_rooms: Path):
+    return LOADERS["scanqa"].build(small_rooms, "train", num_frames=4, train=False, seed=0, read_object=True)
 
 
 @pytest.fixture(scope="module")
@@ -190,25 +180,15 @@ def test_what_follows_read_changes_with_the_object_the_grd_grounded(reading_mode
 
 
 def test_the_answer_predictor_scores_a_read_answer_by_its_words(reading_model, read_sample, tmp_path: Path) -> None:
-    model, processor = reading_model
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    predictor = UniGRAnswerPredictor(tmp_path, num_frames=4, max_new_tokens=8)
-    answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} white<|im_end|>", add_special_tokens=False)
-    generate = predictor.model.generate
-
-    def forced(inputs, **kwargs):
-        result = generate(inputs, logits_processor=[ForceAnswer(answer, inputs["input_ids"].shape[1])], **kwargs)
-        assert result.grounding is not None
-        return result
-
-    predictor.model.generate = forced
+    results = []
+    predictor = forced_answer_predictor(*reading_model, tmp_path, f"{GRD_TOKEN}{READ_TOKEN} white", results)
     assert predictor.predict(read_sample)[1] == "white"
+    assert results[0].grounding is not None
 
 
-def test_questions_asked_in_turn_keep_one_box_per_grd_when_only_some_answers_ground(scene_root: Path) -> None:
+def test_questions_asked_in_turn_keep_one_box_per_grd_when_only_some_answers_ground(small_rooms: Path) -> None:
     groups = LOADERS["scanqa"].build(
-        scene_root, "train", num_frames=4, train=True, seed=0, read_object=True, questions_per_sample=4
+        small_rooms, "train", num_frames=4, train=True, seed=0, read_object=True, questions_per_sample=4
     )
     mixed = 0
     for index in range(len(groups)):

@@ -342,23 +342,29 @@ def test_train_py_trains_the_head_and_the_grd_embedding_row(tmp_path: Path, tiny
         assert not torch.equal(value, before[name]), name
 
 
+def forced_answer_predictor(model, processor, folder: Path, answer: str, seen: list) -> UniGRAnswerPredictor:
+    """An answer predictor of ``model`` (saved to ``folder``) whose generations are forced to ``answer``; each
+    generation's result is appended to ``seen``."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    predictor = UniGRAnswerPredictor(folder, num_frames=4, max_new_tokens=8)
+    ids = processor.tokenizer.encode(f"{answer}<|im_end|>", add_special_tokens=False)
+    generate = predictor.model.generate
+
+    def forced(inputs, **kwargs):
+        seen.append(generate(inputs, logits_processor=[ForceAnswer(ids, inputs["input_ids"].shape[1])], **kwargs))
+        return seen[-1]
+
+    predictor.model.generate = forced
+    return predictor
+
+
 def test_the_answer_predictor_writes_each_grd_as_the_proposals_the_head_chose(
     grounding_model, scanrefer_sample, tmp_path: Path
 ) -> None:
-    model, processor = grounding_model
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    predictor = UniGRAnswerPredictor(tmp_path, num_frames=4, max_new_tokens=8)
-    answer = processor.tokenizer.encode(f"{PROPOSAL_GROUNDING_ANSWER}<|im_end|>", add_special_tokens=False)
-    generate = predictor.model.generate
-    chosen = []
-
-    def forced(inputs, **kwargs):
-        result = generate(inputs, logits_processor=[ForceAnswer(answer, inputs["input_ids"].shape[1])], **kwargs)
-        chosen.extend(result.grounding["pred_proposal_ids"][0][0].tolist())
-        return result
-
-    predictor.model.generate = forced
+    results = []
+    predictor = forced_answer_predictor(*grounding_model, tmp_path, PROPOSAL_GROUNDING_ANSWER, results)
     _, text = predictor.predict(scanrefer_sample)
+    chosen = results[0].grounding["pred_proposal_ids"][0][0].tolist()
     named = " and ".join(f"<OBJ{k:03d}>" for k in chosen) or "none"
     assert text == PROPOSAL_GROUNDING_ANSWER.replace(GRD_TOKEN, named)  # the scorers read these ids

@@ -511,3 +511,43 @@ def test_training_is_deterministic() -> None:
     first, accuracy_first = train(make_head(seed=3), multi=True, steps=5, seed=2)
     second, accuracy_second = train(make_head(seed=3), multi=True, steps=5, seed=2)
     assert first == second and accuracy_first == accuracy_second
+
+
+# --- relations ----------------------------------------------------------------------------------------------
+
+
+def test_the_relation_term_starts_at_zero_so_the_head_starts_as_without_relations() -> None:
+    rng = np.random.default_rng(0)
+    hidden, input_ids, batch, _ = toy_batch(rng, torch.randn(7, HIDDEN), 2, multi=False)
+    plain = make_head(seed=3)
+    related = make_head(seed=3, relation=True)
+    related.load_state_dict(plain.state_dict(), strict=False)  # the shared weights; the relation's are new
+    expected = plain.predict(hidden, input_ids, batch)["grounding_logits"]
+    for got, want in zip(related.predict(hidden, input_ids, batch)["grounding_logits"], expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_a_proposal_scores_by_how_well_its_nearest_proposals_match_the_anchor_query() -> None:
+    head = make_head(relation=True, init_neighbour_distance=0.1)
+    centres = torch.tensor([[0.0, 0, 0], [0.3, 0, 0], [3.0, 0, 0], [3.4, 0, 0]])
+    proposals = torch.cat([centres, torch.ones(4, 3)], dim=1)
+    anchors = torch.tensor([[0.0, 0.0, 5.0, 0.0]])  # the anchor query matches proposal 2 alone
+    scores = head.neighbour_scores(anchors, proposals)[0]
+    assert int(scores.argmax()) == 3  # proposal 2's nearest neighbour
+    assert scores[2] < 1e-3  # a proposal is not its own neighbour
+    assert scores[3] > 4.9 and scores[:2].abs().max() < 1e-3
+    assert torch.equal(head.neighbour_scores(anchors[:, :1], proposals[:1]), torch.zeros(1, 1))  # no neighbour
+
+
+def test_with_the_relation_on_training_reaches_the_anchor_query_and_relation_weights() -> None:
+    head = make_head(relation=True)
+    with torch.no_grad():
+        head.relation["weight"].fill_(1.0)
+    rng = np.random.default_rng(0)
+    hidden, input_ids, batch, _ = toy_batch(rng, torch.randn(7, HIDDEN), 2, multi=False)
+    outputs = head.predict(hidden, input_ids, batch)
+    counts = head.counts(batch)
+    loss, _ = head.losses(outputs, batch, counts)["grd_ce"]
+    loss.backward()
+    for name in ("anchor_proj.weight", "relation.weight", "relation.log_distance"):
+        assert head.get_parameter(name).grad.abs().sum() > 0, name

@@ -21,23 +21,13 @@ from utils.data.collate import SampleCollator
 from utils.data.registry import LOADERS
 from utils.data.schema import Sample
 from utils.scene3d.proposal_views import APPEARANCE_DIM
-from utils.synthetic.rooms import RoomConfig
-from utils.synthetic.scene3d_formats import generate_scene_benchmarks
 
-ROOMS = RoomConfig(height=48, width=64, num_frames=4)
 MAX_PROPOSALS = 24
 
 
 @pytest.fixture(scope="module")
-def scene_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rooms")
-    generate_scene_benchmarks(root, "train", 2, seed=0, config=ROOMS)
-    return root
-
-
-@pytest.fixture(scope="module")
-def scanqa_sample(scene_root: Path) -> Sample:
-    return LOADERS["scanqa"].build(scene_root, "train", num_frames=4, train=False, seed=0)[0]
+def scanqa_sample(small_rooms: Path) -> Sample:
+    return LOADERS["scanqa"].build(small_rooms, "train", num_frames=4, train=False, seed=0)[0]
 
 
 @pytest.fixture(scope="module")

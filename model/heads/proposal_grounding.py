@@ -9,6 +9,12 @@ the depth maps' resolution, and an embedding of the box (centre, size). One lear
 them as candidate ``P``. A query's logits over the ``P + 1`` candidates are scaled cosines (``similarity:
 cosine``, learned scale) or scaled dot products (``similarity: dot``).
 
+With ``relation`` (3D grounding models' object-relation step, kept to one hop) a second, anchor query scores the
+proposals the same way (plus the class-name match), and each proposal adds, times a learned weight that starts at
+0, the anchor logits of the other proposals weighted by nearness (a softmax of minus the distance between box
+centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "the chair next to the red table"
+can rise by being next to what matches "red table".
+
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
 * single target (ScanRefer): cross-entropy over the ``P + 1`` candidates; the target is the proposal with the
@@ -67,6 +73,8 @@ class GroundingHeadConfig:
     single_weight: float = 1.0  # weight of "grd_ce"
     multi_weight: float = 1.0  # weight of "grd_bce"
     multi_positive_weight: float = 1.0  # "grd_bce" weight of positive labels (a scene has far more negatives)
+    relation: bool = False  # each proposal also scores by how well its nearest proposals match an anchor query
+    init_neighbour_distance: float = 0.5  # relation: initial distance scale (metres) of the nearest-proposal weights
 
     @classmethod
     def from_dict(cls, values: dict | None) -> GroundingHeadConfig:
@@ -210,6 +218,15 @@ class ProposalGroundingHead(Head):
         self.logit_scale = None
         if config.similarity == "cosine":
             self.logit_scale = nn.Parameter(torch.empty(()))  # log of the cosine scale
+        self.relation = None
+        if config.relation:
+            self.relation = nn.ParameterDict(
+                {
+                    "weight": nn.Parameter(torch.empty(())),  # of the relation term in the proposals' logits
+                    "log_distance": nn.Parameter(torch.empty(())),  # log of the neighbour weights' distance scale
+                }
+            )
+            self.anchor_proj = nn.Linear(dim, dim)  # the anchor query from the query
 
     @classmethod
     def from_config(cls, values: dict | None, llm_hidden_size: int, model_config) -> ProposalGroundingHead | None:
@@ -239,6 +256,10 @@ class ProposalGroundingHead(Head):
         if self.logit_scale is not None:
             with torch.no_grad():
                 self.logit_scale.fill_(math.log(self.config.init_logit_scale))
+        if self.relation is not None:  # starts as the head without relations
+            with torch.no_grad():
+                self.relation["weight"].zero_()
+                self.relation["log_distance"].fill_(math.log(self.config.init_neighbour_distance))
 
     # --- scoring -----------------------------------------------------------------------------------
 
@@ -300,17 +321,36 @@ class ProposalGroundingHead(Head):
         queries = self.queries(grd_hidden, text_hidden, reads)  # (O, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
+        logits = self.similarity(queries, candidates)  # (O, P + 1)
+        match = 0.0
+        if self.label_proj is not None and names is not None:
+            dtype = self.label_proj.weight.dtype
+            words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
+            match = self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T  # (O, P)
+        proposal_logits = logits[:, :-1] + match
+        if self.relation is not None:
+            anchors = self.similarity(self.anchor_proj(queries), features) + match  # (O, P)
+            relation = self.relation["weight"] * self.neighbour_scores(anchors, proposals.to(anchors))
+            proposal_logits = proposal_logits + relation
+        return torch.cat([proposal_logits, logits[:, -1:]], dim=1)
+
+    def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """``(O, C)`` logits of queries ``(O, E)`` against candidates ``(C, E)`` (``config.similarity``)."""
         if self.logit_scale is None:
-            logits = queries @ candidates.T / math.sqrt(self.config.embed_dim)
-        else:
-            scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-            logits = scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
-        if self.label_proj is None or names is None:
-            return logits
-        dtype = self.label_proj.weight.dtype
-        words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
-        match = self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T  # (O, P)
-        return torch.cat([logits[:, :-1] + match, logits[:, -1:]], dim=1)
+            return queries @ candidates.T / math.sqrt(self.config.embed_dim)
+        scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
+
+    def neighbour_scores(self, anchors: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
+        """``(O, P)``: for each proposal, its anchor logits ``(O, P)`` averaged over the other proposals weighted by
+        nearness (a softmax of minus the distance between box centres over the learned distance scale), so a
+        proposal next to what the anchor query matches ("the chair next to the red table") scores high."""
+        if len(proposals) < 2:
+            return torch.zeros_like(anchors)
+        nearness = -torch.cdist(proposals[:, :3], proposals[:, :3]) / self.relation["log_distance"].exp()  # (P, P)
+        itself = torch.eye(len(proposals), dtype=torch.bool, device=nearness.device)
+        neighbours = nearness.masked_fill(itself, -math.inf).softmax(dim=-1)  # (P, P)
+        return anchors @ neighbours.T
 
     # --- Head --------------------------------------------------------------------------------------
 
