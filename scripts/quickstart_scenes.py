@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
 
     start_from = None
     if args.reading_config is not None:
-        stage("training, stage 1 (reading): captions of region-prompted objects on 2 frames")
+        stage("training, stage 1 (reading): region-prompted captions and grounded-and-read ScanQA answers on 2 frames")
         start_from = train(train_root, work / "reading", args.reading_steps, args.reading_config)
     stage("training, stage 2: the five scene benchmarks")
     final = train(train_root, work, args.steps, args.config, start_from)
