@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.geometry import sample_segments
-from model.heads.proposal_grounding import match_targets
+from model.heads.proposal_grounding import single_targets
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.proposal_features import class_name_embeddings, pool_by_pixel_share
 from utils.data.prompts import READ_TOKEN
@@ -186,12 +186,9 @@ class ProposalTokenEncoder(InputEncoder):
         targets = batch.get("gt_boxes_3d")
         if targets is None or targets[sample] is None:
             raise ValueError(f"{where}: a {READ_TOKEN} without read_proposals or the [GRD] targets (gt_boxes_3d)")
-        chosen = []
-        for boxes in targets[sample]:
-            owner = torch.zeros(min(len(boxes), 1), dtype=torch.long)
-            _, matched = match_targets(boxes[:1].float(), owner, proposals.float(), self.read_iou)
-            chosen.append(int(matched[0]) if len(matched) else -1)
-        return chosen
+        first_boxes = [boxes[:1].float() for boxes in targets[sample]]
+        chosen = single_targets(first_boxes, proposals.float(), self.read_iou).tolist()  # P: no target
+        return [k if k < len(proposals) else -1 for k in chosen]
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         placeholders = context.input_ids == context.token_ids[self.placeholder]  # (B, L)
@@ -203,6 +200,8 @@ class ProposalTokenEncoder(InputEncoder):
         question_mask = batch.get("question_mask")
         if self.question_match and question_mask is None:
             raise ValueError("question_match needs the batch's question_mask (collate with SampleCollator.for_model)")
+        read_id = context.token_ids.get(READ_TOKEN)
+        reads_mask = context.input_ids == read_id if read_id is not None else torch.zeros_like(placeholders)
         segments = sample_segments(batch.get("packed_segments"), embeds.shape[:2])
         rows = list(embeds.unbind(0))
         for sample, (row, start, end) in enumerate(segments):
@@ -238,8 +237,7 @@ class ProposalTokenEncoder(InputEncoder):
                 named = named_classes(question.tolist(), label_ids[sample].tolist())
             tokens = self.proposal_tokens(embeds[row, video], boxes, view.token_weights, view.appearance, names, named)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
-            read_id = context.token_ids.get(READ_TOKEN)
-            reads = [] if read_id is None else (context.input_ids[row, start:end] == read_id).nonzero()[:, 0] + start
+            reads = reads_mask[row, start:end].nonzero()[:, 0] + start
             if len(reads):
                 chosen = self.read_targets(batch, sample, boxes, where)
                 if len(reads) > len(chosen):
