@@ -220,7 +220,7 @@ def add_grounding_token(backbone: PreTrainedModel, processor: ProcessorMixin) ->
     return token_id
 
 
-WEIGHT_SHAPING_GROUNDING_FIELDS = ("enabled", "embed_dim", "similarity", "relation")
+WEIGHT_SHAPING_GROUNDING_FIELDS = ("enabled", "embed_dim", "similarity", "relation", "situation")
 """Grounding-head fields a model's head weights depend on: a model that has the head cannot change them."""
 
 

@@ -29,7 +29,7 @@ from model.input_assembly import (
     packed_rope_position_ids,
     rope_position_ids,
 )
-from utils.data.prompts import READ_TOKEN
+from utils.data.prompts import READ_TOKEN, SIT_TOKEN
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -83,6 +83,8 @@ class GenerationResult:
             :meth:`UniGRForConditionalGeneration.ground`'s result: per sample ``"pred_proposal_ids"`` and
             ``"pred_boxes_3d"`` (per ``[GRD]`` the ``(K,)`` chosen proposals and their ``(K, 6)`` boxes, ``K = 0``
             for "no target") and ``"grounding_logits"``; otherwise ``None``.
+        situations: with the grounding head's ``situation`` and a ``[SIT]`` generated in a sample with a scene, per
+            sample the ``(S_i, 4)`` poses (``x, y, z``, heading) of its ``[SIT]`` tokens; otherwise ``None``.
     """
 
     sequences: torch.Tensor
@@ -90,6 +92,7 @@ class GenerationResult:
     location_maps: list[tuple[torch.Tensor, int] | None] | None = None
     grd_hidden: list[torch.Tensor] | None = None
     grounding: dict | None = None
+    situations: list[torch.Tensor] | None = None
 
 
 class UniGRPreTrainedModel(PreTrainedModel):
@@ -309,6 +312,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         grd_id = self.config.grd_token_id if self.grounding_head is not None else None
         reader = self.object_reader()
         read_id = self.placeholder_token_ids().get(READ_TOKEN) if reader is not None and grd_id is not None else None
+        situating = read_id is not None and self.grounding_head.situation is not None
+        sit_id = self.placeholder_token_ids().get(SIT_TOKEN) if situating else None
 
         cache = DynamicCache(config=self.language_model.config)
         out = self.language_model(
@@ -327,6 +332,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         grd_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         sequences = input_ids
         grounded = [-1] * batch_size  # per row, the proposal its last generated [GRD] grounded (-1: none yet)
+        sit_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
+        situations: list[torch.Tensor | None] = [None] * batch_size  # per row, the pose of its last [SIT]
+        proposals = batch.get("proposals") or [None] * batch_size
         for _ in range(max_new_tokens):
             scores = processors(sequences, self.backbone.lm_head(hidden).float())
             if do_sample:
@@ -345,7 +353,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             step_embeds = self.get_input_embeddings()(tokens[:, None])  # (B, 1, D)
             if read_id is not None:  # [READ]: the object token of what the row's last [GRD] grounded
                 for row in (tokens == read_id).nonzero()[:, 0].tolist():
-                    step_embeds[row, 0] = self.read_embedding(reader, embeds[row], input_ids[row], grounded[row])
+                    step_embeds[row, 0] = self.read_embedding(
+                        reader, embeds[row], input_ids[row], grounded[row], proposals[row], situations[row]
+                    )
             out = self.language_model(
                 inputs_embeds=step_embeds,
                 attention_mask=attention_mask,
@@ -364,6 +374,14 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                     grd_states[row].append(hidden[row])
                 if read_id is not None and just_grounded:
                     grounded = self.last_grounded(grounded, just_grounded, grd_states, prompt_hidden, input_ids, batch)
+            if sit_id is not None:  # [SIT]: the head's pose from the token's own state, for later [READ]s
+                just_situated = (tokens == sit_id).nonzero()[:, 0].tolist()
+                for row in just_situated:
+                    sit_states[row].append(hidden[row])
+                if just_situated:
+                    poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
+                    for row in just_situated:
+                        situations[row] = poses[row][-1] if poses is not None and len(poses[row]) else None
             finished |= torch.isin(tokens, eos_ids)
             if bool(finished.all()):
                 break
@@ -375,6 +393,9 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         if self.seg_config is not None and self.seg_head.location is not None:
             location_maps = self.seg_head.location_maps(seg_hidden, prompt_hidden, input_ids, batch)
         result = GenerationResult(sequences, seg_hidden, location_maps)
+        if sit_id is not None and any(sit_states):
+            poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
+            result.situations = poses if poses is not None else [hidden.new_zeros(0, 4)] * batch_size
         if grd_id is not None:
             result.grd_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in grd_states]
             result.grounding = self.ground(result.grd_hidden, prompt_hidden, input_ids, batch)
@@ -388,15 +409,22 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         return None
 
     def read_embedding(
-        self, reader: InputEncoder, prompt_embeds: torch.Tensor, prompt_ids: torch.Tensor, proposal: int
+        self,
+        reader: InputEncoder,
+        prompt_embeds: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        proposal: int,
+        proposals: torch.Tensor | None = None,
+        pose: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(D,)`` input embedding of a generated ``[READ]``: the object token of ``proposal`` as the prompt's
-        assembly appended it (``prompt_embeds (L, D)``), as training fills it; the token's own embedding for a
-        prompt without object tokens (no scene)."""
+        assembly appended it (``prompt_embeds (L, D)``), as training fills it, situated by the speaker's ``pose``
+        (the last ``[SIT]``'s) among the prompt's ``proposals`` when given; the token's own embedding for a prompt
+        without object tokens (no scene)."""
         slots = (prompt_ids == self.placeholder_token_ids()[reader.placeholder]).nonzero()[:, 0]
         if len(slots) == 0:
             return self.get_input_embeddings().weight[self.placeholder_token_ids()[READ_TOKEN]]
-        return reader.read_embedding(prompt_embeds[slots], proposal)
+        return reader.read_embedding(prompt_embeds[slots], proposal, proposals, pose)
 
     def last_grounded(
         self,
@@ -437,19 +465,43 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             proposals or proposal views (no scene) gets no groundings (empty lists). ``None`` when no sample
             with a scene generated a ``[GRD]``.
         """
-        proposals = batch.get("proposals") or [None] * len(grd_hidden)
-        views = batch.get("proposal_views") or [None] * len(grd_hidden)
+        return self.predict_appended(grd_hidden, self.grounding_head.grd_token_id, prompt_hidden, input_ids, batch)
+
+    def situate(
+        self, sit_states: list[list[torch.Tensor]], prompt_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict
+    ) -> list[torch.Tensor] | None:
+        """Per sample the ``(S_i, 4)`` poses the grounding head gives its generated ``[SIT]`` states (as in
+        training, :meth:`ProposalGroundingHead.predict <model.heads.proposal_grounding.ProposalGroundingHead.predict>`);
+        ``None`` when no sample with a scene generated one."""
+        width = prompt_hidden.shape[-1]
+        states = [torch.stack(row) if row else prompt_hidden.new_zeros(0, width) for row in sit_states]
+        sit_id = self.placeholder_token_ids()[SIT_TOKEN]
+        outputs = self.predict_appended(states, sit_id, prompt_hidden, input_ids, batch)
+        return None if outputs is None else outputs["pred_poses"]
+
+    def predict_appended(
+        self,
+        states: list[torch.Tensor],
+        token_id: int,
+        prompt_hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        batch: dict,
+    ) -> dict | None:
+        """The grounding head's outputs for per-sample generated states ``(G_i, D)`` of token ``token_id`` (``[GRD]``
+        or ``[SIT]``), placed after each sample's prompt at positions holding that token; ``None`` when no sample
+        with proposals and proposal views has one."""
+        proposals = batch.get("proposals") or [None] * len(states)
+        views = batch.get("proposal_views") or [None] * len(states)
         counts = [
-            len(states) if proposals[i] is not None and views[i] is not None else 0
-            for i, states in enumerate(grd_hidden)
+            len(rows) if proposals[i] is not None and views[i] is not None else 0 for i, rows in enumerate(states)
         ]
         if not any(counts):
             return None
-        appended = prompt_hidden.new_zeros(len(grd_hidden), max(counts), prompt_hidden.shape[-1])  # (B, G, D)
+        appended = prompt_hidden.new_zeros(len(states), max(counts), prompt_hidden.shape[-1])  # (B, G, D)
         appended_ids = torch.full(appended.shape[:2], -1, dtype=input_ids.dtype, device=input_ids.device)  # no token
         for i, count in enumerate(counts):
-            appended[i, :count] = grd_hidden[i][:count]
-            appended_ids[i, :count] = self.grounding_head.grd_token_id
+            appended[i, :count] = states[i][:count]
+            appended_ids[i, :count] = token_id
         hidden = torch.cat([prompt_hidden, appended], dim=1)
         head_batch = {**batch, "input_embeddings": self.get_input_embeddings()}
         return self.grounding_head.predict(hidden, torch.cat([input_ids, appended_ids], dim=1), head_batch)

@@ -43,6 +43,14 @@ read_iou``, as the grounding head's targets), or ``batch["read_proposals"]`` (pe
 -1 for none) when given; in generation the grounding head's choice for the ``[GRD]`` just generated
 (:meth:`model.modeling_unigr.UniGRForConditionalGeneration.generate`, through :meth:`read_embedding`).
 
+**Situated reading** (``situated: true``). A ``[READ]`` after a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`)
+also gets an embedding of where its object lies as seen from the speaker's pose (:func:`situated_features`: the
+direction to its centre relative to the heading, as cosine and sine, and its distance in ``box_scale`` units), so
+"is the lamp on my left?" reads the sign of one feature of the token. The pose: in training that of the
+``[SIT]``'s ground-truth pose (``batch["gt_situations"]``) as the grounding head's situation targets rebuild it from
+the proposals (:func:`~model.heads.proposal_grounding.situation_targets`, the same construction generation uses);
+in generation the head's pose for the ``[SIT]`` just generated.
+
 Slots past the scene's proposals get a learned "no object" embedding plus their identifier. A scene with more
 proposals than ``max_proposals`` is an error naming the sample (raise ``max_proposals``; dropping objects silently
 would hide them from every answer).
@@ -60,10 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.geometry import sample_segments
-from model.heads.proposal_grounding import single_targets
+from model.heads.proposal_grounding import pose_from_proposals, single_targets, situation_targets
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.proposal_features import class_name_embeddings, pool_by_pixel_share
-from utils.data.prompts import READ_TOKEN
+from utils.data.prompts import READ_TOKEN, SIT_TOKEN
 from utils.scene3d.proposal_views import APPEARANCE_DIM
 
 PROPOSAL_PLACEHOLDER = "<proposal>"
@@ -81,11 +89,13 @@ class ProposalTokenEncoder(InputEncoder):
         box_scale: metres per unit of the box embedding's input.
         question_match: mark the proposals whose class the question names (module docstring).
         read_iou: a ``[READ]`` in training reads the proposal matching its ``[GRD]``'s box at this IoU or above.
+        situated: a ``[READ]`` after a ``[SIT]`` also holds its object's place as seen from the speaker (module
+            docstring).
     """
 
     kind = "append"
     placeholder = PROPOSAL_PLACEHOLDER
-    extra_tokens = (READ_TOKEN,)
+    extra_tokens = (READ_TOKEN, SIT_TOKEN)
 
     def __init__(
         self,
@@ -95,6 +105,7 @@ class ProposalTokenEncoder(InputEncoder):
         box_scale: float = 1.0,
         question_match: bool = False,
         read_iou: float = 0.25,
+        situated: bool = False,
     ):
         super().__init__()
         if max_proposals < 1:
@@ -122,6 +133,7 @@ class ProposalTokenEncoder(InputEncoder):
         self.question_match = question_match
         if question_match:
             self.named_embedding = nn.Parameter(torch.zeros(llm_hidden_size))
+        self.situated_embedding = nn.Linear(3, llm_hidden_size, bias=False) if situated else None
 
     def reset_new_parameters(self, std: float) -> None:
         # The box and appearance embeddings keep PyTorch's fan-in initialisation (a few numbers of order 1 in);
@@ -134,6 +146,8 @@ class ProposalTokenEncoder(InputEncoder):
         nn.init.normal_(self.no_object, std=std)
         if self.question_match:  # a unit-length direction, as large as the normalised object features
             nn.init.normal_(self.named_embedding, std=self.named_embedding.shape[0] ** -0.5)
+        if self.situated_embedding is not None:  # unit-length directions per feature, as named_embedding
+            nn.init.normal_(self.situated_embedding.weight, std=self.situated_embedding.weight.shape[0] ** -0.5)
 
     def proposal_tokens(
         self,
@@ -173,10 +187,39 @@ class ProposalTokenEncoder(InputEncoder):
         identifiers = self.identifier_embedding.weight
         return tokens + identifiers - identifiers.mean(dim=0, keepdim=True)  # (max_proposals, D)
 
-    def read_embedding(self, object_tokens: torch.Tensor, proposal: int) -> torch.Tensor:
+    def read_embedding(
+        self,
+        object_tokens: torch.Tensor,
+        proposal: int,
+        proposals: torch.Tensor | None = None,
+        pose: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(D,)`` what a ``[READ]`` holds: row ``proposal`` of a sample's ``(max_proposals, D)`` object tokens
-        (as appended after its video), or the "no object" embedding for ``proposal < 0`` (nothing grounded)."""
-        return object_tokens[proposal] if proposal >= 0 else self.no_object.to(object_tokens.dtype)
+        (as appended after its video), or the "no object" embedding for ``proposal < 0`` (nothing grounded). With
+        ``situated`` and a speaker ``pose`` ``(4,)``, plus the embedding of where box ``proposals[proposal]`` lies
+        as seen from it."""
+        if proposal < 0:
+            return self.no_object.to(object_tokens.dtype)
+        token = object_tokens[proposal]
+        if self.situated_embedding is None or pose is None or proposals is None:
+            return token
+        features = situated_features(proposals[proposal, :3].to(token.device), pose.to(token.device), self.box_scale)
+        return token + self.situated_embedding(features.to(self.situated_embedding.weight.dtype)).to(token.dtype)
+
+    def read_poses(self, batch: dict, sample: int, proposals: torch.Tensor, count: int) -> list[torch.Tensor | None]:
+        """Per ``[SIT]`` of a training sample (``count``), the pose its later ``[READ]`` reads from: the ground-truth
+        pose (``batch["gt_situations"]``) rebuilt from the proposals as the head's targets (``None`` where it cannot
+        be, fewer than two proposals)."""
+        given = batch.get("gt_situations")
+        poses = given[sample] if given is not None else None
+        if poses is None or len(poses) != count:
+            found = "no" if poses is None else len(poses)
+            raise ValueError(f"sample {sample}: {found} situation poses (gt_situations) for {count} {SIT_TOKEN}")
+        rebuilt = []
+        for pose in poses:
+            targets = situation_targets(pose.float(), proposals.float())
+            rebuilt.append(None if targets is None else pose_from_proposals(*targets, proposals.float()))
+        return rebuilt
 
     def read_targets(self, batch: dict, sample: int, proposals: torch.Tensor, where: str) -> list[int]:
         """Per ``[GRD]`` of a training sample, the proposal its ``[READ]`` reads (-1: none; module docstring)."""
@@ -202,6 +245,8 @@ class ProposalTokenEncoder(InputEncoder):
             raise ValueError("question_match needs the batch's question_mask (collate with SampleCollator.for_model)")
         read_id = context.token_ids.get(READ_TOKEN)
         reads_mask = context.input_ids == read_id if read_id is not None else torch.zeros_like(placeholders)
+        sit_id = context.token_ids.get(SIT_TOKEN) if self.situated_embedding is not None else None
+        sits_mask = context.input_ids == sit_id if sit_id is not None else torch.zeros_like(placeholders)
         segments = sample_segments(batch.get("packed_segments"), embeds.shape[:2])
         rows = list(embeds.unbind(0))
         for sample, (row, start, end) in enumerate(segments):
@@ -242,7 +287,14 @@ class ProposalTokenEncoder(InputEncoder):
                 chosen = self.read_targets(batch, sample, boxes, where)
                 if len(reads) > len(chosen):
                     raise ValueError(f"{where}: {len(reads)} {READ_TOKEN} for {len(chosen)} grounded objects")
-                read = torch.stack([self.read_embedding(tokens, k) for k in chosen[: len(reads)]])
+                sits = sits_mask[row, start:end].nonzero()[:, 0] + start
+                poses = self.read_poses(batch, sample, boxes, len(sits)) if len(sits) else []
+                read = []
+                for position, k in zip(reads.tolist(), chosen):
+                    latest = int((sits < position).sum()) - 1  # the last [SIT] before this [READ]
+                    pose = poses[latest] if latest >= 0 else None
+                    read.append(self.read_embedding(tokens, k, boxes, pose))
+                read = torch.stack(read)
                 rows[row] = rows[row].index_copy(0, reads, read.to(embeds.dtype))
         return torch.stack(rows)
 
@@ -250,6 +302,16 @@ class ProposalTokenEncoder(InputEncoder):
 def unit_over_scene(features: torch.Tensor) -> torch.Tensor:
     """``(P, D)`` features centred over the scene's proposals and layer-normalised to unit length."""
     return F.layer_norm(features - features.mean(dim=0, keepdim=True), features.shape[-1:]) / features.shape[-1] ** 0.5
+
+
+def situated_features(centre: torch.Tensor, pose: torch.Tensor, box_scale: float = 1.0) -> torch.Tensor:
+    """``(3,)``: where a point ``centre`` ``(3,)`` lies as seen from ``pose`` ``(4,)`` (``x, y, z``, heading from
+    +x about the vertical axis) on the floor plane: the cosine and sine of its direction off the heading (sine > 0:
+    on the left) and its distance in ``box_scale`` units."""
+    offset = centre[:2].float() - pose[:2].float()
+    distance = offset.norm()
+    angle = torch.atan2(offset[1], offset[0]) - pose[3].float()
+    return torch.stack([torch.cos(angle), torch.sin(angle), distance / box_scale])
 
 
 def named_classes(question_ids: list[int], label_ids: list[list[int]]) -> torch.Tensor:

@@ -15,6 +15,15 @@ proposals the same way (plus the class-name match), and each proposal adds, time
 centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "the chair next to the red table"
 can rise by being next to what matches "red table".
 
+With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
+standing next to the red chair, facing the table"): two more queries from it, "stand" and "face", each point at one
+proposal (a cross-entropy over the proposals; targets from the ground-truth pose by :func:`situation_targets`: the
+proposal nearest to where the speaker stands, and the one most nearly straight ahead of them), and the pose is the
+stand proposal's centre, heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``: ``x, y,
+z`` and the heading, radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also holds where
+its object lies as seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?" is read from
+the object's token instead of computed from three objects' positions by a small LLM.
+
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
 * single target (ScanRefer): cross-entropy over the ``P + 1`` candidates; the target is the proposal with the
@@ -47,7 +56,7 @@ from model.heads.base import Head, register_head
 from model.proposal_features import class_name_embeddings, pool_by_pixel_share
 from model.visual_tokens import VisualTokens, visual_layouts
 from utils.data.collate import IGNORE_INDEX
-from utils.data.prompts import GRD_TOKEN
+from utils.data.prompts import GRD_TOKEN, SIT_TOKEN
 from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.proposal_views import APPEARANCE_DIM
 
@@ -75,6 +84,8 @@ class GroundingHeadConfig:
     multi_positive_weight: float = 1.0  # "grd_bce" weight of positive labels (a scene has far more negatives)
     relation: bool = False  # each proposal also scores by how well its nearest proposals match an anchor query
     init_neighbour_distance: float = 0.5  # relation: initial distance scale (metres) of the nearest-proposal weights
+    situation: bool = False  # [SIT] states point at where the speaker stands and what they face (SQA3D)
+    situation_weight: float = 1.0  # weight of "sit_ce"
 
     @classmethod
     def from_dict(cls, values: dict | None) -> GroundingHeadConfig:
@@ -182,20 +193,49 @@ def select_proposals(logits: torch.Tensor, multi: bool, threshold: float) -> lis
     return [row.nonzero()[:, 0] for row in chosen]
 
 
+def situation_targets(pose: torch.Tensor, proposals: torch.Tensor) -> tuple[int, int] | None:
+    """``(stand, face)`` proposal indices for a ground-truth pose ``(4,)``: the proposal whose centre is nearest to
+    the speaker on the floor plane, and of the others the one whose direction from the speaker is closest to the
+    heading; ``None`` for fewer than two proposals."""
+    if len(proposals) < 2:
+        return None
+    offsets = proposals[:, :2].float() - pose[:2].float()  # (P, 2)
+    stand = int(offsets.norm(dim=1).argmin())
+    heading = torch.stack([torch.cos(pose[3]), torch.sin(pose[3])]).float()
+    alignment = F.normalize(offsets, dim=1) @ heading  # (P,) cosine of each direction off the heading
+    alignment[stand] = -math.inf
+    return stand, int(alignment.argmax())
+
+
+def pose_from_proposals(stand: int, face: int, proposals: torch.Tensor) -> torch.Tensor:
+    """``(4,)`` pose: the ``stand`` proposal's centre, heading to the ``face`` proposal's centre."""
+    centre = proposals[stand, :3].float()
+    ahead = proposals[face, :2].float() - centre[:2]
+    return torch.cat([centre, torch.atan2(ahead[1], ahead[0])[None]])
+
+
 @register_head
 class ProposalGroundingHead(Head):
     """Scores 3D object proposals (plus "no target") with ``[GRD]`` hidden states."""
 
     name = "grounding"
-    loss_names = ("grd_ce", "grd_bce")
+    loss_names = ("grd_ce", "grd_bce", "sit_ce")
     parameter_groups: ClassVar[dict[str, tuple[str, ...]]] = {"grounding": ("",)}
 
     def __init__(
-        self, config: GroundingHeadConfig, llm_hidden_size: int, grd_token_id: int, visual_tokens: VisualTokens
+        self,
+        config: GroundingHeadConfig,
+        llm_hidden_size: int,
+        grd_token_id: int,
+        visual_tokens: VisualTokens,
+        sit_token_id: int | None = None,
     ):
         super().__init__()
+        if config.situation and sit_token_id is None:
+            raise ValueError(f"grounding.situation needs the id of {SIT_TOKEN} (added with the proposals encoder)")
         self.config = config
         self.grd_token_id = grd_token_id
+        self.sit_token_id = sit_token_id
         self.visual_tokens = visual_tokens
         dim = config.embed_dim
         self.query_proj = mlp(llm_hidden_size, llm_hidden_size, dim)
@@ -227,6 +267,9 @@ class ProposalGroundingHead(Head):
                 }
             )
             self.anchor_proj = nn.Linear(dim, dim)  # the anchor query from the query
+        self.situation = None
+        if config.situation:  # the stand and face queries from a [SIT] query
+            self.situation = nn.ModuleDict({"stand": nn.Linear(dim, dim), "face": nn.Linear(dim, dim)})
 
     @classmethod
     def from_config(cls, values: dict | None, llm_hidden_size: int, model_config) -> ProposalGroundingHead | None:
@@ -241,7 +284,8 @@ class ProposalGroundingHead(Head):
         if grd_token_id is None:
             raise ValueError(f"the grounding head needs the id of {GRD_TOKEN} in the model config (grd_token_id)")
         visual_tokens = VisualTokens.from_backbone_config(model_config.backbone_config)
-        return cls(config, llm_hidden_size, grd_token_id, visual_tokens)
+        sit_token_id = (getattr(model_config, "placeholder_token_ids", None) or {}).get(SIT_TOKEN)
+        return cls(config, llm_hidden_size, grd_token_id, visual_tokens, sit_token_id)
 
     def reset_new_parameters(self, std: float) -> None:
         """Linear weights ``N(0, std)``, zero biases, a ``N(0, std)`` "no target" feature, the configured scale."""
@@ -322,17 +366,40 @@ class ProposalGroundingHead(Head):
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         logits = self.similarity(queries, candidates)  # (O, P + 1)
-        match = 0.0
-        if self.label_proj is not None and names is not None:
-            dtype = self.label_proj.weight.dtype
-            words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
-            match = self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T  # (O, P)
+        match = self.name_match(names)
         proposal_logits = logits[:, :-1] + match
         if self.relation is not None:
             anchors = self.similarity(self.anchor_proj(queries), features) + match  # (O, P)
             relation = self.relation["weight"] * self.neighbour_scores(anchors, proposals.to(anchors))
             proposal_logits = proposal_logits + relation
         return torch.cat([proposal_logits, logits[:, -1:]], dim=1)
+
+    def name_match(self, names: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | float:
+        """``(O, P)`` class-name match logits of :meth:`score`'s ``names`` (0 without ``label_match`` or names)."""
+        if self.label_proj is None or names is None:
+            return 0.0
+        dtype = self.label_proj.weight.dtype
+        words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
+        return self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T
+
+    def situation_scores(
+        self,
+        sit_hidden: torch.Tensor,
+        text_hidden: torch.Tensor,
+        reads: torch.Tensor,
+        visual_hidden: torch.Tensor,
+        token_weights: torch.Tensor,
+        appearance: torch.Tensor,
+        proposals: torch.Tensor,
+        names: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``(S, 2, P)`` logits of ``[SIT]`` states ``(S, D)`` over the proposals: row 0 where the speaker stands,
+        row 1 what they face (arguments as in :meth:`score`)."""
+        queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
+        features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)  # (P, E)
+        match = self.name_match(names)
+        rows = [self.similarity(self.situation[part](queries), features) + match for part in ("stand", "face")]
+        return torch.stack(rows, dim=1)
 
     def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """``(O, C)`` logits of queries ``(O, E)`` against candidates ``(C, E)`` (``config.similarity``)."""
@@ -364,47 +431,61 @@ class ProposalGroundingHead(Head):
         return [bool(value) for value in multi]
 
     def counts(self, batch: dict) -> dict[str, int]:
-        """Queries (``[GRD]`` with targets) of single- and multi-target samples in the micro-batch."""
+        """Queries (``[GRD]`` with targets) of single- and multi-target samples in the micro-batch (and with
+        ``situation`` the ``[SIT]`` poses)."""
         targets = batch.get("gt_boxes_3d") or []
         modes = self.sample_modes(batch, len(targets)) if targets else []
         per_sample = [len(boxes) if boxes is not None else 0 for boxes in targets]
-        return {
+        counts = {
             "num_grounding_single_in_batch": sum(n for n, multi in zip(per_sample, modes) if not multi),
             "num_grounding_multi_in_batch": sum(n for n, multi in zip(per_sample, modes) if multi),
         }
+        if self.situation is not None:
+            situations = batch.get("gt_situations") or []
+            counts["num_situations_in_batch"] = sum(len(poses) for poses in situations if poses is not None)
+        return counts
 
     def predict(self, last_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict) -> dict | None:
-        """The grounding of every ``[GRD]``; ``None`` when the batch has none.
+        """The grounding of every ``[GRD]`` (and with ``situation`` the pose of every ``[SIT]``); ``None`` when the
+        batch has neither.
 
         Reads ``proposals`` (per sample ``(P_i, 6)``) and ``proposal_views`` (per sample a
         :class:`~utils.scene3d.proposal_views.ProposalViews` over its ``N_i`` visual tokens in sequence order) for
-        each sample with a ``[GRD]``; ``attention_mask`` (when present) marks the padding the text read skips.
+        each sample with a ``[GRD]`` or ``[SIT]``; ``attention_mask`` (when present) marks the padding the text read
+        skips. A ``[SIT]`` reads all the prompt text before it.
 
         Returns:
             ``{"grounding_logits": [(O_i, P_i + 1)], "pred_proposal_ids": [[(K,)] * O_i],
             "pred_boxes_3d": [[(K, 6)] * O_i]}``: per sample its ``O_i`` queries' logits (last column "no
-            target"), and per query the chosen proposals and their boxes (``K = 0``: no target).
+            target"), and per query the chosen proposals and their boxes (``K = 0``: no target); with
+            ``situation`` also ``"situation_logits": [(S_i, 2, P_i)]`` and ``"pred_poses": [(S_i, 4)]`` of its
+            ``S_i`` ``[SIT]`` tokens (:func:`pose_from_proposals` of the stand and face argmaxes, the face one
+            chosen among the other proposals).
         """
         grd = input_ids == self.grd_token_id  # (B, L)
-        if not bool(grd.any()):
+        sit = input_ids == self.sit_token_id if self.situation is not None else torch.zeros_like(grd)
+        if not bool(grd.any()) and not bool(sit.any()):
             return None
         proposals = batch.get("proposals") or [None] * len(input_ids)
         views = batch.get("proposal_views") or [None] * len(input_ids)
         modes = self.sample_modes(batch, len(input_ids))
         layouts = visual_layouts(input_ids, batch, self.visual_tokens)
-        text = self.text_positions(input_ids, grd, layouts, batch.get("attention_mask"), batch.get("labels"))
-        logits, ids, boxes = [], [], []
+        text = self.text_positions(input_ids, grd | sit, layouts, batch.get("attention_mask"), batch.get("labels"))
+        logits, ids, boxes, situation_logits, poses = [], [], [], [], []
         for i, layout in enumerate(layouts):
-            if not bool(grd[i].any()):
-                width = 1 + (0 if proposals[i] is None else len(proposals[i]))
-                logits.append(last_hidden.new_zeros(0, width))
-                ids.append([])
-                boxes.append([])
+            width = 0 if proposals[i] is None else len(proposals[i])
+            logits.append(last_hidden.new_zeros(0, width + 1))
+            ids.append([])
+            boxes.append([])
+            situation_logits.append(last_hidden.new_zeros(0, 2, width))
+            poses.append(last_hidden.new_zeros(0, 4))
+            if not bool(grd[i].any()) and not bool(sit[i].any()):
                 continue
             needed = {"proposals": proposals[i], "proposal_views": views[i], "visual tokens": layout}
             missing = [name for name, value in needed.items() if value is None]
             if missing:
-                raise ValueError(f"sample {i} of the batch has {GRD_TOKEN} but no {', '.join(missing)}")
+                token = GRD_TOKEN if bool(grd[i].any()) else SIT_TOKEN
+                raise ValueError(f"sample {i} of the batch has {token} but no {', '.join(missing)}")
             expected = (len(proposals[i]), len(layout.positions))
             if tuple(views[i].token_weights.shape) != expected:
                 raise ValueError(
@@ -413,26 +494,48 @@ class ProposalGroundingHead(Head):
                 )
             device = last_hidden.device
             sample_proposals = proposals[i].to(device)
-            grd_positions = grd[i].nonzero()[:, 0]  # (O,)
             text_positions = text[i].nonzero()[:, 0]  # (S,)
-            previous = torch.cat([grd_positions.new_full((1,), -1), grd_positions[:-1]])
-            reads = (text_positions[None] > previous[:, None]) & (text_positions[None] < grd_positions[:, None])
-            names = self.class_names(batch, i, input_ids[i, text_positions], reads)
-            sample_logits = self.score(
-                last_hidden[i, grd_positions],
-                last_hidden[i, text_positions],
-                reads,
+            scene = (
                 last_hidden[i, layout.positions],
                 views[i].token_weights.to(device),
                 views[i].appearance.to(device),
                 sample_proposals,
-                names,
             )
-            chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
-            logits.append(sample_logits)
-            ids.append(chosen)
-            boxes.append([sample_proposals[index] for index in chosen])
-        return {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
+            if bool(grd[i].any()):
+                grd_positions = grd[i].nonzero()[:, 0]  # (O,)
+                previous = torch.cat([grd_positions.new_full((1,), -1), grd_positions[:-1]])
+                reads = (text_positions[None] > previous[:, None]) & (text_positions[None] < grd_positions[:, None])
+                names = self.class_names(batch, i, input_ids[i, text_positions], reads)
+                sample_logits = self.score(
+                    last_hidden[i, grd_positions], last_hidden[i, text_positions], reads, *scene, names
+                )
+                chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
+                logits[i], ids[i] = sample_logits, chosen
+                boxes[i] = [sample_proposals[index] for index in chosen]
+            if bool(sit[i].any()) and len(sample_proposals):
+                sit_positions = sit[i].nonzero()[:, 0]
+                reads = text_positions[None] < sit_positions[:, None]
+                names = self.class_names(batch, i, input_ids[i, text_positions], reads)
+                scores = self.situation_scores(
+                    last_hidden[i, sit_positions], last_hidden[i, text_positions], reads, *scene, names
+                )
+                situation_logits[i], poses[i] = scores, self.poses(scores.detach(), sample_proposals)
+        outputs = {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
+        if self.situation is not None:
+            outputs.update(situation_logits=situation_logits, pred_poses=poses)
+        return outputs
+
+    @staticmethod
+    def poses(scores: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
+        """``(S, 4)`` poses of ``(S, 2, P)`` situation logits: stand argmax, face argmax among the others."""
+        poses = []
+        for stand_logits, face_logits in scores:
+            stand = int(stand_logits.argmax())
+            if len(proposals) > 1:
+                face_logits = face_logits.clone()
+                face_logits[stand] = -math.inf
+            poses.append(pose_from_proposals(stand, int(face_logits.argmax()), proposals))
+        return torch.stack(poses).to(scores.dtype)
 
     def class_names(
         self, batch: dict, row: int, text_ids: torch.Tensor, reads: torch.Tensor
@@ -500,6 +603,9 @@ class ProposalGroundingHead(Head):
                 classes = single_targets(list(gt_boxes), sample_proposals, self.config.iou_threshold)
                 single.append(F.cross_entropy(logits, classes, reduction="none"))
         result = {}
+        situation = self.situation_loss(outputs, batch, counts)
+        if situation is not None:
+            result["sit_ce"] = (situation, self.config.situation_weight)
         if single:
             total = torch.cat(single).sum() / counts["num_grounding_single_in_batch"]
             result["grd_ce"] = (total, self.config.single_weight)
@@ -507,6 +613,34 @@ class ProposalGroundingHead(Head):
             total = torch.cat(multi).sum() / counts["num_grounding_multi_in_batch"]
             result["grd_bce"] = (total, self.config.multi_weight)
         return result
+
+    def situation_loss(self, outputs: dict, batch: dict, counts: dict) -> torch.Tensor | None:
+        """``sit_ce``: per ``[SIT]`` the cross-entropies of its stand and face logits against
+        :func:`situation_targets` of its ground-truth pose (the face logits without the stand proposal), summed and
+        divided by the global batch's situations; ``None`` without situations. Reads ``gt_situations``: per sample a
+        list of ``(4,)`` poses, one per ``[SIT]`` in order, or ``None``."""
+        targets = batch.get("gt_situations")
+        if self.situation is None or targets is None:
+            return None
+        terms = []
+        for i, (scores, poses) in enumerate(zip(outputs["situation_logits"], targets)):
+            if poses is None or len(scores) == 0:
+                continue
+            if len(poses) != len(scores):
+                raise ValueError(f"sample {i}: {len(poses)} situation poses for {len(scores)} {SIT_TOKEN} tokens")
+            sample_proposals = batch["proposals"][i].to(scores.device)
+            for (stand_logits, face_logits), pose in zip(scores, poses):
+                found = situation_targets(pose.to(scores.device), sample_proposals)
+                if found is None:
+                    continue
+                stand, face = found
+                others = torch.arange(len(face_logits), device=scores.device) != stand
+                face_logits = face_logits.masked_fill(~others, -1e4)
+                terms.append(F.cross_entropy(stand_logits, torch.tensor(stand, device=scores.device)))
+                terms.append(F.cross_entropy(face_logits, torch.tensor(face, device=scores.device)))
+        if not terms:
+            return None
+        return torch.stack(terms).sum() / counts["num_situations_in_batch"]
 
     def idle_loss(self, device: torch.device) -> torch.Tensor:
         """Zero times the logits of one zero query, reading one zero text state, over one unit box holding one
@@ -517,5 +651,8 @@ class ProposalGroundingHead(Head):
         appearance = torch.zeros(1, APPEARANCE_DIM, device=device)
         reads = torch.ones(1, 1, dtype=torch.bool, device=device)
         names = (hidden, hidden) if self.label_proj is not None else None
-        logits = self.score(hidden, hidden, reads, hidden, torch.ones(1, 1, device=device), appearance, box, names)
-        return 0.0 * logits.sum()
+        scene = (hidden, torch.ones(1, 1, device=device), appearance, box)
+        total = self.score(hidden, hidden, reads, *scene, names).sum()
+        if self.situation is not None:
+            total = total + self.situation_scores(hidden, hidden, reads, *scene, names).sum()
+        return 0.0 * total

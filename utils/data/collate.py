@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import ProcessorMixin
 
-from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, SIT_TOKEN, VIDEO_PLACEHOLDER
 from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.scene3d.proposal_views import ProposalViews, proposal_views
 from utils.scene3d.token_positions import token_world_positions
@@ -199,6 +199,9 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
     * ``gt_boxes_3d`` (training, batches with 3D grounding targets): per sample a list with one ``(K, 6)`` float32
       tensor per ``[GRD]`` of its answer (:attr:`~utils.data.schema.Sample.boxes_3d`), or ``None``; an answer
       whose ``[GRD]`` count differs from its ``boxes_3d`` entries is an error naming the sample;
+    * ``gt_situations`` (training, batches with situation targets): per sample a list with one ``(4,)`` float32 pose
+      per ``[SIT]`` of its answer (:attr:`~utils.data.schema.Sample.situations`), or ``None``; a count that differs
+      from its ``[SIT]`` tokens is an error naming the sample;
     * ``token_positions`` (collators with ``token_positions``, batches with scenes): per sample ``(positions (N, 3)
       float32, valid (N,) bool)``, the world point each of its ``N`` video tokens sees, in the tokens' sequence
       order (:func:`~utils.scene3d.token_positions.token_world_positions` on the sample's ``video_grid_thw`` row), or
@@ -214,6 +217,9 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
     targets = [] if collator.inference else [_grounding_targets(s) for s in samples]
     if any(boxes is not None for boxes in targets):
         batch["gt_boxes_3d"] = targets
+    situations = [] if collator.inference else [_situation_targets(s) for s in samples]
+    if any(poses is not None for poses in situations):
+        batch["gt_situations"] = situations
     if collator.token_positions and any(s.scene is not None for s in samples):
         batch["token_positions"] = _token_positions(collator, samples, batch.get("video_grid_thw"))
     if collator.proposal_views and any(s.scene is not None and s.proposals is not None for s in samples):
@@ -232,6 +238,18 @@ def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
         entries = "no" if sample.boxes_3d is None else len(sample.boxes_3d)
         raise ValueError(f"{sample.sample_id}: {entries} boxes_3d entries for {mentions} {GRD_TOKEN} in the answer")
     return [torch.from_numpy(boxes) for boxes in sample.boxes_3d]
+
+
+def _situation_targets(sample: Sample) -> list[torch.Tensor] | None:
+    """The sample's ``situations`` as tensors, one per ``[SIT]`` in its assistant turns (checked); ``None`` for a
+    sample with neither."""
+    mentions = sum(turn["content"].count(SIT_TOKEN) for turn in sample.conversation if turn["role"] == "assistant")
+    if sample.situations is None and mentions == 0:
+        return None
+    if sample.situations is None or mentions != len(sample.situations):
+        entries = "no" if sample.situations is None else len(sample.situations)
+        raise ValueError(f"{sample.sample_id}: {entries} situations for {mentions} {SIT_TOKEN} in the answer")
+    return [torch.from_numpy(pose) for pose in sample.situations]
 
 
 def _video_grids(collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None) -> list:

@@ -16,6 +16,11 @@ READ_TOKEN = "[READ]"
 """Right after a ``[GRD]``: the token whose input embedding is the object token of the proposal that ``[GRD]``
 grounded (:mod:`model.encoders.proposal_tokens`), so the words after it read that object (ground, then read)."""
 
+SIT_TOKEN = "[SIT]"
+"""The token whose last hidden state the proposal grounding head turns into the speaker's situation (where they
+stand, which way they face) by pointing at two proposals; a later ``[READ]`` then also holds where its object lies
+as seen from there (situated reading, SQA3D: :mod:`model.heads.proposal_grounding`)."""
+
 PROPOSAL_GROUNDING_ANSWER = f"Sure, {GRD_TOKEN}."
 """The assistant turn of a 3D grounding question answered by the proposal grounding head: one ``[GRD]`` per
 question, also for several or no targets (the head's multi-target mode picks any number of proposals)."""

@@ -24,6 +24,13 @@ type of :func:`~utils.data.scene3d.question_type`, SQA3D LLaVA items keep their 
 ScanQA's ``object_ids`` / ``object_names`` / ``gt_boxes`` (``None`` where the scan has no ground truth),
 SQA3D's ``situation`` and ``question`` (official layout).
 
+SQA3D's loader option ``situated`` (:class:`SQA3DDataset`) answers ``"[SIT] <answer>"``, or ``"[SIT][GRD][READ]
+<answer>"`` for a question about one object: ``[SIT]`` locates the speaker (the grounding head's situation, trained
+on the annotation's ``position`` and ``rotation``), ``[GRD]`` grounds the object and ``[READ]`` reads it back with
+where it lies as seen from the speaker. The object a question is about is not in SQA3D's release: an annotation may
+name it in ``object_ids`` (the synthetic rooms do, :mod:`utils.synthetic.scene3d_formats`); without it the answer is
+``"[SIT] <answer>"``.
+
 ScanQA's loader option ``read_object`` (:class:`ScanQADataset`) answers a question about one object by grounding it
 and reading it back: ``"[GRD][READ] white"``; the answer's words are what is scored.
 """
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.data.prompts import GRD_TOKEN, READ_TOKEN
+from utils.data.prompts import GRD_TOKEN, READ_TOKEN, SIT_TOKEN
 from utils.data.registry import register_dataset
 from utils.data.scanrefer import official_item
 from utils.data.scene3d import (
@@ -54,6 +61,10 @@ SCANQA_FILE = "ScanQA_v1.0_{split}.json"
 SQA3D_QUESTIONS_FILE = "v1_balanced_questions_{split}_scannetv2.json"
 SQA3D_ANNOTATIONS_FILE = "v1_balanced_sqa_annotations_{split}_scannetv2.json"
 SQA3D_QUESTION_TYPES = ("what", "is", "how", "can", "which", "others")
+SQA3D_FORWARD_YAW = 0.0
+"""Heading (radians from +x about the vertical axis) of a speaker whose ``rotation`` is the identity. SQA3D's
+localization task says the agent is rotated by ``rotation`` and then translated by ``position`` but not which way
+it faces before; +x is an assumption."""
 
 
 def _answers(value: object, where: str) -> list[str]:
@@ -127,10 +138,55 @@ class ScanQADataset(Scene3DDataset):
         return {"boxes_3d": [meta["gt_boxes"]], "grounding_multi": False} if meta.get("read_object") else {}
 
 
+def situation_pose(item: dict, where: str) -> np.ndarray | None:
+    """``(4,)`` ``x, y, z, heading`` of an SQA3D annotation's ``position`` (``{"x", "y", "z"}``, metres) and
+    ``rotation`` (a quaternion ``{"_x", "_y", "_z", "_w"}``; its heading about the vertical axis, plus
+    :data:`SQA3D_FORWARD_YAW`); ``None`` when the annotation has neither."""
+    position, rotation = item.get("position"), item.get("rotation")
+    if position is None and rotation is None:
+        return None
+    try:
+        x, y, z = (float(position[k]) for k in ("x", "y", "z"))
+        qx, qy, qz, qw = (float(rotation[k]) for k in ("_x", "_y", "_z", "_w"))
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(
+            f"{where}: 'position' must be {{'x', 'y', 'z'}} and 'rotation' {{'_x', '_y', '_z', '_w'}} numbers, got "
+            f"{str(position)[:60]!r} and {str(rotation)[:60]!r}"
+        ) from None
+    heading = np.arctan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz)) + SQA3D_FORWARD_YAW
+    pose = np.array([x, y, z, heading], dtype=np.float64)
+    if not np.isfinite(pose).all():
+        raise ValueError(f"{where}: the situation's position or rotation is not finite")
+    return pose
+
+
+def aligned_pose(pose: np.ndarray, alignment: np.ndarray) -> np.ndarray:
+    """``pose`` ``(4,)`` moved by a scene's ``(4, 4)`` axis alignment (position transformed, heading turned by the
+    alignment's rotation about the vertical axis)."""
+    position = alignment[:3, :3] @ pose[:3] + alignment[:3, 3]
+    turn = np.arctan2(alignment[1, 0], alignment[0, 0])
+    return np.array([*position, np.arctan2(np.sin(pose[3] + turn), np.cos(pose[3] + turn))])
+
+
 class SQA3DDataset(Scene3DDataset):
-    """SQA3D samples (see the module docstring)."""
+    """SQA3D samples (see the module docstring).
+
+    Args:
+        situated: answer ``"[SIT] ..."`` / ``"[SIT][GRD][READ] ..."`` with the situation as a target (module
+            docstring); needs the official layout's ``position`` and ``rotation`` and ``view='video'``.
+        situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
+            say its annotations are; moved by the scene's axis alignment into the proposals' frame) or ``"aligned"``.
+    """
 
     kind = "sqa3d"
+
+    def __init__(self, *args: object, situated: bool = False, situation_frame: str = "scan", **kwargs: object):
+        if situated and kwargs.get("view", "video") != "video":
+            raise ValueError("sqa3d: situated reads object tokens of the video's proposals; it needs view='video'")
+        if situation_frame not in ("scan", "aligned"):
+            raise ValueError(f"sqa3d: situation_frame must be 'scan' or 'aligned', got {situation_frame!r}")
+        self.situated, self.situation_frame = situated, situation_frame
+        super().__init__(*args, **kwargs)
 
     def read_entries(self) -> list[Entry]:
         if self.layout != "official":
@@ -157,15 +213,20 @@ class SQA3DDataset(Scene3DDataset):
         if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
             raise ValueError(f"{where}: 'answers' must be a list of {{'answer': ...}}, got {str(answers)[:80]!r}")
         situation, text = text_field(question, "situation", where), text_field(question, "question", where)
+        ids = item.get("object_ids", [])
+        if not isinstance(ids, list):
+            raise ValueError(f"{where}: 'object_ids' must be a list")
         return Annotation(
             scene_id=text_field(item, "scene_id", where),
             text=f"{situation} {text}",
+            object_ids=[object_id(i, where) for i in ids],
             answers=_answers([a.get("answer") for a in answers], where),
             meta={
                 "question_id": item.get("question_id"),
                 "situation": situation,
                 "question": text,
                 "question_type": question_type(text),
+                "pose": situation_pose(item, where),
             },
         )
 
@@ -182,12 +243,35 @@ class SQA3DDataset(Scene3DDataset):
 
     def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
         meta = {"answers": annotation.answers, "category": annotation.meta["question_type"]}
-        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), annotation.answers[0], meta
+        answer = annotation.answers[0]
+        if self.situated:
+            pose = annotation.meta.get("pose")
+            if pose is None:
+                raise ValueError(
+                    f"{where}: situated needs the annotation's 'position' and 'rotation' (official layout)"
+                )
+            meta["pose"] = aligned_pose(pose, scene.axis_alignment) if self.situation_frame == "scan" else pose
+            known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
+            if len(annotation.object_ids) == 1 and known:
+                meta["gt_boxes"] = self.object_boxes(annotation.object_ids, scene, where).astype(np.float32)
+                answer = f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {answer}"
+            else:
+                answer = f"{SIT_TOKEN} {answer}"
+        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
+
+    def target_fields(self, meta: dict) -> dict:
+        """The situation of a ``situated`` answer, and its grounded object as a single-target ``[GRD]``'s box."""
+        if "pose" not in meta:
+            return {}
+        fields = {"situations": [meta["pose"].astype(np.float32)]}
+        if "gt_boxes" in meta:
+            fields.update(boxes_3d=[meta["gt_boxes"]], grounding_multi=False)
+        return fields
 
 
 build_scanqa = register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))(
     scene_loader(ScanQADataset, (SCANQA_FILE,), read_object=False)
 )
 build_sqa3d = register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))(
-    scene_loader(SQA3DDataset, (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE))
+    scene_loader(SQA3DDataset, (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE), situated=False, situation_frame="scan")
 )

@@ -582,8 +582,9 @@ class Scene3DDataset(Dataset):
 
 
 def merge_target_fields(fields: Sequence[dict], sample_id: str) -> dict:
-    """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: the ``boxes_3d`` of those
-    that have them (answers with a ``[GRD]``) one after the other, and their common ``grounding_multi``."""
+    """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: the ``boxes_3d`` (and
+    ``situations``) of those that have them (answers with a ``[GRD]`` / ``[SIT]``) one after the other, and their
+    common ``grounding_multi``."""
     if len(fields) == 1:
         return dict(fields[0])
     targeted = [field for field in fields if field]
@@ -592,8 +593,9 @@ def merge_target_fields(fields: Sequence[dict], sample_id: str) -> dict:
     if len({frozenset(field) for field in targeted}) != 1 or len({f.get("grounding_multi") for f in targeted}) != 1:
         raise ValueError(f"{sample_id}: the items asked in turn have different kinds of targets")
     merged = dict(targeted[0])
-    if "boxes_3d" in merged:
-        merged["boxes_3d"] = [boxes for field in targeted for boxes in field["boxes_3d"]]
+    for name in ("boxes_3d", "situations"):  # one entry per [GRD] / [SIT], in turn order
+        if name in merged:
+            merged[name] = [entry for field in targeted for entry in field[name]]
     return merged
 
 

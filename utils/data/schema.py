@@ -92,6 +92,9 @@ class Sample:
         boxes_3d: per ``[GRD]`` of the answer, in order, the ``(K, 6)`` float32 ground-truth boxes (centre, size,
             in the proposals' frame) it refers to (``K = 0``: nothing in the scene fits); ``None`` if unknown.
             Needs ``proposals`` (the grounding head chooses among them).
+        situations: per ``[SIT]`` of the answer, in order, the speaker's ``(4,)`` float32 pose (``x, y, z`` in the
+            proposals' frame, heading in radians from +x about the vertical axis; SQA3D's situation); ``None`` if
+            unknown. Needs ``proposals`` (the grounding head points at where they stand and what they face).
         grounding_multi: each ``[GRD]`` may name zero, one or several objects (Multi3DRefer: the grounding
             head's multi-target loss and prediction) rather than at most one (ScanRefer). It is part of the
             task, so inference keeps it (``boxes_3d`` is a target).
@@ -114,6 +117,7 @@ class Sample:
     proposals: np.ndarray | None = None
     proposal_labels: list[str] | None = None
     boxes_3d: list[np.ndarray] | None = None
+    situations: list[np.ndarray] | None = None
     grounding_multi: bool = False
     meta: dict = field(default_factory=dict)
 
@@ -138,6 +142,12 @@ class Sample:
             raise ValueError(f"{self.sample_id}: proposal_labels must name each of the proposals")
         if self.boxes_3d is not None:
             self.boxes_3d = [self._grounding_boxes(j, boxes) for j, boxes in enumerate(self.boxes_3d)]
+        if self.situations is not None:
+            if self.proposals is None:
+                raise ValueError(f"{self.sample_id}: situation poses need the scene's proposals")
+            self.situations = [np.asarray(pose, dtype=np.float32) for pose in self.situations]
+            if any(pose.shape != (4,) or not np.isfinite(pose).all() for pose in self.situations):
+                raise ValueError(f"{self.sample_id}: each situation must be a finite (x, y, z, heading) pose")
 
     def _grounding_boxes(self, index: int, boxes: np.ndarray) -> np.ndarray:
         """``boxes_3d[index]`` as ``(K, 6)`` float32, checked (finite, sizes >= 0, at most one box unless multi)."""

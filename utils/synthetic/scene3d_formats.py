@@ -14,7 +14,9 @@ its class to that neighbour). Answers follow from the layout alone:
 * ScanQA (:func:`scanqa_items`): colour of an object named by its neighbour, what stands next to an object,
   how many objects of a class there are.
 * SQA3D (:func:`sqa3d_items`): standing at one object facing another, whether a third is on the left or the
-  right, which way to turn to face it, the colour of what one faces, and a count.
+  right, which way to turn to face it, the colour of what one faces, and a count. Annotations hold the situation's
+  ``position`` (the standing object's centre on the floor) and ``rotation`` (facing the other's centre), as SQA3D's
+  do, and, beyond SQA3D's fields, the ``object_ids`` of the one object a question is about.
 
 :func:`write_official` writes the files the benchmarks release (names and fields in the loader modules
 :mod:`utils.data.scanrefer`, :mod:`utils.data.scan2cap`, :mod:`utils.data.scanqa`); :func:`write_llava` converts
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.data.scan2cap import SCANREFER_FILE
-from utils.data.scanqa import SCANQA_FILE, SQA3D_ANNOTATIONS_FILE, SQA3D_QUESTIONS_FILE
+from utils.data.scanqa import SCANQA_FILE, SQA3D_ANNOTATIONS_FILE, SQA3D_FORWARD_YAW, SQA3D_QUESTIONS_FILE
 from utils.data.scanrefer import MULTI3DREFER_FILE
 from utils.data.scene3d import (
     LAYOUTS,
@@ -178,18 +180,23 @@ def sqa3d_items(rooms: Sequence[Room]) -> tuple[list[dict], list[dict]]:
         forward = room.boxes[facing, :2] - position
         forward /= np.linalg.norm(forward)
         situation = f"I am standing next to the {phrase(room, here)}, facing the {phrase(room, facing)}."
-        asked = [(f"What colour is the {room.labels[facing]} I am facing?", room.colours[facing])]
+        asked = [(f"What colour is the {room.labels[facing]} I am facing?", room.colours[facing], [facing])]
         for k in range(len(room.labels)):
             offset = room.boxes[k, :2] - position
             offset /= np.linalg.norm(offset) if k != here else 1.0
             side = forward[0] * offset[1] - forward[1] * offset[0] if k not in (here, facing) else 0.0
             if abs(side) >= SIDE_MARGIN:
                 answer = "left" if side > 0 else "right"
-                asked.append((f"Is the {phrase(room, k)} on my left or my right?", answer))
-                asked.append((f"Which way should I turn to face the {phrase(room, k)}?", answer))
+                asked.append((f"Is the {phrase(room, k)} on my left or my right?", answer, [k]))
+                asked.append((f"Which way should I turn to face the {phrase(room, k)}?", answer, [k]))
         label = room.labels[0]
-        asked.append((f"How many {label}s are in the room?", NUMBERS[room.labels.count(label)]))
-        for question, answer in asked:
+        asked.append((f"How many {label}s are in the room?", NUMBERS[room.labels.count(label)], []))
+        heading = float(np.arctan2(forward[1], forward[0])) - SQA3D_FORWARD_YAW
+        pose = {
+            "position": {"x": float(position[0]), "y": float(position[1]), "z": 0.0},
+            "rotation": {"_x": 0.0, "_y": 0.0, "_z": float(np.sin(heading / 2)), "_w": float(np.cos(heading / 2))},
+        }
+        for question, answer, about in asked:
             question_id = len(questions)
             questions.append(
                 {
@@ -201,7 +208,9 @@ def sqa3d_items(rooms: Sequence[Room]) -> tuple[list[dict], list[dict]]:
                 }
             )
             answers = [{"answer": answer, "answer_id": 1}]
-            annotations.append({"question_id": question_id, "scene_id": room.scene_id, "answers": answers})
+            ids = [int(room.object_ids[k]) for k in about]
+            annotation = {"question_id": question_id, "scene_id": room.scene_id, "answers": answers, **pose}
+            annotations.append({**annotation, "object_ids": ids})
     return questions, annotations
 
 
