@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 import model.encoders  # noqa: F401  (registers the input encoders)
 from model.configuration_unigr import UniGRConfig
+from model.encoders.proposal_tokens import as_chosen
 from model.heads.base import HEADS, Head
 from model.heads.location_prompt import frame_maps
 from model.input_assembly import (
@@ -331,10 +332,11 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         seg_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         grd_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         sequences = input_ids
-        grounded = [-1] * batch_size  # per row, the proposal its last generated [GRD] grounded (-1: none yet)
+        grounded: list[list[int]] = [[] for _ in range(batch_size)]  # per row, what its last [GRD] grounded
         sit_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         situations: list[torch.Tensor | None] = [None] * batch_size  # per row, the pose of its last [SIT]
         proposals = batch.get("proposals") or [None] * batch_size
+        multi = batch.get("grounding_multi") or [False] * batch_size
         for _ in range(max_new_tokens):
             scores = processors(sequences, self.backbone.lm_head(hidden).float())
             if do_sample:
@@ -354,7 +356,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             if read_id is not None:  # [READ]: the object token of what the row's last [GRD] grounded
                 for row in (tokens == read_id).nonzero()[:, 0].tolist():
                     step_embeds[row, 0] = self.read_embedding(
-                        reader, embeds[row], input_ids[row], grounded[row], proposals[row], situations[row]
+                        reader, embeds[row], input_ids[row], grounded[row], proposals[row], situations[row], multi[row]
                     )
             out = self.language_model(
                 inputs_embeds=step_embeds,
@@ -413,37 +415,40 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         reader: InputEncoder,
         prompt_embeds: torch.Tensor,
         prompt_ids: torch.Tensor,
-        proposal: int,
+        chosen: int | list[int],
         proposals: torch.Tensor | None = None,
         pose: torch.Tensor | None = None,
+        multi: bool = False,
     ) -> torch.Tensor:
-        """``(D,)`` input embedding of a generated ``[READ]``: the object token of ``proposal`` as the prompt's
-        assembly appended it (``prompt_embeds (L, D)``), as training fills it, situated by the speaker's ``pose``
-        (the last ``[SIT]``'s) among the prompt's ``proposals`` when given; the token's own embedding for a prompt
-        without object tokens (no scene)."""
+        """``(D,)`` input embedding of a generated ``[READ]``: what the ``chosen`` proposals (an index, -1 for none,
+        or a list) give as the prompt's assembly appended their object tokens (``prompt_embeds (L, D)``), as
+        training fills it (:meth:`ProposalTokenEncoder.read_embedding
+        <model.encoders.proposal_tokens.ProposalTokenEncoder.read_embedding>`: situated by the speaker's ``pose``,
+        the last ``[SIT]``'s, among the prompt's ``proposals``; counted for a ``multi``-target sample); the token's
+        own embedding for a prompt without object tokens (no scene)."""
         slots = (prompt_ids == self.placeholder_token_ids()[reader.placeholder]).nonzero()[:, 0]
         if len(slots) == 0:
             return self.get_input_embeddings().weight[self.placeholder_token_ids()[READ_TOKEN]]
-        return reader.read_embedding(prompt_embeds[slots], proposal, proposals, pose)
+        return reader.read_embedding(prompt_embeds[slots], as_chosen(chosen), proposals, pose, bool(multi))
 
     def last_grounded(
         self,
-        grounded: list[int],
+        grounded: list[list[int]],
         rows: list[int],
         grd_states: list[list[torch.Tensor]],
         prompt_hidden: torch.Tensor,
         input_ids: torch.Tensor,
         batch: dict,
-    ) -> list[int]:
-        """``grounded`` with ``rows`` (which just generated a ``[GRD]``) set to the first proposal the head chose
-        for that ``[GRD]`` (-1 for none), as a ``[READ]`` in training reads its ``[GRD]``'s first target."""
+    ) -> list[list[int]]:
+        """``grounded`` with ``rows`` (which just generated a ``[GRD]``) set to the proposals the head chose for that
+        ``[GRD]`` (empty for none), as a ``[READ]`` in training reads its ``[GRD]``'s targets."""
         width = prompt_hidden.shape[-1]
         states = [torch.stack(row) if row else prompt_hidden.new_zeros(0, width) for row in grd_states]
         choice = self.ground(states, prompt_hidden, input_ids, batch)
         updated = list(grounded)
         for row in rows:
             chosen = choice["pred_proposal_ids"][row] if choice is not None else []
-            updated[row] = int(chosen[-1][0]) if chosen and len(chosen[-1]) else -1
+            updated[row] = chosen[-1].tolist() if chosen else []
         return updated
 
     def ground(

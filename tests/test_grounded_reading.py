@@ -60,20 +60,18 @@ def _embeds(model, batch: dict) -> torch.Tensor:
         return model.assemble(batch["input_ids"], batch)[0]
 
 
-def test_read_object_grounds_questions_about_one_object_and_leaves_counts_as_words(scanqa_reading) -> None:
-    kinds = {"read": 0, "plain": 0}
+def test_read_object_grounds_one_object_or_every_counted_one(scanqa_reading) -> None:
+    kinds = {"one": 0, "count": 0}
     for index in range(len(scanqa_reading)):
         sample = scanqa_reading[index]
         answer, words = sample.conversation[1]["content"], sample.meta["answers"][0]
-        if len(sample.meta["object_ids"]) == 1:
-            assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}"
-            assert len(sample.boxes_3d) == 1 and not sample.grounding_multi
-            np.testing.assert_array_equal(sample.boxes_3d[0], sample.meta["gt_boxes"])
-            kinds["read"] += 1
-        else:  # "How many chairs ...": several objects, answered in words
-            assert answer == words and sample.boxes_3d is None
-            kinds["plain"] += 1
-    assert kinds["read"] > 0 and kinds["plain"] > 0
+        assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
+        np.testing.assert_array_equal(sample.boxes_3d[0], sample.meta["gt_boxes"])
+        counted = sample.conversation[0]["content"].find("How many") >= 0
+        assert sample.grounding_multi == counted  # "How many chairs ...": every chair, multi-target
+        assert len(sample.boxes_3d[0]) == (len(sample.meta["object_ids"]) if counted else 1)
+        kinds["count" if counted else "one"] += 1
+    assert kinds["one"] > 0 and kinds["count"] > 0
 
 
 def test_a_model_gaining_object_tokens_gains_the_read_token(tiny_parts) -> None:
@@ -186,15 +184,80 @@ def test_the_answer_predictor_scores_a_read_answer_by_its_words(reading_model, r
     assert results[0].grounding is not None
 
 
-def test_questions_asked_in_turn_keep_one_box_per_grd_when_only_some_answers_ground(small_rooms: Path) -> None:
+def test_questions_asked_in_turn_are_grouped_by_kind_of_grounding_and_keep_one_box_set_per_grd(
+    small_rooms: Path,
+) -> None:
     groups = LOADERS["scanqa"].build(
         small_rooms, "train", num_frames=4, train=True, seed=0, read_object=True, questions_per_sample=4
     )
-    mixed = 0
+    kinds = set()
     for index in range(len(groups)):
         sample = groups[index]
-        answers = [turn["content"] for turn in sample.conversation if turn["role"] == "assistant"]
-        grounded = sum(answer.startswith(GRD_TOKEN) for answer in answers)
-        assert len(sample.boxes_3d or []) == grounded
-        mixed += 0 < grounded < len(answers)
-    assert mixed > 0
+        questions = [turn["content"] for turn in sample.conversation if turn["role"] == "user"]
+        counts = [question.find("How many") >= 0 for question in questions]
+        assert len(set(counts)) == 1  # counts (multi-target) and one-object questions are never mixed
+        assert sample.grounding_multi == counts[0] and len(sample.boxes_3d) == len(questions)
+        kinds.add(counts[0])
+    assert kinds == {True, False}
+
+
+COUNTING = {"proposals": {"max_proposals": 24, "count_read": True}}
+
+
+@pytest.fixture(scope="module")
+def count_sample(scanqa_reading) -> Sample:
+    """A count question about several objects, each matched by a proposal."""
+    for index in range(len(scanqa_reading)):
+        sample = scanqa_reading[index]
+        if sample.grounding_multi and len(sample.boxes_3d[0]) > 1:
+            iou = box_iou_3d(torch.from_numpy(sample.boxes_3d[0]), torch.from_numpy(sample.proposals))
+            if bool((iou.max(dim=1).values >= 0.25).all()):
+                return sample
+    raise AssertionError("no countable question in the rooms")
+
+
+@pytest.fixture(scope="module")
+def counting_model(tiny_parts):
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders=COUNTING, grounding={})
+    return model.eval(), processor
+
+
+def test_in_training_a_count_read_holds_the_counted_tokens_and_their_number(counting_model, count_sample) -> None:
+    model, processor = counting_model
+    batch = SampleCollator.for_model(model, processor)([count_sample])
+    embeds = _embeds(model, batch)
+    (read,) = _reads(processor, batch).tolist()
+    counted = box_iou_3d(torch.from_numpy(count_sample.boxes_3d[0]), torch.from_numpy(count_sample.proposals))
+    members = counted.argmax(dim=1).tolist()
+    encoder = model.input_assembly.encoders["proposals"]
+    object_tokens = embeds[0, _slots(processor, batch)]
+    expected = object_tokens[members].mean(dim=0) + encoder.count_embedding.weight[len(members)].detach()
+    torch.testing.assert_close(embeds[0, read], expected)
+    fewer = _embeds(model, {**batch, "read_proposals": [[members[:1]]]})  # one grounded: another count
+    torch.testing.assert_close(fewer[0, read], object_tokens[members[0]] + encoder.count_embedding.weight[1].detach())
+
+
+def test_generation_counts_what_its_grd_grounded_as_a_teacher_forced_pass_does(counting_model, count_sample) -> None:
+    model, processor = counting_model
+    model.grounding_head.config.threshold = 0.0  # every proposal chosen: a count of all of them
+    try:
+        batch = SampleCollator.for_model(model, processor, inference=True)([count_sample])
+        answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} three<|im_end|>", add_special_tokens=False)
+        record = RecordScores(answer, batch["input_ids"].shape[1])
+        result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[record])
+    finally:
+        model.grounding_head.config.threshold = 0.5
+    (chosen,) = result.grounding["pred_proposal_ids"][0]
+    assert len(chosen) == len(count_sample.proposals)
+    with torch.no_grad():
+        sequence = torch.cat([batch["input_ids"], torch.tensor([answer])], dim=1)
+        full = {**batch, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
+        full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
+        forced = model(**full, read_proposals=[[chosen.tolist()]])
+        fewer = model(**full, read_proposals=[[chosen.tolist()[:2]]])
+    prompt_length = batch["input_ids"].shape[1]
+    for step in range(len(answer)):
+        torch.testing.assert_close(
+            record.scores[step][0], forced.logits[0, prompt_length - 1 + step], atol=1e-4, rtol=1e-4
+        )
+    assert not torch.allclose(fewer.logits[0, prompt_length + 1], forced.logits[0, prompt_length + 1])

@@ -107,22 +107,22 @@ def test_the_situated_sine_says_left_exactly_where_the_synthetic_answer_does(sma
 
 
 def test_situated_sqa3d_answers_locate_then_ground_and_read_with_the_pose_as_a_target(sqa3d_situated) -> None:
-    kinds = {"read": 0, "plain": 0}
+    kinds = {"one": 0, "count": 0}
     for index in range(len(sqa3d_situated)):
         sample = sqa3d_situated[index]
         answer, words = sample.conversation[1]["content"], sample.meta["answers"][0]
         assert len(sample.situations) == 1
         np.testing.assert_allclose(sample.situations[0], sample.meta["pose"], atol=1e-6)
-        if sample.boxes_3d is not None:  # colour, left / right, turn: about one object
-            assert answer == f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {words}" and not sample.grounding_multi
-            kinds["read"] += 1
-        else:  # counts
-            assert answer == f"{SIT_TOKEN} {words}"
-            kinds["plain"] += 1
-    assert kinds["read"] > 0 and kinds["plain"] > 0
+        assert answer == f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
+        counted = sample.meta["question"].startswith("How many")
+        assert sample.grounding_multi == counted  # a count grounds every counted object
+        kinds["count" if counted else "one"] += 1
+    assert kinds["one"] > 0 and kinds["count"] > 0
 
 
-def test_situated_without_the_annotation_pose_is_an_error_naming_the_sample(small_rooms: Path, tmp_path: Path) -> None:
+def test_situated_without_a_pose_is_an_error_and_without_an_object_only_locates(
+    small_rooms: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "rooms"
     root.mkdir()
     for path in small_rooms.iterdir():
@@ -130,11 +130,15 @@ def test_situated_without_the_annotation_pose_is_an_error_naming_the_sample(smal
     name = SQA3D_ANNOTATIONS_FILE.format(split="train")
     data = json.loads((small_rooms / name).read_text())
     del data["annotations"][0]["position"], data["annotations"][0]["rotation"]
+    del data["annotations"][1]["object_ids"]  # SQA3D's own release names no object
     (root / name).unlink()
     (root / name).write_text(json.dumps(data))
     dataset = LOADERS["sqa3d"].build(root, "train", num_frames=4, train=False, seed=0, situated=True)
     with pytest.raises(ValueError, match=rf"{name}.*situated needs the annotation's 'position' and 'rotation'"):
         dataset[0]
+    sample = dataset[1]
+    assert sample.conversation[1]["content"] == f"{SIT_TOKEN} {sample.meta['answers'][0]}"
+    assert sample.boxes_3d is None and len(sample.situations) == 1
 
 
 def test_the_collator_gives_one_pose_per_sit_and_refuses_a_count_mismatch(situated_model, side_sample) -> None:

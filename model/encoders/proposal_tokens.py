@@ -51,6 +51,12 @@ direction to its centre relative to the heading, as cosine and sine, and its dis
 the proposals (:func:`~model.heads.proposal_grounding.situation_targets`, the same construction generation uses);
 in generation the head's pose for the ``[SIT]`` just generated.
 
+**Counting by grounding** (``count_read: true``). A ``[READ]`` after a multi-target ``[GRD]`` (a sample with
+``grounding_multi``: ScanQA's "How many chairs are in the room?", whose ``object_ids`` are the chairs) holds the mean
+of the grounded proposals' object tokens plus a learned embedding of how many they are (``count_embedding``, up to
+``max_proposals``), so the number word is read from what the head grounded. The proposals: in training those the
+``[GRD]``'s ground-truth boxes match (as the head's multi-target labels), in generation those the head chose.
+
 Slots past the scene's proposals get a learned "no object" embedding plus their identifier. A scene with more
 proposals than ``max_proposals`` is an error naming the sample (raise ``max_proposals``; dropping objects silently
 would hide them from every answer).
@@ -68,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.geometry import sample_segments
-from model.heads.proposal_grounding import pose_from_proposals, single_targets, situation_targets
+from model.heads.proposal_grounding import multi_targets, pose_from_proposals, single_targets, situation_targets
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.proposal_features import class_name_embeddings, pool_by_pixel_share
 from utils.data.prompts import READ_TOKEN, SIT_TOKEN
@@ -91,6 +97,8 @@ class ProposalTokenEncoder(InputEncoder):
         read_iou: a ``[READ]`` in training reads the proposal matching its ``[GRD]``'s box at this IoU or above.
         situated: a ``[READ]`` after a ``[SIT]`` also holds its object's place as seen from the speaker (module
             docstring).
+        count_read: a ``[READ]`` after a multi-target ``[GRD]`` holds how many proposals it grounded (module
+            docstring).
     """
 
     kind = "append"
@@ -106,6 +114,7 @@ class ProposalTokenEncoder(InputEncoder):
         question_match: bool = False,
         read_iou: float = 0.25,
         situated: bool = False,
+        count_read: bool = False,
     ):
         super().__init__()
         if max_proposals < 1:
@@ -134,6 +143,7 @@ class ProposalTokenEncoder(InputEncoder):
         if question_match:
             self.named_embedding = nn.Parameter(torch.zeros(llm_hidden_size))
         self.situated_embedding = nn.Linear(3, llm_hidden_size, bias=False) if situated else None
+        self.count_embedding = nn.Embedding(max_proposals + 1, llm_hidden_size) if count_read else None
 
     def reset_new_parameters(self, std: float) -> None:
         # The box and appearance embeddings keep PyTorch's fan-in initialisation (a few numbers of order 1 in);
@@ -148,6 +158,8 @@ class ProposalTokenEncoder(InputEncoder):
             nn.init.normal_(self.named_embedding, std=self.named_embedding.shape[0] ** -0.5)
         if self.situated_embedding is not None:  # unit-length directions per feature, as named_embedding
             nn.init.normal_(self.situated_embedding.weight, std=self.situated_embedding.weight.shape[0] ** -0.5)
+        if self.count_embedding is not None:  # unit-length counts, as large as the normalised object features
+            nn.init.normal_(self.count_embedding.weight, std=self.count_embedding.weight.shape[1] ** -0.5)
 
     def proposal_tokens(
         self,
@@ -190,20 +202,29 @@ class ProposalTokenEncoder(InputEncoder):
     def read_embedding(
         self,
         object_tokens: torch.Tensor,
-        proposal: int,
+        chosen: list[int],
         proposals: torch.Tensor | None = None,
         pose: torch.Tensor | None = None,
+        multi: bool = False,
     ) -> torch.Tensor:
-        """``(D,)`` what a ``[READ]`` holds: row ``proposal`` of a sample's ``(max_proposals, D)`` object tokens
-        (as appended after its video), or the "no object" embedding for ``proposal < 0`` (nothing grounded). With
-        ``situated`` and a speaker ``pose`` ``(4,)``, plus the embedding of where box ``proposals[proposal]`` lies
-        as seen from it."""
-        if proposal < 0:
+        """``(D,)`` what a ``[READ]`` holds, from a sample's ``(max_proposals, D)`` object tokens (as appended after
+        its video) and the proposals its ``[GRD]`` grounded (``chosen``, empty for none).
+
+        Single target: the first chosen proposal's token, or the "no object" embedding when none was; with
+        ``situated`` and a speaker ``pose`` ``(4,)``, plus the embedding of where box ``proposals[k]`` lies as seen
+        from it. Multi-target (``multi``, with ``count_read``): the mean of the chosen tokens (the "no object"
+        embedding for none) plus the embedding of their count.
+        """
+        if multi and self.count_embedding is not None:
+            count = min(len(chosen), self.count_embedding.num_embeddings - 1)
+            members = object_tokens[chosen].mean(dim=0) if chosen else self.no_object.to(object_tokens.dtype)
+            return members + self.count_embedding.weight[count].to(object_tokens.dtype)
+        if not chosen:
             return self.no_object.to(object_tokens.dtype)
-        token = object_tokens[proposal]
+        token = object_tokens[chosen[0]]
         if self.situated_embedding is None or pose is None or proposals is None:
             return token
-        features = situated_features(proposals[proposal, :3].to(token.device), pose.to(token.device), self.box_scale)
+        features = situated_features(proposals[chosen[0], :3].to(token.device), pose.to(token.device), self.box_scale)
         return token + self.situated_embedding(features.to(self.situated_embedding.weight.dtype)).to(token.dtype)
 
     def read_poses(self, batch: dict, sample: int, proposals: torch.Tensor, count: int) -> list[torch.Tensor | None]:
@@ -221,17 +242,23 @@ class ProposalTokenEncoder(InputEncoder):
             rebuilt.append(None if targets is None else pose_from_proposals(*targets, proposals.float()))
         return rebuilt
 
-    def read_targets(self, batch: dict, sample: int, proposals: torch.Tensor, where: str) -> list[int]:
-        """Per ``[GRD]`` of a training sample, the proposal its ``[READ]`` reads (-1: none; module docstring)."""
+    def read_targets(self, batch: dict, sample: int, proposals: torch.Tensor, where: str) -> list[list[int]]:
+        """Per ``[GRD]`` of a training sample, the proposals its ``[READ]`` reads (empty: none; module docstring):
+        the single-target match of its first box, or for a multi-target sample every proposal its boxes match.
+        ``batch["read_proposals"]`` (per sample, per ``[GRD]`` an index, -1 for none, or a list) overrides them."""
         given = batch.get("read_proposals")
         if given is not None and given[sample] is not None:
-            return [int(k) for k in given[sample]]
+            return [as_chosen(k) for k in given[sample]]
         targets = batch.get("gt_boxes_3d")
         if targets is None or targets[sample] is None:
             raise ValueError(f"{where}: a {READ_TOKEN} without read_proposals or the [GRD] targets (gt_boxes_3d)")
+        multi = batch.get("grounding_multi")
+        if multi is not None and multi[sample] and self.count_embedding is not None:
+            labels = multi_targets([boxes.float() for boxes in targets[sample]], proposals.float(), self.read_iou)
+            return [row[:-1].nonzero()[:, 0].tolist() for row in labels]
         first_boxes = [boxes[:1].float() for boxes in targets[sample]]
         chosen = single_targets(first_boxes, proposals.float(), self.read_iou).tolist()  # P: no target
-        return [k if k < len(proposals) else -1 for k in chosen]
+        return [[k] if k < len(proposals) else [] for k in chosen]
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         placeholders = context.input_ids == context.token_ids[self.placeholder]  # (B, L)
@@ -287,13 +314,14 @@ class ProposalTokenEncoder(InputEncoder):
                 chosen = self.read_targets(batch, sample, boxes, where)
                 if len(reads) > len(chosen):
                     raise ValueError(f"{where}: {len(reads)} {READ_TOKEN} for {len(chosen)} grounded objects")
+                multi = batch.get("grounding_multi")
                 sits = sits_mask[row, start:end].nonzero()[:, 0] + start
                 poses = self.read_poses(batch, sample, boxes, len(sits)) if len(sits) else []
                 read = []
                 for position, k in zip(reads.tolist(), chosen):
                     latest = int((sits < position).sum()) - 1  # the last [SIT] before this [READ]
                     pose = poses[latest] if latest >= 0 else None
-                    read.append(self.read_embedding(tokens, k, boxes, pose))
+                    read.append(self.read_embedding(tokens, k, boxes, pose, bool(multi[sample]) if multi else False))
                 read = torch.stack(read)
                 rows[row] = rows[row].index_copy(0, reads, read.to(embeds.dtype))
         return torch.stack(rows)
@@ -302,6 +330,13 @@ class ProposalTokenEncoder(InputEncoder):
 def unit_over_scene(features: torch.Tensor) -> torch.Tensor:
     """``(P, D)`` features centred over the scene's proposals and layer-normalised to unit length."""
     return F.layer_norm(features - features.mean(dim=0, keepdim=True), features.shape[-1:]) / features.shape[-1] ** 0.5
+
+
+def as_chosen(proposals: int | list[int]) -> list[int]:
+    """Grounded proposals as a list: an index (``-1``: none) or a list of indices."""
+    if isinstance(proposals, int):
+        return [proposals] if proposals >= 0 else []
+    return [int(k) for k in proposals]
 
 
 def situated_features(centre: torch.Tensor, pose: torch.Tensor, box_scale: float = 1.0) -> torch.Tensor:

@@ -25,7 +25,7 @@ ScanQA's ``object_ids`` / ``object_names`` / ``gt_boxes`` (``None`` where the sc
 SQA3D's ``situation`` and ``question`` (official layout).
 
 SQA3D's loader option ``situated`` (:class:`SQA3DDataset`) answers ``"[SIT] <answer>"``, or ``"[SIT][GRD][READ]
-<answer>"`` for a question about one object: ``[SIT]`` locates the speaker (the grounding head's situation, trained
+<answer>"`` for a question about one object (or a count, multi-target as ScanQA's): ``[SIT]`` locates the speaker (the grounding head's situation, trained
 on the annotation's ``position`` and ``rotation``), ``[GRD]`` grounds the object and ``[READ]`` reads it back with
 where it lies as seen from the speaker. The object a question is about is not in SQA3D's release: an annotation may
 name it in ``object_ids`` (the synthetic rooms do, :mod:`utils.synthetic.scene3d_formats`); without it the answer is
@@ -74,13 +74,20 @@ def _answers(value: object, where: str) -> list[str]:
     return [a.strip() for a in value]
 
 
+def is_count_question(text: str) -> bool:
+    """Whether a question asks for a count (``"How many ..."``)."""
+    return text.strip().lower().startswith("how many")
+
+
 class ScanQADataset(Scene3DDataset):
     """ScanQA samples (see the module docstring).
 
     Args:
         read_object: a question about one object of the scan is answered ``"[GRD][READ] <answer>"``: grounded
             first (the proposal grounding head, trained on the question's object as ScanRefer's target), then read
-            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`).
+            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`). A count
+            question (``"How many ..."``) grounds all its objects, multi-target, and ``[READ]`` holds how many
+            (the encoder's ``count_read``).
     """
 
     kind = "scanqa"
@@ -129,13 +136,17 @@ class ScanQADataset(Scene3DDataset):
             "category": annotation.meta["question_type"],
         }
         answer = annotation.answers[0]
-        if self.read_object and boxes is not None and len(boxes) == 1:
-            answer, meta["read_object"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True
+        counted = is_count_question(annotation.text)
+        if self.read_object and boxes is not None and len(boxes) > 0 and (len(boxes) == 1 or counted):
+            answer, meta["read_object"], meta["counted"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True, counted
         return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
 
     def target_fields(self, meta: dict) -> dict:
-        """The grounded object of a ``read_object`` answer, as a single-target ``[GRD]``'s box."""
-        return {"boxes_3d": [meta["gt_boxes"]], "grounding_multi": False} if meta.get("read_object") else {}
+        """The grounded objects of a ``read_object`` answer: one ``[GRD]``'s box, single-target, or a count
+        question's boxes, multi-target."""
+        if not meta.get("read_object"):
+            return {}
+        return {"boxes_3d": [meta["gt_boxes"]], "grounding_multi": meta["counted"]}
 
 
 def situation_pose(item: dict, where: str) -> np.ndarray | None:
@@ -252,8 +263,10 @@ class SQA3DDataset(Scene3DDataset):
                 )
             meta["pose"] = aligned_pose(pose, scene.axis_alignment) if self.situation_frame == "scan" else pose
             known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
-            if len(annotation.object_ids) == 1 and known:
-                meta["gt_boxes"] = self.object_boxes(annotation.object_ids, scene, where).astype(np.float32)
+            ids, counted = annotation.object_ids, is_count_question(annotation.meta["question"])
+            if known and len(ids) > 0 and (len(ids) == 1 or counted):
+                meta["gt_boxes"] = self.object_boxes(ids, scene, where).astype(np.float32)
+                meta["counted"] = counted
                 answer = f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {answer}"
             else:
                 answer = f"{SIT_TOKEN} {answer}"
@@ -265,7 +278,7 @@ class SQA3DDataset(Scene3DDataset):
             return {}
         fields = {"situations": [meta["pose"].astype(np.float32)]}
         if "gt_boxes" in meta:
-            fields.update(boxes_3d=[meta["gt_boxes"]], grounding_multi=False)
+            fields.update(boxes_3d=[meta["gt_boxes"]], grounding_multi=meta["counted"])
         return fields
 
 

@@ -604,8 +604,9 @@ class SceneQuestionGroups(Dataset):
 
     A scene's video costs far more tokens than a question about it, so each forward pass trains on
     ``questions_per_sample`` of its questions (a multi-turn conversation; each grounding answer keeps its own
-    ``[GRD]`` and targets). Items are grouped per scene, in an order drawn from ``seed``; a scene's last group
-    may be smaller. Items that cannot be read (a malformed annotation, an object no proposal covers) join no
+    ``[GRD]`` and targets). Items are grouped per scene and kind of targets (none, single-target, multi-target
+    grounding: a sample is one or the other), in an order drawn from ``seed``; a scene's last group of a kind may be
+    smaller. Items that cannot be read (a malformed annotation, an object no proposal covers) join no
     group: they are counted and named once, when the groups are made (:attr:`skipped`, a warning).
 
     Args:
@@ -616,17 +617,19 @@ class SceneQuestionGroups(Dataset):
         if questions_per_sample < 2:
             raise ValueError(f"questions_per_sample must be at least 2 to group, got {questions_per_sample}")
         self.dataset = dataset
-        by_scene: dict[str, list[int]] = {}
         self.groups: list[list[int]] = []
         self.skipped: list[str] = []
         """The errors of the items left out."""
+        by_scene: dict[tuple, list[int]] = {}
         for index in range(len(dataset)):
             try:
-                scene_id = dataset.item(index).annotation.scene_id
+                item = dataset.item(index)
             except (ValueError, FileNotFoundError) as error:
                 self.skipped.append(str(error))
                 continue
-            by_scene.setdefault(scene_id, []).append(index)
+            targets = dataset.target_fields(item.meta)
+            kind = (tuple(sorted(targets)), targets.get("grounding_multi")) if targets else ()
+            by_scene.setdefault((item.annotation.scene_id, kind), []).append(index)
         if self.skipped:
             warnings.warn(
                 f"{dataset.name} {dataset.split}: {len(self.skipped)} of {len(dataset)} items left out of the "
@@ -636,8 +639,8 @@ class SceneQuestionGroups(Dataset):
         if not by_scene:
             raise ValueError(f"{dataset.name} {dataset.split}: no item can be read ({len(self.skipped)} skipped)")
         rng = np.random.default_rng(seed)
-        for scene_id in sorted(by_scene):
-            members = [by_scene[scene_id][i] for i in rng.permutation(len(by_scene[scene_id]))]
+        for key in sorted(by_scene, key=repr):
+            members = [by_scene[key][i] for i in rng.permutation(len(by_scene[key]))]
             self.groups += [members[i : i + questions_per_sample] for i in range(0, len(members), questions_per_sample)]
 
     def __len__(self) -> int:

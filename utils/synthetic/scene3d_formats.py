@@ -16,7 +16,7 @@ its class to that neighbour). Answers follow from the layout alone:
 * SQA3D (:func:`sqa3d_items`): standing at one object facing another, whether a third is on the left or the
   right, which way to turn to face it, the colour of what one faces, and a count. Annotations hold the situation's
   ``position`` (the standing object's centre on the floor) and ``rotation`` (facing the other's centre), as SQA3D's
-  do, and, beyond SQA3D's fields, the ``object_ids`` of the one object a question is about.
+  do, and, beyond SQA3D's fields, the ``object_ids`` of the object a question is about (the counted ones for a count).
 
 :func:`write_official` writes the files the benchmarks release (names and fields in the loader modules
 :mod:`utils.data.scanrefer`, :mod:`utils.data.scan2cap`, :mod:`utils.data.scanqa`); :func:`write_llava` converts
@@ -190,7 +190,8 @@ def sqa3d_items(rooms: Sequence[Room]) -> tuple[list[dict], list[dict]]:
                 asked.append((f"Is the {phrase(room, k)} on my left or my right?", answer, [k]))
                 asked.append((f"Which way should I turn to face the {phrase(room, k)}?", answer, [k]))
         label = room.labels[0]
-        asked.append((f"How many {label}s are in the room?", NUMBERS[room.labels.count(label)], []))
+        members = [k for k, name in enumerate(room.labels) if name == label]
+        asked.append((f"How many {label}s are in the room?", NUMBERS[len(members)], members))
         heading = float(np.arctan2(forward[1], forward[0])) - SQA3D_FORWARD_YAW
         pose = {
             "position": {"x": float(position[0]), "y": float(position[1]), "z": 0.0},
