@@ -183,8 +183,9 @@ def test_training_a_situated_answer_reaches_the_situation_queries_and_the_situat
     assert float(output.losses["sit_ce"].detach()) > 0 and float(output.losses["grd_ce"].detach()) > 0
     output.loss.backward()
     assert model.input_assembly.encoders["proposals"].situated_embedding.weight.grad.abs().sum() > 0
-    for part in ("stand", "face"):
-        assert model.grounding_head.situation[part].weight.grad.abs().sum() > 0
+    for part in ("stand", "face"):  # the part's map of the [SIT] query and its own text read
+        for name in ("proj", "query", "key"):
+            assert model.grounding_head.situation[part][name].weight.grad.abs().sum() > 0
 
 
 def test_the_situation_logits_change_with_the_situation_text(situated_model, side_sample) -> None:

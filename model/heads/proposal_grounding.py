@@ -16,13 +16,14 @@ centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "
 can rise by being next to what matches "red table".
 
 With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
-standing next to the red chair, facing the table"): two more queries from it, "stand" and "face", each point at one
-proposal (a cross-entropy over the proposals; targets from the ground-truth pose by :func:`situation_targets`: the
-proposal nearest to where the speaker stands, and the one most nearly straight ahead of them), and the pose is the
-stand proposal's centre, heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``: ``x, y,
-z`` and the heading, radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also holds where
-its object lies as seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?" is read from
-the object's token instead of computed from three objects' positions by a small LLM.
+standing next to the red chair, facing the table"): two more queries from it, "stand" and "face", each with a text
+read of its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one proposal (a cross-entropy over
+the proposals; targets from the ground-truth pose by :func:`situation_targets`: the proposal nearest to where the
+speaker stands, and the one most nearly straight ahead of them), and the pose is the stand proposal's centre,
+heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``: ``x, y, z`` and the heading,
+radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also holds where its object lies as
+seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?" is read from the object's token
+instead of computed from three objects' positions by a small LLM.
 
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
@@ -61,6 +62,7 @@ from utils.scene3d.boxes import box_iou_3d
 from utils.scene3d.proposal_views import APPEARANCE_DIM
 
 MODES = ("single", "multi")
+SITUATION_PARTS = ("stand", "face")  # the situation's two queries: where the speaker stands, what they face
 SIMILARITIES = ("cosine", "dot")
 MAX_LOGIT_SCALE = 100.0  # the learned cosine scale is clamped here (as CLIP does)
 INIT_LABEL_SCALE = 5.0  # initial scale of the class-name match logits
@@ -269,7 +271,20 @@ class ProposalGroundingHead(Head):
             self.anchor_proj = nn.Linear(dim, dim)  # the anchor query from the query
         self.situation = None
         if config.situation:  # the stand and face queries from a [SIT] query
-            self.situation = nn.ModuleDict({"stand": nn.Linear(dim, dim), "face": nn.Linear(dim, dim)})
+            parts = {part: self.situation_part(llm_hidden_size, dim) for part in SITUATION_PARTS}
+            self.situation = nn.ModuleDict(parts)
+
+    @staticmethod
+    def situation_part(llm_hidden_size: int, dim: int) -> nn.ModuleDict:
+        """One situation query ("stand" or "face"): a map of the ``[SIT]`` query and a text read of its own."""
+        return nn.ModuleDict(
+            {
+                "proj": nn.Linear(dim, dim),
+                "query": nn.Linear(llm_hidden_size, dim),
+                "key": nn.Linear(llm_hidden_size, dim),
+                "value": mlp(llm_hidden_size, llm_hidden_size, dim),
+            }
+        )
 
     @classmethod
     def from_config(cls, values: dict | None, llm_hidden_size: int, model_config) -> ProposalGroundingHead | None:
@@ -391,14 +406,29 @@ class ProposalGroundingHead(Head):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         proposals: torch.Tensor,
-        names: tuple[torch.Tensor, torch.Tensor] | None = None,
+        words: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``(S, 2, P)`` logits of ``[SIT]`` states ``(S, D)`` over the proposals: row 0 where the speaker stands,
-        row 1 what they face (arguments as in :meth:`score`)."""
+        row 1 what they face.
+
+        Each part's query is a map of the ``[SIT]`` query (:meth:`queries`) plus its own attention read of the text
+        ``(T, D)`` it ``reads`` (``(S, T)``), so "standing next to the red chair" and "facing the table" can be read
+        apart; with ``label_match``, ``words`` (the text's input embeddings ``(T, D)``, the proposals' class names
+        ``(P, D)``) give each part the class match of the words its attention reads. The others: as in :meth:`score`.
+        """
+        dtype = self.visual_proj.weight.dtype
         queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)  # (P, E)
-        match = self.name_match(names)
-        rows = [self.similarity(self.situation[part](queries), features) + match for part in ("stand", "face")]
+        sit_hidden, text_hidden = sit_hidden.to(dtype), text_hidden.to(dtype)
+        rows = []
+        for name in SITUATION_PARTS:
+            part = self.situation[name]
+            keys = part["key"](text_hidden)  # (T, E)
+            scores = part["query"](sit_hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (S, T)
+            attention = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
+            query = part["proj"](queries) + attention @ part["value"](text_hidden)
+            match = self.name_match((attention @ words[0].to(dtype), words[1])) if words is not None else 0.0
+            rows.append(self.similarity(query, features) + match)
         return torch.stack(rows, dim=1)
 
     def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -515,9 +545,9 @@ class ProposalGroundingHead(Head):
             if bool(sit[i].any()) and len(sample_proposals):
                 sit_positions = sit[i].nonzero()[:, 0]
                 reads = text_positions[None] < sit_positions[:, None]
-                names = self.class_names(batch, i, input_ids[i, text_positions], reads)
+                words = self.text_words(batch, i, input_ids[i, text_positions])
                 scores = self.situation_scores(
-                    last_hidden[i, sit_positions], last_hidden[i, text_positions], reads, *scene, names
+                    last_hidden[i, sit_positions], last_hidden[i, text_positions], reads, *scene, words
                 )
                 situation_logits[i], poses[i] = scores, self.poses(scores.detach(), sample_proposals)
         outputs = {"grounding_logits": logits, "pred_proposal_ids": ids, "pred_boxes_3d": boxes}
@@ -537,21 +567,26 @@ class ProposalGroundingHead(Head):
             poses.append(pose_from_proposals(stand, int(face_logits.argmax()), proposals))
         return torch.stack(poses).to(scores.dtype)
 
-    def class_names(
-        self, batch: dict, row: int, text_ids: torch.Tensor, reads: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(question words (O, D), class names (P, D))`` for :meth:`score` from the LLM's ``input_embeddings``
-        (the model passes its embedding module) and the batch's ``proposal_label_ids``; ``None`` without them.
-
-        Args:
-            text_ids: ``(S,)`` the token ids the queries read; reads: ``(O, S)`` which each query reads.
-        """
+    def text_words(self, batch: dict, row: int, text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(the words' input embeddings (S, D), the proposals' class names (P, D))`` from the LLM's
+        ``input_embeddings`` (the model passes its embedding module) and the batch's ``proposal_label_ids``; ``None``
+        without them or without ``label_match``. ``text_ids``: ``(S,)`` the token ids the queries read."""
         embeddings, label_ids = batch.get("input_embeddings"), batch.get("proposal_label_ids")
         if self.label_proj is None or embeddings is None or label_ids is None or label_ids[row] is None:
             return None
         classes = class_name_embeddings(embeddings, label_ids[row].to(text_ids.device))  # (P, D)
+        return embeddings(text_ids), classes
+
+    def class_names(
+        self, batch: dict, row: int, text_ids: torch.Tensor, reads: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(question words (O, D), class names (P, D))`` for :meth:`score`: each query's mean input embedding of
+        the words it ``reads`` (``(O, S)``) and the proposals' class names (:meth:`text_words`)."""
+        words = self.text_words(batch, row, text_ids)
+        if words is None:
+            return None
         weights = reads.float() / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
-        return weights @ embeddings(text_ids), classes
+        return weights @ words[0], words[1]
 
     @staticmethod
     def text_positions(
@@ -654,5 +689,5 @@ class ProposalGroundingHead(Head):
         scene = (hidden, torch.ones(1, 1, device=device), appearance, box)
         total = self.score(hidden, hidden, reads, *scene, names).sum()
         if self.situation is not None:
-            total = total + self.situation_scores(hidden, hidden, reads, *scene, names).sum()
+            total = total + self.situation_scores(hidden, hidden, reads, *scene, names).sum()  # names: (T, D), (P, D)
         return 0.0 * total
