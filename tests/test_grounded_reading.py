@@ -136,34 +136,45 @@ class RecordScores(ForceAnswer):
         return super().__call__(input_ids, scores)
 
 
-def _generate_read_answer(model, processor, sample: Sample) -> tuple[dict, list[int], RecordScores, object]:
+def generate_forced(
+    model, processor, sample: Sample, text: str = f"{GRD_TOKEN}{READ_TOKEN} white"
+) -> tuple[dict, list[int], RecordScores, object]:
+    """``(prompt batch, answer ids, recorded scores, result)`` of generating ``text`` (forced) for ``sample``."""
     batch = SampleCollator.for_model(model, processor, inference=True)([sample])
-    answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} white<|im_end|>", add_special_tokens=False)
+    answer = processor.tokenizer.encode(f"{text}<|im_end|>", add_special_tokens=False)
     record = RecordScores(answer, batch["input_ids"].shape[1])
     result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[record])
     return batch, answer, record, result
 
 
-def test_generation_reads_what_its_grd_grounded_as_a_teacher_forced_pass_does(reading_model, read_sample) -> None:
-    model, processor = reading_model
-    batch, answer, record, result = _generate_read_answer(model, processor, read_sample)
-    (chosen,) = result.grounding["pred_proposal_ids"][0]
-    proposal = int(chosen[0]) if len(chosen) else -1
-    with torch.no_grad():  # prompt + answer in one pass, [READ] holding the head's choice
+def teacher_forced_logits(model, batch: dict, answer: list[int], **targets) -> torch.Tensor:
+    """``(L + N, V)`` logits of the prompt ``batch`` and ``answer`` in one pass, with the read ``targets``."""
+    with torch.no_grad():
         sequence = torch.cat([batch["input_ids"], torch.tensor([answer])], dim=1)
         full = {**batch, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
         full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
-        forced = model(**full, read_proposals=[[proposal]])
-    prompt_length = batch["input_ids"].shape[1]
-    for step in range(len(answer)):  # the scores of every step, the one after [READ] included
-        torch.testing.assert_close(
-            record.scores[step][0], forced.logits[0, prompt_length - 1 + step], atol=1e-4, rtol=1e-4
-        )
+        return model(**full, **targets).logits[0]
+
+
+def assert_steps_match(record: RecordScores, logits: torch.Tensor, prompt_length: int) -> None:
+    """Every generated step's scores equal the teacher-forced logits at its position."""
+    for step, scores in enumerate(record.scores):
+        torch.testing.assert_close(scores[0], logits[prompt_length - 1 + step], atol=1e-4, rtol=1e-4)
+
+
+def test_generation_reads_what_its_grd_grounded_as_a_teacher_forced_pass_does(reading_model, read_sample) -> None:
+    model, processor = reading_model
+    batch, answer, record, result = generate_forced(model, processor, read_sample)
+    (chosen,) = result.grounding["pred_proposal_ids"][0]
+    proposal = int(chosen[0]) if len(chosen) else -1
+    # prompt + answer in one pass, [READ] holding the head's choice: every step, the one after [READ] included
+    forced = teacher_forced_logits(model, batch, answer, read_proposals=[[proposal]])
+    assert_steps_match(record, forced, batch["input_ids"].shape[1])
 
 
 def test_what_follows_read_changes_with_the_object_the_grd_grounded(reading_model, read_sample, monkeypatch) -> None:
     model, processor = reading_model
-    _, _, record, result = _generate_read_answer(model, processor, read_sample)
+    _, _, record, result = generate_forced(model, processor, read_sample)
     (chosen,) = result.grounding["pred_proposal_ids"][0]
     first = int(chosen[0]) if len(chosen) else -1
     other = (first + 1) % len(read_sample.proposals)
@@ -172,7 +183,7 @@ def test_what_follows_read_changes_with_the_object_the_grd_grounded(reading_mode
         "last_grounded",
         lambda grounded, rows, *args: [other if r in rows else g for r, g in enumerate(grounded)],
     )
-    _, _, again, _ = _generate_read_answer(model, processor, read_sample)
+    _, _, again, _ = generate_forced(model, processor, read_sample)
     torch.testing.assert_close(again.scores[1], record.scores[1])  # before [READ] is fed, nothing differs
     assert not torch.allclose(again.scores[2], record.scores[2])  # the word after [READ] reads another object
 
@@ -241,23 +252,14 @@ def test_generation_counts_what_its_grd_grounded_as_a_teacher_forced_pass_does(c
     model, processor = counting_model
     model.grounding_head.config.threshold = 0.0  # every proposal chosen: a count of all of them
     try:
-        batch = SampleCollator.for_model(model, processor, inference=True)([count_sample])
-        answer = processor.tokenizer.encode(f"{GRD_TOKEN}{READ_TOKEN} three<|im_end|>", add_special_tokens=False)
-        record = RecordScores(answer, batch["input_ids"].shape[1])
-        result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[record])
+        text = f"{GRD_TOKEN}{READ_TOKEN} three"
+        batch, answer, record, result = generate_forced(model, processor, count_sample, text)
     finally:
         model.grounding_head.config.threshold = 0.5
     (chosen,) = result.grounding["pred_proposal_ids"][0]
     assert len(chosen) == len(count_sample.proposals)
-    with torch.no_grad():
-        sequence = torch.cat([batch["input_ids"], torch.tensor([answer])], dim=1)
-        full = {**batch, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
-        full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
-        forced = model(**full, read_proposals=[[chosen.tolist()]])
-        fewer = model(**full, read_proposals=[[chosen.tolist()[:2]]])
+    forced = teacher_forced_logits(model, batch, answer, read_proposals=[[chosen.tolist()]])
+    fewer = teacher_forced_logits(model, batch, answer, read_proposals=[[chosen.tolist()[:2]]])
     prompt_length = batch["input_ids"].shape[1]
-    for step in range(len(answer)):
-        torch.testing.assert_close(
-            record.scores[step][0], forced.logits[0, prompt_length - 1 + step], atol=1e-4, rtol=1e-4
-        )
-    assert not torch.allclose(fewer.logits[0, prompt_length + 1], forced.logits[0, prompt_length + 1])
+    assert_steps_match(record, forced, prompt_length)
+    assert not torch.allclose(fewer[prompt_length + 1], forced[prompt_length + 1])

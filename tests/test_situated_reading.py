@@ -15,7 +15,7 @@ import torch
 from model.builder import build_unigr
 from model.encoders.proposal_tokens import situated_features
 from model.heads.proposal_grounding import pose_from_proposals, situation_targets
-from tests.test_grounded_reading import RecordScores, _embeds, _reads
+from tests.test_grounded_reading import _embeds, _reads, assert_steps_match, generate_forced, teacher_forced_logits
 from tests.test_grounding_head_model import forced_answer_predictor
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
 from utils.data.collate import SampleCollator
@@ -148,7 +148,7 @@ def test_the_collator_gives_one_pose_per_sit_and_refuses_a_count_mismatch(situat
     torch.testing.assert_close(batch["gt_situations"][0][0], torch.from_numpy(side_sample.situations[0]))
     assert "gt_situations" not in SampleCollator.for_model(model, processor, inference=True)([side_sample])
     broken = Sample(**{**side_sample.__dict__, "situations": None})
-    with pytest.raises(ValueError, match=rf"{side_sample.sample_id}: no situations for 1 \[SIT\]"):
+    with pytest.raises(ValueError, match=rf"{side_sample.sample_id}: no situations entries for 1 \[SIT\]"):
         collate([broken])
 
 
@@ -206,32 +206,19 @@ def test_the_situation_logits_change_with_the_situation_text(situated_model, sid
     assert not torch.allclose(logits[0], logits[1])
 
 
-def _generate(model, processor, sample: Sample) -> tuple[dict, list[int], RecordScores, object]:
-    batch = SampleCollator.for_model(model, processor, inference=True)([sample])
-    answer = processor.tokenizer.encode(f"{SITUATED_ANSWER}<|im_end|>", add_special_tokens=False)
-    record = RecordScores(answer, batch["input_ids"].shape[1])
-    result = model.generate(batch, max_new_tokens=len(answer), logits_processor=[record])
-    return batch, answer, record, result
-
-
 def test_generation_reads_from_the_pose_its_sit_gave_as_a_teacher_forced_pass_does(situated_model, side_sample) -> None:
     model, processor = situated_model
-    batch, answer, record, result = _generate(model, processor, side_sample)
+    batch, answer, record, result = generate_forced(model, processor, side_sample, SITUATED_ANSWER)
     (pose,) = result.situations[0]
     (chosen,) = result.grounding["pred_proposal_ids"][0]
     proposal = int(chosen[0]) if len(chosen) else -1
-    with torch.no_grad():  # prompt + answer in one pass, [READ] holding the head's choice seen from its pose
-        sequence = torch.cat([batch["input_ids"], torch.tensor([answer])], dim=1)
-        full = {**batch, "input_ids": sequence, "attention_mask": torch.ones_like(sequence)}
-        full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros(1, len(answer)).long()], 1)
-        forced = model(**full, read_proposals=[[proposal]], gt_situations=[[pose]])
+    # prompt + answer in one pass, [READ] holding the head's choice seen from its pose
+    forced = teacher_forced_logits(model, batch, answer, read_proposals=[[proposal]], gt_situations=[[pose]])
     prompt_length = batch["input_ids"].shape[1]
-    for step in range(len(answer)):
-        torch.testing.assert_close(
-            record.scores[step][0], forced.logits[0, prompt_length - 1 + step], atol=1e-4, rtol=1e-4
-        )
-    unsituated = model(**full, read_proposals=[[proposal]], gt_situations=[[pose + torch.tensor([0, 0, 0, 2.0])]])
-    assert not torch.allclose(unsituated.logits[0, prompt_length + 2], forced.logits[0, prompt_length + 2])
+    assert_steps_match(record, forced, prompt_length)
+    turned = pose + torch.tensor([0, 0, 0, 2.0])
+    other = teacher_forced_logits(model, batch, answer, read_proposals=[[proposal]], gt_situations=[[turned]])
+    assert not torch.allclose(other[prompt_length + 2], forced[prompt_length + 2])
 
 
 def test_the_answer_predictor_scores_a_situated_answer_by_its_words(

@@ -123,6 +123,17 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
 
+def text_read(
+    attention: nn.ModuleDict, hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weights (O, S), read (O, E))``: the attention of states ``(O, D)`` over the text states ``(S, D)`` each
+    ``reads`` (``(O, S)`` bool; none read: zero weights) through ``attention``'s ``query`` / ``key`` / ``value``."""
+    keys = attention["key"](text_hidden)  # (S, E)
+    scores = attention["query"](hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
+    weights = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
+    return weights, weights @ attention["value"](text_hidden)
+
+
 def query_of_each_box(counts: list[int], device: torch.device) -> torch.Tensor:
     """``(sum(counts),)`` long: the query each stacked ground-truth box belongs to, from boxes per query."""
     counts = torch.tensor(counts, dtype=torch.long, device=device)
@@ -352,11 +363,8 @@ class ProposalGroundingHead(Head):
         queries = self.query_proj(grd_hidden)
         if self.text_attention is None or len(text_hidden) == 0:
             return queries
-        text_hidden = text_hidden.to(dtype)
-        keys = self.text_attention["key"](text_hidden)  # (S, E)
-        scores = self.text_attention["query"](grd_hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
-        attention = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-        return queries + attention @ self.text_attention["value"](text_hidden)
+        _, read = text_read(self.text_attention, grd_hidden, text_hidden.to(dtype), reads)
+        return queries + read
 
     def score(
         self,
@@ -423,10 +431,8 @@ class ProposalGroundingHead(Head):
         rows = []
         for name in SITUATION_PARTS:
             part = self.situation[name]
-            keys = part["key"](text_hidden)  # (T, E)
-            scores = part["query"](sit_hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (S, T)
-            attention = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-            query = part["proj"](queries) + attention @ part["value"](text_hidden)
+            attention, read = text_read(part, sit_hidden, text_hidden, reads)  # (S, T), (S, E)
+            query = part["proj"](queries) + read
             match = self.name_match((attention @ words[0].to(dtype), words[1])) if words is not None else 0.0
             rows.append(self.similarity(query, features) + match)
         return torch.stack(rows, dim=1)

@@ -214,10 +214,10 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
     """
     if any(s.proposals is not None for s in samples):
         batch["grounding_multi"] = [s.grounding_multi for s in samples]
-    targets = [] if collator.inference else [_grounding_targets(s) for s in samples]
+    targets = [] if collator.inference else [_answer_token_targets(s, GRD_TOKEN, "boxes_3d") for s in samples]
     if any(boxes is not None for boxes in targets):
         batch["gt_boxes_3d"] = targets
-    situations = [] if collator.inference else [_situation_targets(s) for s in samples]
+    situations = [] if collator.inference else [_answer_token_targets(s, SIT_TOKEN, "situations") for s in samples]
     if any(poses is not None for poses in situations):
         batch["gt_situations"] = situations
     if collator.token_positions and any(s.scene is not None for s in samples):
@@ -228,28 +228,18 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
         batch["proposal_label_ids"] = [_label_ids(collator.processor.tokenizer, s.proposal_labels) for s in samples]
 
 
-def _grounding_targets(sample: Sample) -> list[torch.Tensor] | None:
-    """The sample's ``boxes_3d`` as tensors, one per ``[GRD]`` in its assistant turns (checked); ``None`` for a
-    sample with neither (a ``[GRD]`` without targets would train nothing)."""
-    mentions = sum(turn["content"].count(GRD_TOKEN) for turn in sample.conversation if turn["role"] == "assistant")
-    if sample.boxes_3d is None and mentions == 0:
+def _answer_token_targets(sample: Sample, token: str, field: str) -> list[torch.Tensor] | None:
+    """The sample's ``field`` (``boxes_3d`` or ``situations``) as tensors, one entry per ``token`` (``[GRD]`` /
+    ``[SIT]``) in its assistant turns (checked); ``None`` for a sample with neither (a token without targets would
+    train nothing)."""
+    values = getattr(sample, field)
+    mentions = sum(turn["content"].count(token) for turn in sample.conversation if turn["role"] == "assistant")
+    if values is None and mentions == 0:
         return None
-    if sample.boxes_3d is None or mentions != len(sample.boxes_3d):
-        entries = "no" if sample.boxes_3d is None else len(sample.boxes_3d)
-        raise ValueError(f"{sample.sample_id}: {entries} boxes_3d entries for {mentions} {GRD_TOKEN} in the answer")
-    return [torch.from_numpy(boxes) for boxes in sample.boxes_3d]
-
-
-def _situation_targets(sample: Sample) -> list[torch.Tensor] | None:
-    """The sample's ``situations`` as tensors, one per ``[SIT]`` in its assistant turns (checked); ``None`` for a
-    sample with neither."""
-    mentions = sum(turn["content"].count(SIT_TOKEN) for turn in sample.conversation if turn["role"] == "assistant")
-    if sample.situations is None and mentions == 0:
-        return None
-    if sample.situations is None or mentions != len(sample.situations):
-        entries = "no" if sample.situations is None else len(sample.situations)
-        raise ValueError(f"{sample.sample_id}: {entries} situations for {mentions} {SIT_TOKEN} in the answer")
-    return [torch.from_numpy(pose) for pose in sample.situations]
+    if values is None or mentions != len(values):
+        entries = "no" if values is None else len(values)
+        raise ValueError(f"{sample.sample_id}: {entries} {field} entries for {mentions} {token} in the answer")
+    return [torch.from_numpy(value) for value in values]
 
 
 def _video_grids(collator: SampleCollator, samples: list[Sample], video_grid_thw: torch.Tensor | None) -> list:
