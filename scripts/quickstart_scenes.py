@@ -121,12 +121,10 @@ def train(
 
 def loader_options(benchmark: str) -> list[str]:
     """Loader options (``KEY=VALUE``) as :data:`CONFIG` trains with them: grounding benchmarks are answered by the
-    proposal grounding head, Scan2Cap gets its object as a region token, ScanQA grounds and reads its object, SQA3D
-    locates the speaker first."""
+    proposal grounding head, Scan2Cap gets its object as a region token, ScanQA grounds and reads its object."""
     if benchmark in GROUNDING_BENCHMARKS:
         return ["grounding=head"]
-    options = {"scan2cap": ["object_prompt=region"], "scanqa": ["read_object=true"], "sqa3d": ["situated=true"]}
-    return options.get(benchmark, [])
+    return {"scan2cap": ["object_prompt=region"], "scanqa": ["read_object=true"]}.get(benchmark, [])
 
 
 def benchmark_arguments(benchmark: str, eval_root: Path) -> list[str]:

@@ -60,18 +60,31 @@ def _embeds(model, batch: dict) -> torch.Tensor:
         return model.assemble(batch["input_ids"], batch)[0]
 
 
-def test_read_object_grounds_one_object_or_every_counted_one(scanqa_reading) -> None:
-    kinds = {"one": 0, "count": 0}
-    for index in range(len(scanqa_reading)):
-        sample = scanqa_reading[index]
+@pytest.mark.parametrize("count_objects", [False, True])
+def test_read_object_grounds_one_object_and_with_count_objects_every_counted_one(
+    small_rooms: Path, count_objects: bool
+) -> None:
+    dataset = LOADERS["scanqa"].build(
+        small_rooms, "train", num_frames=4, train=False, seed=0, read_object=True, count_objects=count_objects
+    )
+    kinds = {"one": 0, "count": 0, "words": 0}
+    for index in range(len(dataset)):
+        sample = dataset[index]
         answer, words = sample.conversation[1]["content"], sample.meta["answers"][0]
+        counted = "How many" in sample.conversation[0]["content"]
+        if counted and not count_objects and len(sample.meta["object_ids"]) > 1:  # several objects: in words
+            assert answer == words and sample.boxes_3d is None
+            kinds["words"] += 1
+            continue
+        counted = counted and count_objects  # without count_objects a count of one object reads that object
         assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
         np.testing.assert_array_equal(sample.boxes_3d[0], sample.meta["gt_boxes"])
-        counted = sample.conversation[0]["content"].find("How many") >= 0
-        assert sample.grounding_multi == counted  # "How many chairs ...": every chair, multi-target
+        assert sample.grounding_multi == counted  # a count grounds every counted object, multi-target
         assert len(sample.boxes_3d[0]) == (len(sample.meta["object_ids"]) if counted else 1)
         kinds["count" if counted else "one"] += 1
-    assert kinds["one"] > 0 and kinds["count"] > 0
+    assert kinds["one"] > 0 and (kinds["count"] > 0) == count_objects and (kinds["words"] > 0) != count_objects
+    with pytest.raises(ValueError, match="count_objects reads what read_object grounds"):
+        LOADERS["scanqa"].build(small_rooms, "train", num_frames=4, train=False, seed=0, count_objects=True)
 
 
 def test_a_model_gaining_object_tokens_gains_the_read_token(tiny_parts) -> None:
@@ -199,7 +212,14 @@ def test_questions_asked_in_turn_are_grouped_by_kind_of_grounding_and_keep_one_b
     small_rooms: Path,
 ) -> None:
     groups = LOADERS["scanqa"].build(
-        small_rooms, "train", num_frames=4, train=True, seed=0, read_object=True, questions_per_sample=4
+        small_rooms,
+        "train",
+        num_frames=4,
+        train=True,
+        seed=0,
+        read_object=True,
+        count_objects=True,
+        questions_per_sample=4,
     )
     kinds = set()
     for index in range(len(groups)):
@@ -216,10 +236,13 @@ COUNTING = {"proposals": {"max_proposals": 24, "count_read": True}}
 
 
 @pytest.fixture(scope="module")
-def count_sample(scanqa_reading) -> Sample:
+def count_sample(small_rooms: Path) -> Sample:
     """A count question about several objects, each matched by a proposal."""
-    for index in range(len(scanqa_reading)):
-        sample = scanqa_reading[index]
+    counting = LOADERS["scanqa"].build(
+        small_rooms, "train", num_frames=4, train=False, seed=0, read_object=True, count_objects=True
+    )
+    for index in range(len(counting)):
+        sample = counting[index]
         if sample.grounding_multi and len(sample.boxes_3d[0]) > 1:
             iou = box_iou_3d(torch.from_numpy(sample.boxes_3d[0]), torch.from_numpy(sample.proposals))
             if bool((iou.max(dim=1).values >= 0.25).all()):

@@ -85,17 +85,19 @@ class ScanQADataset(Scene3DDataset):
     Args:
         read_object: a question about one object of the scan is answered ``"[GRD][READ] <answer>"``: grounded
             first (the proposal grounding head, trained on the question's object as ScanRefer's target), then read
-            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`). A count
-            question (``"How many ..."``) grounds all its objects, multi-target, and ``[READ]`` holds how many
-            (the encoder's ``count_read``).
+            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`).
+        count_objects: with ``read_object``, a count question (``"How many ..."``) also grounds, all its objects,
+            multi-target, and ``[READ]`` holds how many (the object tokens' ``count_read``).
     """
 
     kind = "scanqa"
 
-    def __init__(self, *args: object, read_object: bool = False, **kwargs: object):
-        if read_object and kwargs.get("view", "video") != "video":
+    def __init__(self, *args: object, read_object: bool = False, count_objects: bool = False, **kwargs: object):
+        if (read_object or count_objects) and kwargs.get("view", "video") != "video":
             raise ValueError("scanqa: read_object reads object tokens of the video's proposals; it needs view='video'")
-        self.read_object = read_object
+        if count_objects and not read_object:
+            raise ValueError("scanqa: count_objects reads what read_object grounds; set read_object too")
+        self.read_object, self.count_objects = read_object, count_objects
         super().__init__(*args, **kwargs)
 
     def parse_official(self, entry: Entry, where: str) -> Annotation:
@@ -136,7 +138,7 @@ class ScanQADataset(Scene3DDataset):
             "category": annotation.meta["question_type"],
         }
         answer = annotation.answers[0]
-        counted = is_count_question(annotation.text)
+        counted = self.count_objects and is_count_question(annotation.text)
         if self.read_object and boxes is not None and len(boxes) > 0 and (len(boxes) == 1 or counted):
             answer, meta["read_object"], meta["counted"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True, counted
         return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
@@ -185,18 +187,28 @@ class SQA3DDataset(Scene3DDataset):
     Args:
         situated: answer ``"[SIT] ..."`` / ``"[SIT][GRD][READ] ..."`` with the situation as a target (module
             docstring); needs the official layout's ``position`` and ``rotation`` and ``view='video'``.
+        count_objects: a count question grounds every object its ``object_ids`` name (as ScanQA's option).
         situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
             say its annotations are; moved by the scene's axis alignment into the proposals' frame) or ``"aligned"``.
     """
 
     kind = "sqa3d"
 
-    def __init__(self, *args: object, situated: bool = False, situation_frame: str = "scan", **kwargs: object):
+    def __init__(
+        self,
+        *args: object,
+        situated: bool = False,
+        situation_frame: str = "scan",
+        count_objects: bool = False,
+        **kwargs: object,
+    ):
         if situated and kwargs.get("view", "video") != "video":
             raise ValueError("sqa3d: situated reads object tokens of the video's proposals; it needs view='video'")
         if situation_frame not in ("scan", "aligned"):
             raise ValueError(f"sqa3d: situation_frame must be 'scan' or 'aligned', got {situation_frame!r}")
-        self.situated, self.situation_frame = situated, situation_frame
+        if count_objects and not situated:
+            raise ValueError("sqa3d: count_objects reads what a situated answer grounds; set situated too")
+        self.situated, self.situation_frame, self.count_objects = situated, situation_frame, count_objects
         super().__init__(*args, **kwargs)
 
     def read_entries(self) -> list[Entry]:
@@ -263,7 +275,7 @@ class SQA3DDataset(Scene3DDataset):
                 )
             meta["pose"] = aligned_pose(pose, scene.axis_alignment) if self.situation_frame == "scan" else pose
             known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
-            ids, counted = annotation.object_ids, is_count_question(annotation.meta["question"])
+            ids, counted = annotation.object_ids, self.count_objects and is_count_question(annotation.meta["question"])
             if known and len(ids) > 0 and (len(ids) == 1 or counted):
                 meta["gt_boxes"] = self.object_boxes(ids, scene, where).astype(np.float32)
                 meta["counted"] = counted
@@ -283,8 +295,14 @@ class SQA3DDataset(Scene3DDataset):
 
 
 build_scanqa = register_dataset("scanqa", family="3d_qa", required_paths=root_path, evaluated_splits=("val",))(
-    scene_loader(ScanQADataset, (SCANQA_FILE,), read_object=False)
+    scene_loader(ScanQADataset, (SCANQA_FILE,), read_object=False, count_objects=False)
 )
 build_sqa3d = register_dataset("sqa3d", family="3d_qa", required_paths=root_path, evaluated_splits=("val", "test"))(
-    scene_loader(SQA3DDataset, (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE), situated=False, situation_frame="scan")
+    scene_loader(
+        SQA3DDataset,
+        (SQA3D_QUESTIONS_FILE, SQA3D_ANNOTATIONS_FILE),
+        situated=False,
+        situation_frame="scan",
+        count_objects=False,
+    )
 )

@@ -244,7 +244,7 @@ def make_room(seed: int, split: str, index: int, config: RoomConfig | None = Non
         raise RuntimeError(f"room {index} of {split} (seed {seed}): no layout fits after {MAX_LAYOUTS} tries")
     boxes = np.concatenate([centres, sizes[:, 2:] / 2, sizes], axis=1)
     colours = [""] * len(labels)
-    for name in set(labels):
+    for name in sorted(set(labels)):  # not set order: it changes with the hash seed of the process
         members = [k for k, label in enumerate(labels) if label == name]
         for k, colour in zip(members, rng.choice(list(COLOURS), size=len(members), replace=False)):
             colours[k] = str(colour)
