@@ -334,7 +334,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         sequences = input_ids
         grounded: list[list[int]] = [[] for _ in range(batch_size)]  # per row, what its last [GRD] grounded
         sit_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
-        situations: list[torch.Tensor | None] = [None] * batch_size  # per row, the pose of its last [SIT]
+        situation_poses: list[torch.Tensor] | None = None  # per row, the (S, 4) poses of its [SIT]s so far
         proposals = batch.get("proposals") or [None] * batch_size
         multi = batch.get("grounding_multi") or [False] * batch_size
         for _ in range(max_new_tokens):
@@ -355,8 +355,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             step_embeds = self.get_input_embeddings()(tokens[:, None])  # (B, 1, D)
             if read_id is not None:  # [READ]: the object token of what the row's last [GRD] grounded
                 for row in (tokens == read_id).nonzero()[:, 0].tolist():
+                    poses = situation_poses[row] if situation_poses is not None else []
+                    pose = poses[-1] if len(poses) else None  # the row's last [SIT]
                     step_embeds[row, 0] = self.read_embedding(
-                        reader, embeds[row], input_ids[row], grounded[row], proposals[row], situations[row], multi[row]
+                        reader, embeds[row], input_ids[row], grounded[row], proposals[row], pose, multi[row]
                     )
             out = self.language_model(
                 inputs_embeds=step_embeds,
@@ -381,9 +383,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
                 for row in just_situated:
                     sit_states[row].append(hidden[row])
                 if just_situated:
-                    poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
-                    for row in just_situated:
-                        situations[row] = poses[row][-1] if poses is not None and len(poses[row]) else None
+                    situation_poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
             finished |= torch.isin(tokens, eos_ids)
             if bool(finished.all()):
                 break
@@ -396,8 +396,7 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
             location_maps = self.seg_head.location_maps(seg_hidden, prompt_hidden, input_ids, batch)
         result = GenerationResult(sequences, seg_hidden, location_maps)
         if sit_id is not None and any(sit_states):
-            poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
-            result.situations = poses if poses is not None else [hidden.new_zeros(0, 4)] * batch_size
+            result.situations = situation_poses or [hidden.new_zeros(0, 4)] * batch_size
         if grd_id is not None:
             result.grd_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in grd_states]
             result.grounding = self.ground(result.grd_hidden, prompt_hidden, input_ids, batch)

@@ -227,7 +227,9 @@ class ProposalTokenEncoder(InputEncoder):
         features = situated_features(proposals[chosen[0], :3].to(token.device), pose.to(token.device), self.box_scale)
         return token + self.situated_embedding(features.to(self.situated_embedding.weight.dtype)).to(token.dtype)
 
-    def read_poses(self, batch: dict, sample: int, proposals: torch.Tensor, count: int) -> list[torch.Tensor | None]:
+    def read_poses(
+        self, batch: dict, sample: int, proposals: torch.Tensor, count: int, where: str
+    ) -> list[torch.Tensor | None]:
         """Per ``[SIT]`` of a training sample (``count``), the pose its later ``[READ]`` reads from: the ground-truth
         pose (``batch["gt_situations"]``) rebuilt from the proposals as the head's targets (``None`` where it cannot
         be, fewer than two proposals)."""
@@ -235,7 +237,7 @@ class ProposalTokenEncoder(InputEncoder):
         poses = given[sample] if given is not None else None
         if poses is None or len(poses) != count:
             found = "no" if poses is None else len(poses)
-            raise ValueError(f"sample {sample}: {found} situation poses (gt_situations) for {count} {SIT_TOKEN}")
+            raise ValueError(f"{where}: {found} situation poses (gt_situations) for {count} {SIT_TOKEN}")
         rebuilt = []
         for pose in poses:
             targets = situation_targets(pose.float(), proposals.float())
@@ -316,7 +318,7 @@ class ProposalTokenEncoder(InputEncoder):
                     raise ValueError(f"{where}: {len(reads)} {READ_TOKEN} for {len(chosen)} grounded objects")
                 multi = batch.get("grounding_multi")
                 sits = sits_mask[row, start:end].nonzero()[:, 0] + start
-                poses = self.read_poses(batch, sample, boxes, len(sits)) if len(sits) else []
+                poses = self.read_poses(batch, sample, boxes, len(sits), where) if len(sits) else []
                 read = []
                 for position, k in zip(reads.tolist(), chosen):
                     latest = int((sits < position).sum()) - 1  # the last [SIT] before this [READ]
