@@ -84,8 +84,9 @@ class GenerationResult:
             :meth:`UniGRForConditionalGeneration.ground`'s result: per sample ``"pred_proposal_ids"`` and
             ``"pred_boxes_3d"`` (per ``[GRD]`` the ``(K,)`` chosen proposals and their ``(K, 6)`` boxes, ``K = 0``
             for "no target") and ``"grounding_logits"``; otherwise ``None``.
-        situations: with the grounding head's ``situation`` and a ``[SIT]`` generated in a sample with a scene, per
-            sample the ``(S_i, 4)`` poses (``x, y, z``, heading) of its ``[SIT]`` tokens; otherwise ``None``.
+        situations: with the grounding head's ``situation`` and a ``[SIT]`` (in the prompt or generated) in a sample
+            with a scene, per sample the ``(S_i, 4)`` poses (``x, y, z``, heading) of its ``[SIT]`` tokens; otherwise
+            ``None``.
     """
 
     sequences: torch.Tensor
@@ -335,6 +336,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         grounded: list[list[int]] = [[] for _ in range(batch_size)]  # per row, what its last [GRD] grounded
         sit_states: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         situation_poses: list[torch.Tensor] | None = None  # per row, the (S, 4) poses of its [SIT]s so far
+        if sit_id is not None and bool((input_ids == sit_id).any()):  # [SIT]s of the prompt (SQA3D's situation)
+            situation_poses = self.situate(sit_states, prompt_hidden, input_ids, batch)
         proposals = batch.get("proposals") or [None] * batch_size
         multi = batch.get("grounding_multi") or [False] * batch_size
         for _ in range(max_new_tokens):
@@ -395,8 +398,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         if self.seg_config is not None and self.seg_head.location is not None:
             location_maps = self.seg_head.location_maps(seg_hidden, prompt_hidden, input_ids, batch)
         result = GenerationResult(sequences, seg_hidden, location_maps)
-        if sit_id is not None and any(sit_states):
-            result.situations = situation_poses or [hidden.new_zeros(0, 4)] * batch_size
+        if situation_poses is not None:
+            result.situations = situation_poses
         if grd_id is not None:
             result.grd_hidden = [torch.stack(states) if states else hidden.new_zeros(0, width) for states in grd_states]
             result.grounding = self.ground(result.grd_hidden, prompt_hidden, input_ids, batch)
@@ -474,9 +477,10 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
     def situate(
         self, sit_states: list[list[torch.Tensor]], prompt_hidden: torch.Tensor, input_ids: torch.Tensor, batch: dict
     ) -> list[torch.Tensor] | None:
-        """Per sample the ``(S_i, 4)`` poses the grounding head gives its generated ``[SIT]`` states (as in
-        training, :meth:`ProposalGroundingHead.predict <model.heads.proposal_grounding.ProposalGroundingHead.predict>`);
-        ``None`` when no sample with a scene generated one."""
+        """Per sample the ``(S_i, 4)`` poses the grounding head gives its prompt's ``[SIT]`` tokens and then its
+        generated ``[SIT]`` states (as in training, :meth:`ProposalGroundingHead.predict
+        <model.heads.proposal_grounding.ProposalGroundingHead.predict>`); ``None`` when no sample with a scene has
+        one."""
         width = prompt_hidden.shape[-1]
         states = [torch.stack(row) if row else prompt_hidden.new_zeros(0, width) for row in sit_states]
         sit_id = self.placeholder_token_ids()[SIT_TOKEN]
@@ -492,14 +496,14 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         batch: dict,
     ) -> dict | None:
         """The grounding head's outputs for per-sample generated states ``(G_i, D)`` of token ``token_id`` (``[GRD]``
-        or ``[SIT]``), placed after each sample's prompt at positions holding that token; ``None`` when no sample
-        with proposals and proposal views has one."""
+        or ``[SIT]``), placed after each sample's prompt at positions holding that token (after those the prompt
+        holds itself); ``None`` when no sample with proposals and proposal views has one."""
         proposals = batch.get("proposals") or [None] * len(states)
         views = batch.get("proposal_views") or [None] * len(states)
-        counts = [
-            len(rows) if proposals[i] is not None and views[i] is not None else 0 for i, rows in enumerate(states)
-        ]
-        if not any(counts):
+        scene = [proposals[i] is not None and views[i] is not None for i in range(len(states))]
+        counts = [len(rows) if scene[i] else 0 for i, rows in enumerate(states)]
+        in_prompt = [bool((input_ids[i] == token_id).any()) and scene[i] for i in range(len(states))]
+        if not any(counts) and not any(in_prompt):
             return None
         appended = prompt_hidden.new_zeros(len(states), max(counts), prompt_hidden.shape[-1])  # (B, G, D)
         appended_ids = torch.full(appended.shape[:2], -1, dtype=input_ids.dtype, device=input_ids.device)  # no token

@@ -16,7 +16,8 @@ centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "
 can rise by being next to what matches "red table".
 
 With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
-standing next to the red chair, facing the table"): two more queries from it, "stand" and "face", each with a text
+standing next to the red chair, facing the table"; the token closes the situation in the prompt, so it reads the
+situation and the ``[GRD]`` of the answer reads the question after it): two more queries from it, "stand" and "face", each with a text
 read of its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one proposal (a cross-entropy over
 the proposals; targets from the ground-truth pose by :func:`situation_targets`: the proposal nearest to where the
 speaker stands, and the one most nearly straight ahead of them), and the pose is the stand proposal's centre,
@@ -488,7 +489,7 @@ class ProposalGroundingHead(Head):
         Reads ``proposals`` (per sample ``(P_i, 6)``) and ``proposal_views`` (per sample a
         :class:`~utils.scene3d.proposal_views.ProposalViews` over its ``N_i`` visual tokens in sequence order) for
         each sample with a ``[GRD]`` or ``[SIT]``; ``attention_mask`` (when present) marks the padding the text read
-        skips. A ``[SIT]`` reads all the prompt text before it.
+        skips. Each query reads the prompt text since the query before it (:meth:`reads_since_previous`).
 
         Returns:
             ``{"grounding_logits": [(O_i, P_i + 1)], "pred_proposal_ids": [[(K,)] * O_i],
@@ -537,10 +538,10 @@ class ProposalGroundingHead(Head):
                 views[i].appearance.to(device),
                 sample_proposals,
             )
+            marks = (grd[i] | sit[i]).nonzero()[:, 0]  # every query's position: each reads the text since the last
             if bool(grd[i].any()):
                 grd_positions = grd[i].nonzero()[:, 0]  # (O,)
-                previous = torch.cat([grd_positions.new_full((1,), -1), grd_positions[:-1]])
-                reads = (text_positions[None] > previous[:, None]) & (text_positions[None] < grd_positions[:, None])
+                reads = self.reads_since_previous(text_positions, grd_positions, marks)
                 names = self.class_names(batch, i, input_ids[i, text_positions], reads)
                 sample_logits = self.score(
                     last_hidden[i, grd_positions], last_hidden[i, text_positions], reads, *scene, names
@@ -550,7 +551,7 @@ class ProposalGroundingHead(Head):
                 boxes[i] = [sample_proposals[index] for index in chosen]
             if bool(sit[i].any()) and len(sample_proposals):
                 sit_positions = sit[i].nonzero()[:, 0]
-                reads = text_positions[None] < sit_positions[:, None]
+                reads = self.reads_since_previous(text_positions, sit_positions, marks)
                 words = self.text_words(batch, i, input_ids[i, text_positions])
                 scores = self.situation_scores(
                     last_hidden[i, sit_positions], last_hidden[i, text_positions], reads, *scene, words
@@ -560,6 +561,15 @@ class ProposalGroundingHead(Head):
         if self.situation is not None:
             outputs.update(situation_logits=situation_logits, pred_poses=poses)
         return outputs
+
+    @staticmethod
+    def reads_since_previous(text: torch.Tensor, queries: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
+        """``(O, S)`` bool: the text positions ``(S,)`` each query at ``queries`` ``(O,)`` reads, those after the
+        last query mark (``[GRD]`` or ``[SIT]``, ``marks``) before it: a ``[SIT]`` closing a situation reads the
+        situation, the ``[GRD]`` after it the question that follows."""
+        before = marks[None] < queries[:, None]  # (O, M)
+        previous = torch.where(before, marks[None], marks.new_full((), -1)).amax(dim=1)  # (O,)
+        return (text[None] > previous[:, None]) & (text[None] < queries[:, None])
 
     @staticmethod
     def poses(scores: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
@@ -603,10 +613,10 @@ class ProposalGroundingHead(Head):
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
         """``(B, L)`` bool: the prompt tokens queries read: those after the row's last visual token (the questions
-        that follow the media, not the system prompt) that are neither ``[GRD]``, padding (``attention_mask``) nor
+        that follow the media, not the system prompt) that are neither queries (``grd``: ``[GRD]`` / ``[SIT]``), padding (``attention_mask``) nor
         answer tokens (``labels`` other than -100), so training reads what generation reads (the prompt;
-        ``generate`` passes no answer text before ``[GRD]``). Each ``[GRD]`` reads those between the previous
-        ``[GRD]`` and itself (:meth:`predict`): in a conversation of several grounded turns, its own question.
+        ``generate`` passes no answer text before ``[GRD]``). Each query reads those between the previous query and
+        itself (:meth:`predict`): in a conversation of several grounded turns, its own question.
         ``attention_mask`` and ``labels`` cover the first ``L' <= L`` positions; later ones are not masked."""
         text = ~grd
         for i, layout in enumerate(layouts):

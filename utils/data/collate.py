@@ -200,8 +200,8 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
       tensor per ``[GRD]`` of its answer (:attr:`~utils.data.schema.Sample.boxes_3d`), or ``None``; an answer
       whose ``[GRD]`` count differs from its ``boxes_3d`` entries is an error naming the sample;
     * ``gt_situations`` (training, batches with situation targets): per sample a list with one ``(4,)`` float32 pose
-      per ``[SIT]`` of its answer (:attr:`~utils.data.schema.Sample.situations`), or ``None``; a count that differs
-      from its ``[SIT]`` tokens is an error naming the sample;
+      per ``[SIT]`` of its conversation (:attr:`~utils.data.schema.Sample.situations`; SQA3D's closes the situation
+      in the user turn), or ``None``; a count that differs from its ``[SIT]`` tokens is an error naming the sample;
     * ``token_positions`` (collators with ``token_positions``, batches with scenes): per sample ``(positions (N, 3)
       float32, valid (N,) bool)``, the world point each of its ``N`` video tokens sees, in the tokens' sequence
       order (:func:`~utils.scene3d.token_positions.token_world_positions` on the sample's ``video_grid_thw`` row), or
@@ -214,10 +214,13 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
     """
     if any(s.proposals is not None for s in samples):
         batch["grounding_multi"] = [s.grounding_multi for s in samples]
-    targets = [] if collator.inference else [_answer_token_targets(s, GRD_TOKEN, "boxes_3d") for s in samples]
+    inference = collator.inference
+    targets = [] if inference else [_token_targets(s, GRD_TOKEN, "boxes_3d", ("assistant",)) for s in samples]
     if any(boxes is not None for boxes in targets):
         batch["gt_boxes_3d"] = targets
-    situations = [] if collator.inference else [_answer_token_targets(s, SIT_TOKEN, "situations") for s in samples]
+    situations = (
+        [] if inference else [_token_targets(s, SIT_TOKEN, "situations", ("user", "assistant")) for s in samples]
+    )
     if any(poses is not None for poses in situations):
         batch["gt_situations"] = situations
     if collator.token_positions and any(s.scene is not None for s in samples):
@@ -228,17 +231,18 @@ def grounding_step(collator: SampleCollator, samples: list[Sample], batch: dict)
         batch["proposal_label_ids"] = [_label_ids(collator.processor.tokenizer, s.proposal_labels) for s in samples]
 
 
-def _answer_token_targets(sample: Sample, token: str, field: str) -> list[torch.Tensor] | None:
+def _token_targets(sample: Sample, token: str, field: str, roles: tuple[str, ...]) -> list[torch.Tensor] | None:
     """The sample's ``field`` (``boxes_3d`` or ``situations``) as tensors, one entry per ``token`` (``[GRD]`` /
-    ``[SIT]``) in its assistant turns (checked); ``None`` for a sample with neither (a token without targets would
+    ``[SIT]``) in its turns of ``roles`` (checked); ``None`` for a sample with neither (a token without targets would
     train nothing)."""
     values = getattr(sample, field)
-    mentions = sum(turn["content"].count(token) for turn in sample.conversation if turn["role"] == "assistant")
+    mentions = sum(turn["content"].count(token) for turn in sample.conversation if turn["role"] in roles)
     if values is None and mentions == 0:
         return None
     if values is None or mentions != len(values):
         entries = "no" if values is None else len(values)
-        raise ValueError(f"{sample.sample_id}: {entries} {field} entries for {mentions} {token} in the answer")
+        turns = " / ".join(roles)
+        raise ValueError(f"{sample.sample_id}: {entries} {field} entries for {mentions} {token} in its {turns} turns")
     return [torch.from_numpy(value) for value in values]
 
 

@@ -24,12 +24,13 @@ type of :func:`~utils.data.scene3d.question_type`, SQA3D LLaVA items keep their 
 ScanQA's ``object_ids`` / ``object_names`` / ``gt_boxes`` (``None`` where the scan has no ground truth),
 SQA3D's ``situation`` and ``question`` (official layout).
 
-SQA3D's loader option ``situated`` (:class:`SQA3DDataset`) answers ``"[SIT] <answer>"``, or ``"[SIT][GRD][READ]
-<answer>"`` for a question about one object (or a count, multi-target as ScanQA's): ``[SIT]`` locates the speaker (the grounding head's situation, trained
-on the annotation's ``position`` and ``rotation``), ``[GRD]`` grounds the object and ``[READ]`` reads it back with
-where it lies as seen from the speaker. The object a question is about is not in SQA3D's release: an annotation may
-name it in ``object_ids`` (the synthetic rooms do, :mod:`utils.synthetic.scene3d_formats`); without it the answer is
-``"[SIT] <answer>"``.
+SQA3D's loader option ``situated`` (:class:`SQA3DDataset`) closes the situation with ``[SIT]`` in the user turn
+(``"<situation> [SIT] <question>"``) and answers ``"[GRD][READ] <answer>"`` for a question about one object (or a
+count, multi-target as ScanQA's): ``[SIT]`` locates the speaker from the situation it closes (the grounding head's
+situation, trained on the annotation's ``position`` and ``rotation``), ``[GRD]`` grounds the object the question
+after it names and ``[READ]`` reads it back with where it lies as seen from the speaker. The object a question is
+about is not in SQA3D's release: an annotation may name it in ``object_ids`` (the synthetic rooms do,
+:mod:`utils.synthetic.scene3d_formats`); without it the answer is the words alone.
 
 ScanQA's loader option ``read_object`` (:class:`ScanQADataset`) answers a question about one object by grounding it
 and reading it back: ``"[GRD][READ] white"``; the answer's words are what is scored.
@@ -185,8 +186,8 @@ class SQA3DDataset(Scene3DDataset):
     """SQA3D samples (see the module docstring).
 
     Args:
-        situated: answer ``"[SIT] ..."`` / ``"[SIT][GRD][READ] ..."`` with the situation as a target (module
-            docstring); needs the official layout's ``position`` and ``rotation`` and ``view='video'``.
+        situated: ``"<situation> [SIT] <question>"`` with the situation as a target, answered ``"[GRD][READ] ..."``
+            where the annotation names the object (module docstring); needs the official layout's ``position`` and ``rotation`` and ``view='video'``.
         count_objects: a count question grounds every object its ``object_ids`` name (as ScanQA's option).
         situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
             say its annotations are; moved by the scene's axis alignment into the proposals' frame) or ``"aligned"``.
@@ -266,7 +267,7 @@ class SQA3DDataset(Scene3DDataset):
 
     def conversation(self, annotation: Annotation, scene: Scene, where: str) -> tuple[str, str, dict]:
         meta = {"answers": annotation.answers, "category": annotation.meta["question_type"]}
-        answer = annotation.answers[0]
+        answer, question = annotation.answers[0], annotation.text
         if self.situated:
             pose = annotation.meta.get("pose")
             if pose is None:
@@ -279,10 +280,9 @@ class SQA3DDataset(Scene3DDataset):
             if known and len(ids) > 0 and (len(ids) == 1 or counted):
                 meta["gt_boxes"] = self.object_boxes(ids, scene, where).astype(np.float32)
                 meta["counted"] = counted
-                answer = f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {answer}"
-            else:
-                answer = f"{SIT_TOKEN} {answer}"
-        return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
+                answer = f"{GRD_TOKEN}{READ_TOKEN} {answer}"
+            question = f"{annotation.meta['situation']} {SIT_TOKEN} {annotation.meta['question']}"
+        return self.user_turn(annotation, QA_QUESTION, question=question), answer, meta
 
     def target_fields(self, meta: dict) -> dict:
         """The situation of a ``situated`` answer, and its grounded object as a single-target ``[GRD]``'s box."""

@@ -583,7 +583,7 @@ class Scene3DDataset(Dataset):
 
 def merge_target_fields(fields: Sequence[dict], sample_id: str) -> dict:
     """The :class:`~utils.data.schema.Sample` targets of several items asked in turn: the ``boxes_3d`` (and
-    ``situations``) of those that have them (answers with a ``[GRD]`` / ``[SIT]``) one after the other, and their
+    ``situations``) of those that have them (turns with a ``[GRD]`` / ``[SIT]``) one after the other, and their
     common ``grounding_multi``."""
     if len(fields) == 1:
         return dict(fields[0])

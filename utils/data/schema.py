@@ -92,7 +92,7 @@ class Sample:
         boxes_3d: per ``[GRD]`` of the answer, in order, the ``(K, 6)`` float32 ground-truth boxes (centre, size,
             in the proposals' frame) it refers to (``K = 0``: nothing in the scene fits); ``None`` if unknown.
             Needs ``proposals`` (the grounding head chooses among them).
-        situations: per ``[SIT]`` of the answer, in order, the speaker's ``(4,)`` float32 pose (``x, y, z`` in the
+        situations: per ``[SIT]`` of the conversation, in order, the speaker's ``(4,)`` float32 pose (``x, y, z`` in the
             proposals' frame, heading in radians from +x about the vertical axis; SQA3D's situation); ``None`` if
             unknown. Needs ``proposals`` (the grounding head points at where they stand and what they face).
         grounding_multi: each ``[GRD]`` may name zero, one or several objects (Multi3DRefer: the grounding

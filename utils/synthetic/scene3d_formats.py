@@ -57,6 +57,8 @@ CLEAR_MARGIN = 0.3
 """Metres by which a relation must win (nearest neighbour, closest of a class) to be written."""
 SIDE_MARGIN = 0.3
 """``|sin|`` of the angle off the facing direction below which left / right is not asked."""
+SITUATIONS_PER_ROOM = 4
+"""SQA3D situations per room (each standing at another object)."""
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 CAPTION_INPUT_IOU = 0.5
 """Video-3D LLM gives Scan2Cap validation items the best proposal as ``box_input`` only from this IoU."""
@@ -172,10 +174,12 @@ def scanqa_items(rooms: Sequence[Room], split: str) -> list[dict]:
 
 
 def sqa3d_items(rooms: Sequence[Room]) -> tuple[list[dict], list[dict]]:
-    """SQA3D's ``(questions, annotations)`` for ``rooms``: standing at object 0, facing its nearest object."""
+    """SQA3D's ``(questions, annotations)`` for ``rooms``: per room :data:`SITUATIONS_PER_ROOM` situations (as SQA3D
+    has many per scan), standing at each of its first objects, facing that object's nearest."""
     questions, annotations = [], []
-    for room in rooms:
-        here, facing = 0, int(np.argmin(_distances(room)[0]))
+    situations = [(room, here) for room in rooms for here in range(min(SITUATIONS_PER_ROOM, len(room.labels)))]
+    for room, here in situations:
+        facing = int(np.argmin(_distances(room)[here]))
         position = room.boxes[here, :2]
         forward = room.boxes[facing, :2] - position
         forward /= np.linalg.norm(forward)
@@ -189,7 +193,7 @@ def sqa3d_items(rooms: Sequence[Room]) -> tuple[list[dict], list[dict]]:
                 answer = "left" if side > 0 else "right"
                 asked.append((f"Is the {phrase(room, k)} on my left or my right?", answer, [k]))
                 asked.append((f"Which way should I turn to face the {phrase(room, k)}?", answer, [k]))
-        label = room.labels[0]
+        label = room.labels[here]
         members = [k for k, name in enumerate(room.labels) if name == label]
         asked.append((f"How many {label}s are in the room?", NUMBERS[len(members)], members))
         heading = float(np.arctan2(forward[1], forward[0])) - SQA3D_FORWARD_YAW
