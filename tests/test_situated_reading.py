@@ -14,7 +14,8 @@ import torch
 
 from model.builder import build_unigr
 from model.encoders.proposal_tokens import situated_features
-from model.heads.proposal_grounding import pose_from_proposals, situation_targets
+from model.heads.proposal_grounding import ProposalGroundingHead, pose_from_proposals, situation_targets
+from model.visual_tokens import visual_layouts
 from tests.test_grounded_reading import _embeds, _reads, assert_steps_match, generate_forced, teacher_forced_logits
 from tests.test_grounding_head_model import forced_answer_predictor
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
@@ -26,7 +27,7 @@ from utils.data.schema import Sample
 from utils.scene3d.boxes import box_iou_3d
 
 ENCODERS = {"proposals": {"max_proposals": 24, "situated": True}}
-SITUATED_ANSWER = f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} left"
+SITUATED_ANSWER = f"{GRD_TOKEN}{READ_TOKEN} left"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_the_situated_sine_says_left_exactly_where_the_synthetic_answer_does(sma
 
 
 @pytest.mark.parametrize("count_objects", [False, True])
-def test_situated_sqa3d_answers_locate_then_ground_and_read_with_the_pose_as_a_target(
+def test_situated_sqa3d_closes_the_situation_with_sit_then_grounds_and_reads_with_the_pose_as_a_target(
     small_rooms: Path, count_objects: bool
 ) -> None:
     dataset = LOADERS["sqa3d"].build(
@@ -117,21 +118,22 @@ def test_situated_sqa3d_answers_locate_then_ground_and_read_with_the_pose_as_a_t
     for index in range(len(dataset)):
         sample = dataset[index]
         answer, words = sample.conversation[1]["content"], sample.meta["answers"][0]
+        assert f"{sample.meta['situation']} {SIT_TOKEN} {sample.meta['question']}" in sample.conversation[0]["content"]
         assert len(sample.situations) == 1
         np.testing.assert_allclose(sample.situations[0], sample.meta["pose"], atol=1e-6)
         counted = sample.meta["question"].startswith("How many")
         if counted and not count_objects and sample.boxes_3d is None:  # several counted: located, then words
-            assert answer == f"{SIT_TOKEN} {words}"
+            assert answer == words
             kinds["located"] += 1
             continue
-        assert answer == f"{SIT_TOKEN}{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
+        assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
         counted = counted and count_objects  # without count_objects a count of one object reads that object
         assert sample.grounding_multi == counted  # a count grounds every counted object
         kinds["count" if counted else "one"] += 1
     assert kinds["one"] > 0 and (kinds["count"] > 0) == count_objects
 
 
-def test_situated_without_a_pose_is_an_error_and_without_an_object_only_locates(
+def test_situated_without_a_pose_is_an_error_and_without_an_object_answers_in_words(
     small_rooms: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "rooms"
@@ -148,7 +150,8 @@ def test_situated_without_a_pose_is_an_error_and_without_an_object_only_locates(
     with pytest.raises(ValueError, match=rf"{name}.*situated needs the annotation's 'position' and 'rotation'"):
         dataset[0]
     sample = dataset[1]
-    assert sample.conversation[1]["content"] == f"{SIT_TOKEN} {sample.meta['answers'][0]}"
+    assert sample.conversation[1]["content"] == sample.meta["answers"][0]
+    assert SIT_TOKEN in sample.conversation[0]["content"]
     assert sample.boxes_3d is None and len(sample.situations) == 1
 
 
@@ -159,7 +162,8 @@ def test_the_collator_gives_one_pose_per_sit_and_refuses_a_count_mismatch(situat
     torch.testing.assert_close(batch["gt_situations"][0][0], torch.from_numpy(side_sample.situations[0]))
     assert "gt_situations" not in SampleCollator.for_model(model, processor, inference=True)([side_sample])
     broken = Sample(**{**side_sample.__dict__, "situations": None})
-    with pytest.raises(ValueError, match=rf"{side_sample.sample_id}: no situations entries for 1 \[SIT\]"):
+    message = rf"{side_sample.sample_id}: no situations entries for 1 \[SIT\] in its user / assistant turns"
+    with pytest.raises(ValueError, match=message):
         collate([broken])
 
 
@@ -230,7 +234,7 @@ def test_generation_reads_from_the_pose_its_sit_gave_as_a_teacher_forced_pass_do
     turned = pose + torch.tensor([0, 0, 0, math.pi])  # facing the other way: proposal 0 seen from elsewhere
     first = teacher_forced_logits(model, batch, answer, read_proposals=[[0]], gt_situations=[[pose]])
     other = teacher_forced_logits(model, batch, answer, read_proposals=[[0]], gt_situations=[[turned]])
-    assert not torch.allclose(other[prompt_length + 2], first[prompt_length + 2])
+    assert not torch.allclose(other[prompt_length + 1], first[prompt_length + 1])  # what follows [READ]
 
 
 def test_the_answer_predictor_scores_a_situated_answer_by_its_words(
@@ -240,3 +244,28 @@ def test_the_answer_predictor_scores_a_situated_answer_by_its_words(
     predictor = forced_answer_predictor(*situated_model, tmp_path, SITUATED_ANSWER, results)
     assert predictor.predict(side_sample)[1] == "left"
     assert results[0].situations is not None and results[0].situations[0].shape == (1, 4)
+
+
+def test_each_query_reads_the_text_since_the_query_before_it() -> None:
+    text = torch.tensor([1, 2, 3, 5, 6, 8, 9])
+    marks = torch.tensor([4, 7, 10])  # e.g. a [SIT] closing a situation, then two [GRD]
+    reads = ProposalGroundingHead.reads_since_previous(text, marks, marks)
+    assert reads.tolist() == [
+        [True, True, True, False, False, False, False],
+        [False, False, False, True, True, False, False],
+        [False, False, False, False, False, True, True],
+    ]
+
+
+def test_the_sit_reads_the_situation_and_the_grd_after_it_reads_the_question(situated_model, side_sample) -> None:
+    model, processor = situated_model
+    batch = SampleCollator.for_model(model, processor)([side_sample])
+    head, ids = model.grounding_head, batch["input_ids"]
+    queries = (ids == head.grd_token_id) | (ids == head.sit_token_id)
+    layouts = visual_layouts(ids, batch, head.visual_tokens)
+    text = head.text_positions(ids, queries, layouts, batch["attention_mask"], batch["labels"])[0].nonzero()[:, 0]
+    marks = queries[0].nonzero()[:, 0]
+    reads = head.reads_since_previous(text, marks, marks)  # the [SIT] of the prompt, then the answer's [GRD]
+    sit_text, grd_text = (processor.tokenizer.decode(ids[0, text[row]]) for row in reads)
+    assert side_sample.meta["situation"] in sit_text and side_sample.meta["question"] not in sit_text
+    assert side_sample.meta["question"] in grd_text and side_sample.meta["situation"] not in grd_text

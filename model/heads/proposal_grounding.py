@@ -17,14 +17,14 @@ can rise by being next to what matches "red table".
 
 With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
 standing next to the red chair, facing the table"; the token closes the situation in the prompt, so it reads the
-situation and the ``[GRD]`` of the answer reads the question after it): two more queries from it, "stand" and "face", each with a text
-read of its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one proposal (a cross-entropy over
-the proposals; targets from the ground-truth pose by :func:`situation_targets`: the proposal nearest to where the
-speaker stands, and the one most nearly straight ahead of them), and the pose is the stand proposal's centre,
-heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``: ``x, y, z`` and the heading,
-radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also holds where its object lies as
-seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?" is read from the object's token
-instead of computed from three objects' positions by a small LLM.
+situation and the ``[GRD]`` of the answer reads the question after it): two more queries from it, "stand" and
+"face", each with a text read of its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one
+proposal (a cross-entropy over the proposals; targets from the ground-truth pose by :func:`situation_targets`: the
+proposal nearest to where the speaker stands, and the one most nearly straight ahead of them), and the pose is the
+stand proposal's centre, heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``:
+``x, y, z`` and the heading, radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also
+holds where its object lies as seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?"
+is read from the object's token instead of computed from three objects' positions by a small LLM.
 
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
@@ -613,10 +613,11 @@ class ProposalGroundingHead(Head):
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
         """``(B, L)`` bool: the prompt tokens queries read: those after the row's last visual token (the questions
-        that follow the media, not the system prompt) that are neither queries (``grd``: ``[GRD]`` / ``[SIT]``), padding (``attention_mask``) nor
-        answer tokens (``labels`` other than -100), so training reads what generation reads (the prompt;
-        ``generate`` passes no answer text before ``[GRD]``). Each query reads those between the previous query and
-        itself (:meth:`predict`): in a conversation of several grounded turns, its own question.
+        that follow the media, not the system prompt) that are neither queries (``grd``: ``[GRD]`` / ``[SIT]``),
+        padding (``attention_mask``) nor answer tokens (``labels`` other than -100), so training reads what
+        generation reads (the prompt; ``generate`` passes no answer text before ``[GRD]``). Each query reads those
+        between the previous query and itself (:meth:`predict`): in a conversation of several grounded turns, its own
+        question.
         ``attention_mask`` and ``labels`` cover the first ``L' <= L`` positions; later ones are not masked."""
         text = ~grd
         for i, layout in enumerate(layouts):
