@@ -49,7 +49,7 @@ direction to its centre relative to the heading, as cosine and sine, and its dis
 "is the lamp on my left?" reads the sign of one feature of the token. The pose: in training that of the
 ``[SIT]``'s ground-truth pose (``batch["gt_situations"]``) as the grounding head's situation targets rebuild it from
 the proposals (:func:`~model.heads.proposal_grounding.situation_targets`, the same construction generation uses);
-in generation the head's pose for the ``[SIT]`` just generated.
+in generation the head's pose for the last ``[SIT]`` before it (SQA3D's closes the situation in the prompt).
 
 **Counting by grounding** (``count_read: true``). A ``[READ]`` after a multi-target ``[GRD]`` (a sample with
 ``grounding_multi``: ScanQA's "How many chairs are in the room?", whose ``object_ids`` are the chairs) holds the mean
