@@ -151,10 +151,11 @@ def test_collated_token_positions_follow_each_samples_own_video_tokens(
     assert "gt_boxes_3d" not in prompt and prompt["grounding_multi"] == [False, False]
     torch.testing.assert_close(prompt["token_positions"][1][0], positions, equal_nan=True)
     mismatched = dataclasses.replace(scanrefer_sample, boxes_3d=[scanrefer_sample.boxes_3d[0]] * 2)
-    with pytest.raises(ValueError, match="scanrefer/train/0: 2 boxes_3d entries for 1 \\[GRD\\] in its assistant turns"):
+    turns = "in its assistant turns"
+    with pytest.raises(ValueError, match=f"scanrefer/train/0: 2 boxes_3d entries for 1 \\[GRD\\] {turns}"):
         _collate(model, processor, [mismatched])
     untargeted = dataclasses.replace(scanrefer_sample, boxes_3d=None)
-    with pytest.raises(ValueError, match="scanrefer/train/0: no boxes_3d entries for 1 \\[GRD\\] in its assistant turns"):
+    with pytest.raises(ValueError, match=f"scanrefer/train/0: no boxes_3d entries for 1 \\[GRD\\] {turns}"):
         _collate(model, processor, [plain_sample, untargeted])
 
 

@@ -16,6 +16,7 @@ from model.builder import build_unigr
 from model.encoders.proposal_tokens import situated_features
 from model.heads.proposal_grounding import ProposalGroundingHead, pose_from_proposals, situation_targets
 from model.visual_tokens import visual_layouts
+from scripts import probe_situations
 from tests.test_grounded_reading import _embeds, _reads, assert_steps_match, generate_forced, teacher_forced_logits
 from tests.test_grounding_head_model import forced_answer_predictor
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
@@ -269,3 +270,29 @@ def test_the_sit_reads_the_situation_and_the_grd_after_it_reads_the_question(sit
     sit_text, grd_text = (processor.tokenizer.decode(ids[0, text[row]]) for row in reads)
     assert side_sample.meta["situation"] in sit_text and side_sample.meta["question"] not in sit_text
     assert side_sample.meta["question"] in grd_text and side_sample.meta["situation"] not in grd_text
+
+
+def test_the_situation_probe_counts_each_pointer_per_question_type(situated_model, small_rooms, tmp_path, capsys):
+    model, processor = situated_model
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    counts = probe_situations.probe(str(tmp_path / "model"), str(small_rooms), "train", num_frames=4, limit=8)
+    assert sum(row["questions"] for row in counts.values()) > 0
+    for row in counts.values():
+        assert row["stand"] <= row["questions"] and row["face"] <= row["questions"]
+        assert row["grounded"] <= row["questions"] and max(row["object"], row["read"]) <= row["grounded"]
+    probe_situations.main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--data-root",
+            str(small_rooms),
+            "--split",
+            "train",
+            "--num-frames",
+            "4",
+            "--limit",
+            "4",
+        ]
+    )
+    assert "| question type | questions | stand found |" in capsys.readouterr().out
