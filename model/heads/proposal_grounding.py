@@ -17,14 +17,14 @@ can rise by being next to what matches "red table".
 
 With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
 standing next to the red chair, facing the table"; the token closes the situation in the prompt, so it reads the
-situation and the ``[GRD]`` of the answer reads the question after it): two more queries from it, "stand" and
-"face", each with a text read of its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one
+situation and the ``[GRD]`` of the answer reads the question after it): two more queries from it, "stand" and "face",
+each attending over the situation on its own (:meth:`ProposalGroundingHead.situation_scores`), each point at one
 proposal (a cross-entropy over the proposals; targets from the ground-truth pose by :func:`situation_targets`: the
 proposal nearest to where the speaker stands, and the one most nearly straight ahead of them), and the pose is the
-stand proposal's centre, heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``:
-``x, y, z`` and the heading, radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also
-holds where its object lies as seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?"
-is read from the object's token instead of computed from three objects' positions by a small LLM.
+stand proposal's centre, heading to the face proposal's (:func:`pose_from_proposals`). Poses are ``(4,)``: ``x, y, z``
+and the heading, radians about the vertical axis from +x. A ``[READ]`` after a ``[SIT]`` then also holds where its
+object lies as seen from that pose (:mod:`model.encoders.proposal_tokens`), so "is it on my left?" is read from the
+object's token instead of computed from three objects' positions by a small LLM.
 
 Two tasks share the logits (per sample, ``grounding_multi`` in the batch; ``mode`` when absent):
 
@@ -108,6 +108,8 @@ class GroundingHeadConfig:
             raise ValueError(
                 f"grounding.init_logit_scale must be in (0, {MAX_LOGIT_SCALE}], got {config.init_logit_scale}"
             )
+        if config.situation and not config.query_reads_text:
+            raise ValueError("grounding.situation reads the text through the [GRD] read: set query_reads_text")
         if config.multi_positive_weight <= 0:
             raise ValueError(f"grounding.multi_positive_weight must be positive, got {config.multi_positive_weight}")
         for name in ("iou_threshold", "threshold"):
@@ -125,14 +127,19 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 def text_read(
-    attention: nn.ModuleDict, hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor
+    attention: nn.ModuleDict,
+    hidden: torch.Tensor,
+    text_hidden: torch.Tensor,
+    reads: torch.Tensor,
+    value: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(weights (O, S), read (O, E))``: the attention of states ``(O, D)`` over the text states ``(S, D)`` each
-    ``reads`` (``(O, S)`` bool; none read: zero weights) through ``attention``'s ``query`` / ``key`` / ``value``."""
+    ``reads`` (``(O, S)`` bool; none read: zero weights) through ``attention``'s ``query`` / ``key`` and ``value``
+    (default: ``attention``'s own)."""
     keys = attention["key"](text_hidden)  # (S, E)
     scores = attention["query"](hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
     weights = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
-    return weights, weights @ attention["value"](text_hidden)
+    return weights, weights @ (value or attention["value"])(text_hidden)
 
 
 def query_of_each_box(counts: list[int], device: torch.device) -> torch.Tensor:
@@ -288,13 +295,13 @@ class ProposalGroundingHead(Head):
 
     @staticmethod
     def situation_part(llm_hidden_size: int, dim: int) -> nn.ModuleDict:
-        """One situation query ("stand" or "face"): a map of the ``[SIT]`` query and a text read of its own."""
+        """One situation query ("stand" or "face"): a map of the ``[SIT]`` query and where its text read looks (it
+        reads through the ``[GRD]`` read's values, which every grounded phrase trains)."""
         return nn.ModuleDict(
             {
                 "proj": nn.Linear(dim, dim),
                 "query": nn.Linear(llm_hidden_size, dim),
                 "key": nn.Linear(llm_hidden_size, dim),
-                "value": mlp(llm_hidden_size, llm_hidden_size, dim),
             }
         )
 
@@ -420,10 +427,11 @@ class ProposalGroundingHead(Head):
         """``(S, 2, P)`` logits of ``[SIT]`` states ``(S, D)`` over the proposals: row 0 where the speaker stands,
         row 1 what they face.
 
-        Each part's query is a map of the ``[SIT]`` query (:meth:`queries`) plus its own attention read of the text
+        Each part's query is a map of the ``[SIT]`` query (:meth:`queries`) plus its own attention over the text
         ``(T, D)`` it ``reads`` (``(S, T)``), so "standing next to the red chair" and "facing the table" can be read
-        apart; with ``label_match``, ``words`` (the text's input embeddings ``(T, D)``, the proposals' class names
-        ``(P, D)``) give each part the class match of the words its attention reads. The others: as in :meth:`score`.
+        apart, read through the ``[GRD]`` read's values (what a phrase means is learned from every grounded one);
+        with ``label_match``, ``words`` (the text's input embeddings ``(T, D)``, the proposals' class names ``(P, D)``)
+        give each part the class match of the words its attention reads. The others: as in :meth:`score`.
         """
         dtype = self.visual_proj.weight.dtype
         queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
@@ -432,7 +440,8 @@ class ProposalGroundingHead(Head):
         rows = []
         for name in SITUATION_PARTS:
             part = self.situation[name]
-            attention, read = text_read(part, sit_hidden, text_hidden, reads)  # (S, T), (S, E)
+            value = self.text_attention["value"]
+            attention, read = text_read(part, sit_hidden, text_hidden, reads, value)  # (S, T), (S, E)
             query = part["proj"](queries) + read
             match = self.name_match((attention @ words[0].to(dtype), words[1])) if words is not None else 0.0
             rows.append(self.similarity(query, features) + match)
