@@ -272,6 +272,7 @@ def test_the_head_registers_under_grounding_and_builds_only_when_enabled() -> No
         ({"threshold": 0.0}, "grounding.threshold"),
         ({"iou_threshold": 1.5}, "grounding.iou_threshold"),
         ({"temperature": 1.0}, "unknown grounding head options"),
+        ({"situation": True, "query_reads_text": False}, "grounding.situation reads the text through the"),
     ],
 )
 def test_bad_grounding_options_are_refused_by_name(options: dict, message: str) -> None:
