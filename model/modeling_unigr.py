@@ -502,8 +502,8 @@ class UniGRForConditionalGeneration(UniGRPreTrainedModel):
         views = batch.get("proposal_views") or [None] * len(states)
         scene = [proposals[i] is not None and views[i] is not None for i in range(len(states))]
         counts = [len(rows) if scene[i] else 0 for i, rows in enumerate(states)]
-        in_prompt = [bool((input_ids[i] == token_id).any()) and scene[i] for i in range(len(states))]
-        if not any(counts) and not any(in_prompt):
+        in_prompt = any(scene[i] and bool((input_ids[i] == token_id).any()) for i in range(len(states)))
+        if not any(counts) and not in_prompt:
             return None
         appended = prompt_hidden.new_zeros(len(states), max(counts), prompt_hidden.shape[-1])  # (B, G, D)
         appended_ids = torch.full(appended.shape[:2], -1, dtype=input_ids.dtype, device=input_ids.device)  # no token

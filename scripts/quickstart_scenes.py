@@ -119,11 +119,11 @@ def train(
     return final
 
 
-def loader_options(benchmark: str, config: Path = CONFIG) -> list[str]:
-    """Loader options (``KEY=VALUE``) as ``config`` trains ``benchmark`` with them (grounding benchmarks answered by
+def loader_options(benchmark: str) -> list[str]:
+    """Loader options (``KEY=VALUE``) as :data:`CONFIG` trains ``benchmark`` with them (grounding benchmarks answered by
     the proposal grounding head, Scan2Cap's object as a region token, ScanQA grounding and reading its object, SQA3D
     locating the speaker first), but for how many questions a training sample asks."""
-    options = yaml.safe_load(config.read_text())["data"]["datasets"][benchmark].get("options") or {}
+    options = yaml.safe_load(CONFIG.read_text())["data"]["datasets"][benchmark].get("options") or {}
     return [
         f"{key}={str(value).lower() if isinstance(value, bool) else value}"
         for key, value in options.items()

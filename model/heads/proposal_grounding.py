@@ -437,10 +437,9 @@ class ProposalGroundingHead(Head):
         queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)  # (P, E)
         sit_hidden, text_hidden = sit_hidden.to(dtype), text_hidden.to(dtype)
-        rows = []
+        rows, value = [], self.text_attention["value"]  # every part reads through the [GRD] read's values
         for name in SITUATION_PARTS:
             part = self.situation[name]
-            value = self.text_attention["value"]
             attention, read = text_read(part, sit_hidden, text_hidden, reads, value)  # (S, T), (S, E)
             query = part["proj"](queries) + read
             match = self.name_match((attention @ words[0].to(dtype), words[1])) if words is not None else 0.0

@@ -187,7 +187,8 @@ class SQA3DDataset(Scene3DDataset):
 
     Args:
         situated: ``"<situation> [SIT] <question>"`` with the situation as a target, answered ``"[GRD][READ] ..."``
-            where the annotation names the object (module docstring); needs the official layout's ``position`` and ``rotation`` and ``view='video'``.
+            where the annotation names the object (module docstring); needs the official layout's ``position`` and
+            ``rotation`` and ``view='video'``.
         count_objects: a count question grounds every object its ``object_ids`` name (as ScanQA's option).
         situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
             say its annotations are; moved by the scene's axis alignment into the proposals' frame) or ``"aligned"``.
