@@ -6,14 +6,17 @@ LLM need not first learn to gather the description into ``[GRD]``. Each proposal
 an MLP over the LLM's visual tokens pooled by the proposal's pixels (each token weighted by the share of its
 pixels whose depth point lies in the box, :mod:`utils.scene3d.proposal_views`), the box's colour statistics at
 the depth maps' resolution, and an embedding of the box (centre, size). One learned "no target" feature joins
-them as candidate ``P``. A query's logits over the ``P + 1`` candidates are scaled cosines (``similarity:
-cosine``, learned scale) or scaled dot products (``similarity: dot``).
+them as candidate ``P``. A query's logits over the ``P + 1`` candidates are scaled cosines (``similarity: cosine``,
+learned scale) or scaled dot products (``similarity: dot``), plus, for the proposals, a direct match of the words it
+reads (:meth:`ProposalGroundingHead.word_match`): against their class names (``label_match``, one vocabulary) and,
+learned, against their colour statistics (``appearance_match``), the words weighed alike or as its text read weighs
+them (``match_words``).
 
 With ``relation`` (3D grounding models' object-relation step, kept to one hop) a second, anchor query scores the
-proposals the same way (plus the class-name match), and each proposal adds, times a learned weight that starts at
-0, the anchor logits of the other proposals weighted by nearness (a softmax of minus the distance between box
-centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "the chair next to the red table"
-can rise by being next to what matches "red table".
+proposals the same way (plus the word match of all the words it reads), and each proposal adds, times a learned
+weight that starts at 0, the anchor logits of the other proposals weighted by nearness (a softmax of minus the
+distance between box centres over a learned scale, :meth:`ProposalGroundingHead.neighbour_scores`): "the chair
+next to the red table" can rise by being next to what matches "red table".
 
 With ``situation`` a ``[SIT]`` (:data:`~utils.data.prompts.SIT_TOKEN`) state locates the speaker (SQA3D's "I am
 standing next to the red chair, facing the table"; the token closes the situation in the prompt, so it reads the
@@ -65,6 +68,7 @@ from utils.scene3d.proposal_views import APPEARANCE_DIM
 MODES = ("single", "multi")
 SITUATION_PARTS = ("stand", "face")  # the situation's two queries: where the speaker stands, what they face
 SIMILARITIES = ("cosine", "dot")
+MATCH_WORDS = ("all", "attended")
 MAX_LOGIT_SCALE = 100.0  # the learned cosine scale is clamped here (as CLIP does)
 INIT_LABEL_SCALE = 5.0  # initial scale of the class-name match logits
 
@@ -78,6 +82,8 @@ class GroundingHeadConfig:
     embed_dim: int = 256  # width E of queries and proposal features
     query_reads_text: bool = True  # the query also attends over the text before the first [GRD]
     label_match: bool = True  # proposals' detector class names matched against the question's words
+    appearance_match: bool = False  # proposals' colour statistics matched against the question's words (learned)
+    match_words: str = "all"  # the words a [GRD] matches: "all" it reads alike | "attended" as its text read weighs
     similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
     init_logit_scale: float = 10.0  # initial scale of the cosine logits
     iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
@@ -100,6 +106,10 @@ class GroundingHeadConfig:
         config = cls(**values)
         if config.mode not in MODES:
             raise ValueError(f"grounding.mode must be one of {MODES}, got {config.mode!r}")
+        if config.match_words not in MATCH_WORDS:
+            raise ValueError(f"grounding.match_words must be one of {MATCH_WORDS}, got {config.match_words!r}")
+        if config.match_words == "attended" and not config.query_reads_text:
+            raise ValueError("grounding.match_words 'attended' weighs words by the text read: set query_reads_text")
         if config.similarity not in SIMILARITIES:
             raise ValueError(f"grounding.similarity must be one of {SIMILARITIES}, got {config.similarity!r}")
         if config.embed_dim < 1:
@@ -276,6 +286,12 @@ class ProposalGroundingHead(Head):
         self.no_target = nn.Parameter(torch.empty(dim))
         self.label_proj = nn.Linear(llm_hidden_size, dim) if config.label_match else None
         self.label_scale = nn.Parameter(torch.empty(())) if config.label_match else None  # log of its scale
+        self.appearance_match = None
+        if config.appearance_match:  # words and colour statistics mapped into one space
+            self.appearance_match = nn.ModuleDict(
+                {"words": nn.Linear(llm_hidden_size, dim), "appearance": mlp(APPEARANCE_DIM, dim, dim)}
+            )
+        self.appearance_scale = nn.Parameter(torch.empty(())) if config.appearance_match else None  # log of it
         self.logit_scale = None
         if config.similarity == "cosine":
             self.logit_scale = nn.Parameter(torch.empty(()))  # log of the cosine scale
@@ -328,9 +344,10 @@ class ProposalGroundingHead(Head):
                 nn.init.normal_(module.weight, std=std)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.no_target, std=std)
-        if self.label_scale is not None:
-            with torch.no_grad():
-                self.label_scale.fill_(math.log(INIT_LABEL_SCALE))
+        with torch.no_grad():
+            for scale in (self.label_scale, self.appearance_scale):
+                if scale is not None:
+                    scale.fill_(math.log(INIT_LABEL_SCALE))
         if self.logit_scale is not None:
             with torch.no_grad():
                 self.logit_scale.fill_(math.log(self.config.init_logit_scale))
@@ -363,16 +380,19 @@ class ProposalGroundingHead(Head):
         parts.append(self.box_embed(proposals.to(dtype)))
         return self.proposal_mlp(torch.cat(parts, dim=-1))
 
-    def queries(self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
-        """``(O, E)`` queries of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds its attention
-        read of the text states ``(S, D)`` it ``reads`` (``(O, S)`` bool; a query that reads none adds nothing)."""
+    def queries(
+        self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(queries (O, E), weights (O, S))`` of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds
+        its attention read of the text states ``(S, D)`` it ``reads`` (``(O, S)`` bool; a query that reads none adds
+        nothing) and ``weights`` are that attention's, else each read word weighs alike."""
         dtype = self.visual_proj.weight.dtype
         grd_hidden = grd_hidden.to(dtype)
         queries = self.query_proj(grd_hidden)
         if self.text_attention is None or len(text_hidden) == 0:
-            return queries
-        _, read = text_read(self.text_attention, grd_hidden, text_hidden.to(dtype), reads)
-        return queries + read
+            return queries, reads.to(dtype) / reads.sum(dim=1, keepdim=True).clamp(min=1)
+        weights, read = text_read(self.text_attention, grd_hidden, text_hidden.to(dtype), reads)
+        return queries + read, weights
 
     def score(
         self,
@@ -383,35 +403,54 @@ class ProposalGroundingHead(Head):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         proposals: torch.Tensor,
-        names: tuple[torch.Tensor, torch.Tensor] | None = None,
+        words: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
 
         ``text_hidden``, ``reads``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
-        ``names``: with ``label_match``, ``(question words (O, D), class names (P, D))``: each query's mean input
-        embedding of the words it reads and each proposal's of its class name; their scaled cosine through one
-        shared projection is added to the proposals' logits (one vocabulary: a name the question uses matches
-        from the first step, before anything is learned).
+        ``words``: the read text's input embeddings ``(S, D)`` and the proposals' class names ``(P, D)``
+        (:meth:`text_words`), for :meth:`word_match`: each query matches the words it reads alike (``match_words:
+        all``) or as its text read weighs them (``attended``); the relation's anchor query matches all alike.
         """
-        queries = self.queries(grd_hidden, text_hidden, reads)  # (O, E)
+        queries, attention = self.queries(grd_hidden, text_hidden, reads)  # (O, E), (O, S)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         logits = self.similarity(queries, candidates)  # (O, P + 1)
-        match = self.name_match(names)
+        alike = reads.to(attention) / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
+        match_all = self.word_match(alike, words, appearance)
+        match = self.word_match(attention, words, appearance) if self.config.match_words == "attended" else match_all
         proposal_logits = logits[:, :-1] + match
         if self.relation is not None:
-            anchors = self.similarity(self.anchor_proj(queries), features) + match  # (O, P)
+            anchors = self.similarity(self.anchor_proj(queries), features) + match_all  # (O, P)
             relation = self.relation["weight"] * self.neighbour_scores(anchors, proposals.to(anchors))
             proposal_logits = proposal_logits + relation
         return torch.cat([proposal_logits, logits[:, -1:]], dim=1)
 
-    def name_match(self, names: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | float:
-        """``(O, P)`` class-name match logits of :meth:`score`'s ``names`` (0 without ``label_match`` or names)."""
-        if self.label_proj is None or names is None:
+    def word_match(
+        self, weights: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None, appearance: torch.Tensor
+    ) -> torch.Tensor | float:
+        """``(O, P)`` logits of the words each query weighs (``weights`` ``(O, S)`` over ``words``: the text's input
+        embeddings ``(S, D)``, the proposals' class names ``(P, D)`` or ``None``) against the proposals (0 without
+        ``words``).
+
+        Each is a scaled cosine in a space of its own: with ``label_match`` the weighed words against the class
+        names through one shared projection (one vocabulary: a name the question uses matches from the first
+        step); with ``appearance_match`` the weighed words against the proposals' colour statistics ``(P, 7)``, each
+        through a learned map ("red" learns to point where red boxes' statistics land).
+        """
+        if words is None:
             return 0.0
-        dtype = self.label_proj.weight.dtype
-        words, classes = (F.normalize(self.label_proj(x.to(dtype)), dim=-1) for x in names)
-        return self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * words @ classes.T
+        dtype = self.visual_proj.weight.dtype
+        text = weights.to(dtype) @ words[0].to(dtype)  # (O, D)
+        total = 0.0
+        if self.label_proj is not None and words[1] is not None:
+            asked, classes = (F.normalize(self.label_proj(x), dim=-1) for x in (text, words[1].to(dtype)))
+            total = total + self.label_scale.exp().clamp(max=MAX_LOGIT_SCALE) * asked @ classes.T
+        if self.appearance_match is not None:
+            asked = F.normalize(self.appearance_match["words"](text), dim=-1)
+            colours = F.normalize(self.appearance_match["appearance"](appearance.to(dtype)), dim=-1)
+            total = total + self.appearance_scale.exp().clamp(max=MAX_LOGIT_SCALE) * asked @ colours.T
+        return total
 
     def situation_scores(
         self,
@@ -430,11 +469,11 @@ class ProposalGroundingHead(Head):
         Each part's query is a map of the ``[SIT]`` query (:meth:`queries`) plus its own attention over the text
         ``(T, D)`` it ``reads`` (``(S, T)``), so "standing next to the red chair" and "facing the table" can be read
         apart, read through the ``[GRD]`` read's values (what a phrase means is learned from every grounded one);
-        with ``label_match``, ``words`` (the text's input embeddings ``(T, D)``, the proposals' class names ``(P, D)``)
-        give each part the class match of the words its attention reads. The others: as in :meth:`score`.
+        ``words`` (the text's input embeddings ``(T, D)``, the proposals' class names ``(P, D)``) give each part the
+        :meth:`word_match` of the words its attention reads. The others: as in :meth:`score`.
         """
         dtype = self.visual_proj.weight.dtype
-        queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
+        queries, _ = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)  # (P, E)
         sit_hidden, text_hidden = sit_hidden.to(dtype), text_hidden.to(dtype)
         rows, value = [], self.text_attention["value"]  # every part reads through the [GRD] read's values
@@ -442,8 +481,7 @@ class ProposalGroundingHead(Head):
             part = self.situation[name]
             attention, read = text_read(part, sit_hidden, text_hidden, reads, value)  # (S, T), (S, E)
             query = part["proj"](queries) + read
-            match = self.name_match((attention @ words[0].to(dtype), words[1])) if words is not None else 0.0
-            rows.append(self.similarity(query, features) + match)
+            rows.append(self.similarity(query, features) + self.word_match(attention, words, appearance))
         return torch.stack(rows, dim=1)
 
     def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -550,9 +588,9 @@ class ProposalGroundingHead(Head):
             if bool(grd[i].any()):
                 grd_positions = grd[i].nonzero()[:, 0]  # (O,)
                 reads = self.reads_since_previous(text_positions, grd_positions, marks)
-                names = self.class_names(batch, i, input_ids[i, text_positions], reads)
+                words = self.text_words(batch, i, input_ids[i, text_positions])
                 sample_logits = self.score(
-                    last_hidden[i, grd_positions], last_hidden[i, text_positions], reads, *scene, names
+                    last_hidden[i, grd_positions], last_hidden[i, text_positions], reads, *scene, words
                 )
                 chosen = select_proposals(sample_logits.detach(), modes[i], self.config.threshold)
                 logits[i], ids[i] = sample_logits, chosen
@@ -591,26 +629,20 @@ class ProposalGroundingHead(Head):
             poses.append(pose_from_proposals(stand, int(face_logits.argmax()), proposals))
         return torch.stack(poses).to(scores.dtype)
 
-    def text_words(self, batch: dict, row: int, text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(the words' input embeddings (S, D), the proposals' class names (P, D))`` from the LLM's
-        ``input_embeddings`` (the model passes its embedding module) and the batch's ``proposal_label_ids``; ``None``
-        without them or without ``label_match``. ``text_ids``: ``(S,)`` the token ids the queries read."""
+    def text_words(
+        self, batch: dict, row: int, text_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``(the words' input embeddings (S, D), the proposals' class names (P, D) or None)`` for
+        :meth:`word_match`, from the LLM's ``input_embeddings`` (the model passes its embedding module) and the batch's
+        ``proposal_label_ids`` (class names only with ``label_match``); ``None`` without the embeddings or without a
+        match configured. ``text_ids``: ``(S,)`` the token ids the queries read."""
         embeddings, label_ids = batch.get("input_embeddings"), batch.get("proposal_label_ids")
-        if self.label_proj is None or embeddings is None or label_ids is None or label_ids[row] is None:
+        if embeddings is None or (self.label_proj is None and self.appearance_match is None):
             return None
-        classes = class_name_embeddings(embeddings, label_ids[row].to(text_ids.device))  # (P, D)
+        classes = None
+        if self.label_proj is not None and label_ids is not None and label_ids[row] is not None:
+            classes = class_name_embeddings(embeddings, label_ids[row].to(text_ids.device))  # (P, D)
         return embeddings(text_ids), classes
-
-    def class_names(
-        self, batch: dict, row: int, text_ids: torch.Tensor, reads: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(question words (O, D), class names (P, D))`` for :meth:`score`: each query's mean input embedding of
-        the words it ``reads`` (``(O, S)``) and the proposals' class names (:meth:`text_words`)."""
-        words = self.text_words(batch, row, text_ids)
-        if words is None:
-            return None
-        weights = reads.float() / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
-        return weights @ words[0], words[1]
 
     @staticmethod
     def text_positions(
@@ -710,9 +742,9 @@ class ProposalGroundingHead(Head):
         box = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=device)
         appearance = torch.zeros(1, APPEARANCE_DIM, device=device)
         reads = torch.ones(1, 1, dtype=torch.bool, device=device)
-        names = (hidden, hidden) if self.label_proj is not None else None
+        words = (hidden, hidden)  # the text's input embeddings (T, D), the class names (P, D)
         scene = (hidden, torch.ones(1, 1, device=device), appearance, box)
-        total = self.score(hidden, hidden, reads, *scene, names).sum()
+        total = self.score(hidden, hidden, reads, *scene, words).sum()
         if self.situation is not None:
-            total = total + self.situation_scores(hidden, hidden, reads, *scene, names).sum()  # names: (T, D), (P, D)
+            total = total + self.situation_scores(hidden, hidden, reads, *scene, words).sum()
         return 0.0 * total
