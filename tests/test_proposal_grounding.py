@@ -273,6 +273,8 @@ def test_the_head_registers_under_grounding_and_builds_only_when_enabled() -> No
         ({"iou_threshold": 1.5}, "grounding.iou_threshold"),
         ({"temperature": 1.0}, "unknown grounding head options"),
         ({"situation": True, "query_reads_text": False}, "grounding.situation reads the text through the"),
+        ({"match_words": "first"}, "grounding.match_words"),
+        ({"match_words": "attended", "query_reads_text": False}, "grounding.match_words 'attended' weighs"),
     ],
 )
 def test_bad_grounding_options_are_refused_by_name(options: dict, message: str) -> None:
@@ -377,6 +379,95 @@ def test_a_class_name_the_question_uses_raises_its_proposals_from_the_first_step
         1,
         5,
     )
+
+
+def with_two_words(hidden: torch.Tensor, input_ids: torch.Tensor, first: int, second: int) -> tuple:
+    """``(hidden, input_ids)`` with the question before ``[GRD]`` made of two words, ``first`` and ``second``."""
+    at = 1 + NUM_TOKENS  # the question's place: after the visual tokens, before [GRD]
+    input_ids = torch.cat([input_ids[:, :at], torch.tensor([[first, second]]), input_ids[:, at + 1 :]], dim=1)
+    hidden = torch.cat([hidden[:, :at], torch.randn(1, 2, HIDDEN), hidden[:, at + 1 :]], dim=1)
+    return hidden, input_ids
+
+
+def test_attended_words_match_as_the_text_read_weighs_them_and_all_words_alike() -> None:
+    torch.manual_seed(0)
+    embeddings = torch.nn.Embedding(64, HIDDEN)
+    hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
+    hidden, input_ids = with_two_words(hidden, input_ids, 40, 43)
+    at = 1 + NUM_TOKENS
+    hidden[0, at, 0], hidden[0, at + 1, 0] = 10.0, -10.0  # the text read's key below looks at feature 0
+    names = torch.tensor([[40, -1], [41, 42], [43, -1], [44, -1]])  # "40" names proposal 0, "43" proposal 2
+    named = {**batch, "input_embeddings": embeddings, "proposal_label_ids": [names]}
+    match = {}
+    for words in ("all", "attended"):
+        head = make_head(match_words=words)
+        with torch.no_grad():  # the text read attends to the first word alone
+            attention = head.text_attention
+            attention["key"].weight.zero_()
+            attention["key"].weight[:, 0] = 1.0
+            attention["query"].weight.zero_()
+            attention["query"].bias.fill_(1.0)
+            match[words] = (
+                head.predict(hidden, input_ids, named)["grounding_logits"][0][0]
+                - head.predict(hidden, input_ids, batch)["grounding_logits"][0][0]
+            )
+    assert min(match["all"][[0, 2]]) > max(match["all"][[1, 3]])  # both words raise what they name
+    assert match["attended"][0] - match["attended"][2] > 1.0  # the attended first word names proposal 0
+    assert match["attended"][2] < max(match["attended"][[1, 3]]) + 0.5
+    assert match["attended"][-1] == 0 and match["all"][-1] == 0  # "no target" is matched with no word
+
+
+def colour_batch(rng: np.random.Generator, embeddings: torch.nn.Embedding, size: int) -> tuple:
+    """Samples whose question is one colour word (ids 50-53) and whose proposals show the four colours in a random
+    order (RGB means in the appearance statistics, the rest zero); the visual tokens and every hidden state carry
+    noise only, so nothing but the words can say which proposal is asked for. Returns ``(hidden, input_ids, batch
+    with the embeddings, expected proposal per sample)``."""
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    hidden, input_ids, batch, _ = toy_batch(rng, torch.zeros(7, HIDDEN), size, multi=False)
+    hidden = torch.from_numpy(rng.normal(size=hidden.shape)).float()
+    views, expected, gt_boxes = [], [], []
+    for i in range(size):
+        order = torch.from_numpy(rng.permutation(4))
+        appearance = torch.zeros(NUM_PROPOSALS, APPEARANCE_DIM)
+        appearance[:, :3] = colours[order]
+        views.append(ProposalViews(batch["proposal_views"][0].token_weights, appearance))
+        asked = int(rng.integers(4))
+        input_ids[i, 1 + NUM_TOKENS] = 50 + asked
+        target = int((order == asked).nonzero()[0, 0])
+        expected.append(target)
+        gt_boxes.append([PROPOSALS[target : target + 1]])
+    batch = {**batch, "proposal_views": views, "gt_boxes_3d": gt_boxes, "input_embeddings": embeddings}
+    return hidden, input_ids, batch, expected
+
+
+@pytest.mark.parametrize("appearance_match", [True, False])
+def test_a_colour_word_learns_to_point_at_the_proposal_of_its_colour_only_with_the_appearance_match(
+    appearance_match: bool,
+) -> None:
+    torch.manual_seed(0)
+    embeddings = torch.nn.Embedding(64, HIDDEN).requires_grad_(False)
+    head = make_head(appearance_match=appearance_match, label_match=False)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        hidden, input_ids, batch, _ = colour_batch(rng, embeddings, 16)
+        loss, _ = head.losses(head.predict(hidden, input_ids, batch), batch, head.counts(batch))["grd_ce"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    hidden, input_ids, batch, expected = colour_batch(np.random.default_rng(1), embeddings, 64)
+    with torch.no_grad():
+        predicted = [int(ids[0][0]) for ids in head.predict(hidden, input_ids, batch)["pred_proposal_ids"]]
+    accuracy = np.mean([got == want for got, want in zip(predicted, expected)])
+    if appearance_match:
+        assert accuracy >= 0.9
+        asked = input_ids.clone()
+        asked[:, 1 + NUM_TOKENS] = 50 + (asked[:, 1 + NUM_TOKENS] - 50 + 1) % 4  # another colour word
+        with torch.no_grad():
+            changed = [int(ids[0][0]) for ids in head.predict(hidden, asked, batch)["pred_proposal_ids"]]
+        assert np.mean([a != b for a, b in zip(predicted, changed)]) >= 0.9  # the word decides
+    else:
+        assert accuracy < 0.5  # four colours: nothing else tells them apart
 
 
 def test_each_grd_of_a_multi_turn_conversation_reads_only_its_own_question() -> None:
