@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +16,7 @@ from model.heads.proposal_grounding import (
     multi_targets,
     select_proposals,
     single_targets,
+    text_read,
 )
 from model.visual_tokens import VisualTokens
 from utils.scene3d.boxes import box_iou_3d, points_in_boxes
@@ -273,8 +275,7 @@ def test_the_head_registers_under_grounding_and_builds_only_when_enabled() -> No
         ({"iou_threshold": 1.5}, "grounding.iou_threshold"),
         ({"temperature": 1.0}, "unknown grounding head options"),
         ({"situation": True, "query_reads_text": False}, "grounding.situation reads the text through the"),
-        ({"match_words": "first"}, "grounding.match_words"),
-        ({"match_words": "attended", "query_reads_text": False}, "grounding.match_words 'attended' weighs"),
+        ({"text_read_scale": 0.0}, "grounding.text_read_scale"),
     ],
 )
 def test_bad_grounding_options_are_refused_by_name(options: dict, message: str) -> None:
@@ -381,40 +382,22 @@ def test_a_class_name_the_question_uses_raises_its_proposals_from_the_first_step
     )
 
 
-def with_two_words(hidden: torch.Tensor, input_ids: torch.Tensor, first: int, second: int) -> tuple:
-    """``(hidden, input_ids)`` with the question before ``[GRD]`` made of two words, ``first`` and ``second``."""
-    at = 1 + NUM_TOKENS  # the question's place: after the visual tokens, before [GRD]
-    input_ids = torch.cat([input_ids[:, :at], torch.tensor([[first, second]]), input_ids[:, at + 1 :]], dim=1)
-    hidden = torch.cat([hidden[:, :at], torch.randn(1, 2, HIDDEN), hidden[:, at + 1 :]], dim=1)
-    return hidden, input_ids
-
-
-def test_attended_words_match_as_the_text_read_weighs_them_and_all_words_alike() -> None:
+@pytest.mark.parametrize("scale", [None, 3.0])
+def test_a_scaled_cosine_text_read_cannot_collapse_onto_one_token_however_large_its_weights(scale) -> None:
     torch.manual_seed(0)
-    embeddings = torch.nn.Embedding(64, HIDDEN)
-    hidden, input_ids, batch, _ = toy_batch(np.random.default_rng(0), torch.randn(7, HIDDEN), 1, multi=False)
-    hidden, input_ids = with_two_words(hidden, input_ids, 40, 43)
-    at = 1 + NUM_TOKENS
-    hidden[0, at, 0], hidden[0, at + 1, 0] = 10.0, -10.0  # the text read's key below looks at feature 0
-    names = torch.tensor([[40, -1], [41, 42], [43, -1], [44, -1]])  # "40" names proposal 0, "43" proposal 2
-    named = {**batch, "input_embeddings": embeddings, "proposal_label_ids": [names]}
-    match = {}
-    for words in ("all", "attended"):
-        head = make_head(match_words=words)
-        with torch.no_grad():  # the text read attends to the first word alone
-            attention = head.text_attention
-            attention["key"].weight.zero_()
-            attention["key"].weight[:, 0] = 1.0
-            attention["query"].weight.zero_()
-            attention["query"].bias.fill_(1.0)
-            match[words] = (
-                head.predict(hidden, input_ids, named)["grounding_logits"][0][0]
-                - head.predict(hidden, input_ids, batch)["grounding_logits"][0][0]
-            )
-    assert min(match["all"][[0, 2]]) > max(match["all"][[1, 3]])  # both words raise what they name
-    assert match["attended"][0] - match["attended"][2] > 1.0  # the attended first word names proposal 0
-    assert match["attended"][2] < max(match["attended"][[1, 3]]) + 0.5
-    assert match["attended"][-1] == 0 and match["all"][-1] == 0  # "no target" is matched with no word
+    attention = torch.nn.ModuleDict(
+        {"query": torch.nn.Linear(HIDDEN, 32), "key": torch.nn.Linear(HIDDEN, 32), "value": torch.nn.Linear(HIDDEN, 32)}
+    )
+    with torch.no_grad():
+        for name in ("query", "key"):
+            attention[name].weight.mul_(1000.0)  # what Adam at a high learning rate does to them over a long run
+    hidden, text = torch.randn(4, HIDDEN), torch.randn(20, HIDDEN)
+    weights, _ = text_read(attention, hidden, text, torch.ones(4, 20, dtype=torch.bool), scale=scale)
+    if scale is None:
+        assert weights.max(dim=1).values.min() > 0.99  # one token takes it all: the softmax no longer learns
+    else:
+        bound = math.exp(scale) / (math.exp(scale) + 19 * math.exp(-scale))
+        assert weights.max() <= bound + 1e-6 < 0.96
 
 
 def colour_batch(rng: np.random.Generator, embeddings: torch.nn.Embedding, size: int) -> tuple:

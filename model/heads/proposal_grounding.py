@@ -9,8 +9,7 @@ the depth maps' resolution, and an embedding of the box (centre, size). One lear
 them as candidate ``P``. A query's logits over the ``P + 1`` candidates are scaled cosines (``similarity: cosine``,
 learned scale) or scaled dot products (``similarity: dot``), plus, for the proposals, a direct match of the words it
 reads (:meth:`ProposalGroundingHead.word_match`): against their class names (``label_match``, one vocabulary) and,
-learned, against their colour statistics (``appearance_match``), the words weighed alike or as its text read weighs
-them (``match_words``).
+learned, against their colour statistics (``appearance_match``).
 
 With ``relation`` (3D grounding models' object-relation step, kept to one hop) a second, anchor query scores the
 proposals the same way (plus the word match of all the words it reads), and each proposal adds, times a learned
@@ -68,7 +67,6 @@ from utils.scene3d.proposal_views import APPEARANCE_DIM
 MODES = ("single", "multi")
 SITUATION_PARTS = ("stand", "face")  # the situation's two queries: where the speaker stands, what they face
 SIMILARITIES = ("cosine", "dot")
-MATCH_WORDS = ("all", "attended")
 MAX_LOGIT_SCALE = 100.0  # the learned cosine scale is clamped here (as CLIP does)
 INIT_LABEL_SCALE = 5.0  # initial scale of the class-name match logits
 
@@ -83,7 +81,8 @@ class GroundingHeadConfig:
     query_reads_text: bool = True  # the query also attends over the text before the first [GRD]
     label_match: bool = True  # proposals' detector class names matched against the question's words
     appearance_match: bool = False  # proposals' colour statistics matched against the question's words (learned)
-    match_words: str = "all"  # the words a [GRD] matches: "all" it reads alike | "attended" as its text read weighs
+    text_read_scale: float | None = None  # text reads: scaled cosine attention (bounded: cannot collapse onto one
+    # token) | None: dot products / sqrt(E)
     similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
     init_logit_scale: float = 10.0  # initial scale of the cosine logits
     iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
@@ -106,10 +105,10 @@ class GroundingHeadConfig:
         config = cls(**values)
         if config.mode not in MODES:
             raise ValueError(f"grounding.mode must be one of {MODES}, got {config.mode!r}")
-        if config.match_words not in MATCH_WORDS:
-            raise ValueError(f"grounding.match_words must be one of {MATCH_WORDS}, got {config.match_words!r}")
-        if config.match_words == "attended" and not config.query_reads_text:
-            raise ValueError("grounding.match_words 'attended' weighs words by the text read: set query_reads_text")
+        if config.text_read_scale is not None and not 0 < config.text_read_scale <= MAX_LOGIT_SCALE:
+            raise ValueError(
+                f"grounding.text_read_scale must be in (0, {MAX_LOGIT_SCALE}] or null, got {config.text_read_scale}"
+            )
         if config.similarity not in SIMILARITIES:
             raise ValueError(f"grounding.similarity must be one of {SIMILARITIES}, got {config.similarity!r}")
         if config.embed_dim < 1:
@@ -142,12 +141,18 @@ def text_read(
     text_hidden: torch.Tensor,
     reads: torch.Tensor,
     value: nn.Module | None = None,
+    scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(weights (O, S), read (O, E))``: the attention of states ``(O, D)`` over the text states ``(S, D)`` each
     ``reads`` (``(O, S)`` bool; none read: zero weights) through ``attention``'s ``query`` / ``key`` and ``value``
-    (default: ``attention``'s own)."""
-    keys = attention["key"](text_hidden)  # (S, E)
-    scores = attention["query"](hidden) @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
+    (default: ``attention``'s own). Scores: ``scale`` times the cosine of query and key (bounded: however large the
+    projections grow, no token takes more than ``e^s / (e^s + (S - 1) e^-s)`` of the weight, so the softmax does not
+    saturate on one token and stop learning where to look), or without ``scale`` their dot product over ``sqrt(E)``."""
+    queries, keys = attention["query"](hidden), attention["key"](text_hidden)  # (O, E), (S, E)
+    if scale is None:
+        scores = queries @ keys.T / math.sqrt(keys.shape[-1])  # (O, S)
+    else:
+        scores = scale * F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T
     weights = scores.masked_fill(~reads, float("-inf")).softmax(dim=-1).nan_to_num(0.0)
     return weights, weights @ (value or attention["value"])(text_hidden)
 
@@ -380,19 +385,17 @@ class ProposalGroundingHead(Head):
         parts.append(self.box_embed(proposals.to(dtype)))
         return self.proposal_mlp(torch.cat(parts, dim=-1))
 
-    def queries(
-        self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(queries (O, E), weights (O, S))`` of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds
-        its attention read of the text states ``(S, D)`` it ``reads`` (``(O, S)`` bool; a query that reads none adds
-        nothing) and ``weights`` are that attention's, else each read word weighs alike."""
+    def queries(self, grd_hidden: torch.Tensor, text_hidden: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
+        """``(O, E)`` queries of ``[GRD]`` states ``(O, D)``; with ``query_reads_text`` each adds its attention
+        read of the text states ``(S, D)`` it ``reads`` (``(O, S)`` bool; a query that reads none adds nothing)."""
         dtype = self.visual_proj.weight.dtype
         grd_hidden = grd_hidden.to(dtype)
         queries = self.query_proj(grd_hidden)
         if self.text_attention is None or len(text_hidden) == 0:
-            return queries, reads.to(dtype) / reads.sum(dim=1, keepdim=True).clamp(min=1)
-        weights, read = text_read(self.text_attention, grd_hidden, text_hidden.to(dtype), reads)
-        return queries + read, weights
+            return queries
+        scale = self.config.text_read_scale
+        _, read = text_read(self.text_attention, grd_hidden, text_hidden.to(dtype), reads, scale=scale)
+        return queries + read
 
     def score(
         self,
@@ -409,19 +412,18 @@ class ProposalGroundingHead(Head):
 
         ``text_hidden``, ``reads``: as in :meth:`queries`; the others: as in :meth:`proposal_features`.
         ``words``: the read text's input embeddings ``(S, D)`` and the proposals' class names ``(P, D)``
-        (:meth:`text_words`), for :meth:`word_match`: each query matches the words it reads alike (``match_words:
-        all``) or as its text read weighs them (``attended``); the relation's anchor query matches all alike.
+        (:meth:`text_words`), for :meth:`word_match`: each query (and the relation's anchor query) matches the words
+        it reads, all alike.
         """
-        queries, attention = self.queries(grd_hidden, text_hidden, reads)  # (O, E), (O, S)
+        queries = self.queries(grd_hidden, text_hidden, reads)  # (O, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)
         candidates = torch.cat([features, self.no_target[None]], dim=0)  # (P + 1, E)
         logits = self.similarity(queries, candidates)  # (O, P + 1)
-        alike = reads.to(attention) / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
-        match_all = self.word_match(alike, words, appearance)
-        match = self.word_match(attention, words, appearance) if self.config.match_words == "attended" else match_all
+        alike = reads.to(logits) / reads.sum(dim=1, keepdim=True).clamp(min=1)  # (O, S)
+        match = self.word_match(alike, words, appearance)
         proposal_logits = logits[:, :-1] + match
         if self.relation is not None:
-            anchors = self.similarity(self.anchor_proj(queries), features) + match_all  # (O, P)
+            anchors = self.similarity(self.anchor_proj(queries), features) + match  # (O, P)
             relation = self.relation["weight"] * self.neighbour_scores(anchors, proposals.to(anchors))
             proposal_logits = proposal_logits + relation
         return torch.cat([proposal_logits, logits[:, -1:]], dim=1)
@@ -473,13 +475,13 @@ class ProposalGroundingHead(Head):
         :meth:`word_match` of the words its attention reads. The others: as in :meth:`score`.
         """
         dtype = self.visual_proj.weight.dtype
-        queries, _ = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
+        queries = self.queries(sit_hidden, text_hidden, reads)  # (S, E)
         features = self.proposal_features(visual_hidden, token_weights, appearance, proposals)  # (P, E)
         sit_hidden, text_hidden = sit_hidden.to(dtype), text_hidden.to(dtype)
         rows, value = [], self.text_attention["value"]  # every part reads through the [GRD] read's values
         for name in SITUATION_PARTS:
             part = self.situation[name]
-            attention, read = text_read(part, sit_hidden, text_hidden, reads, value)  # (S, T), (S, E)
+            attention, read = text_read(part, sit_hidden, text_hidden, reads, value, self.config.text_read_scale)
             query = part["proj"](queries) + read
             rows.append(self.similarity(query, features) + self.word_match(attention, words, appearance))
         return torch.stack(rows, dim=1)
