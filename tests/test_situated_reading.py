@@ -123,15 +123,14 @@ def test_situated_sqa3d_closes_the_situation_with_sit_then_grounds_and_reads_wit
         assert len(sample.situations) == 1
         np.testing.assert_allclose(sample.situations[0], sample.meta["pose"], atol=1e-6)
         counted = sample.meta["question"].startswith("How many")
-        if counted and not count_objects and sample.boxes_3d is None:  # several counted: located, then words
-            assert answer == words
+        if counted and not count_objects:  # located, then a count in words, even of one object
+            assert answer == words and sample.boxes_3d is None
             kinds["located"] += 1
             continue
         assert answer == f"{GRD_TOKEN}{READ_TOKEN} {words}" and len(sample.boxes_3d) == 1
-        counted = counted and count_objects  # without count_objects a count of one object reads that object
         assert sample.grounding_multi == counted  # a count grounds every counted object
         kinds["count" if counted else "one"] += 1
-    assert kinds["one"] > 0 and (kinds["count"] > 0) == count_objects
+    assert kinds["one"] > 0 and (kinds["count"] > 0) == count_objects and (kinds["located"] > 0) != count_objects
 
 
 def test_situated_without_a_pose_is_an_error_and_without_an_object_answers_in_words(

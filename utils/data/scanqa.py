@@ -86,7 +86,9 @@ class ScanQADataset(Scene3DDataset):
     Args:
         read_object: a question about one object of the scan is answered ``"[GRD][READ] <answer>"``: grounded
             first (the proposal grounding head, trained on the question's object as ScanRefer's target), then read
-            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`).
+            back (``[READ]`` holds the grounded object's token, :mod:`model.encoders.proposal_tokens`). A count
+            question is answered in words even when it counts one object (its token holds no count), so whether an
+            answer starts with ``[GRD]`` depends on the question alone.
         count_objects: with ``read_object``, a count question (``"How many ..."``) also grounds, all its objects,
             multi-target, and ``[READ]`` holds how many (the object tokens' ``count_read``).
     """
@@ -139,8 +141,9 @@ class ScanQADataset(Scene3DDataset):
             "category": annotation.meta["question_type"],
         }
         answer = annotation.answers[0]
-        counted = self.count_objects and is_count_question(annotation.text)
-        if self.read_object and boxes is not None and len(boxes) > 0 and (len(boxes) == 1 or counted):
+        count = is_count_question(annotation.text)  # answered in words, whatever it counts, unless counted
+        counted = self.count_objects and count
+        if self.read_object and boxes is not None and len(boxes) > 0 and ((len(boxes) == 1 and not count) or counted):
             answer, meta["read_object"], meta["counted"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True, counted
         return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
 
@@ -187,7 +190,7 @@ class SQA3DDataset(Scene3DDataset):
 
     Args:
         situated: ``"<situation> [SIT] <question>"`` with the situation as a target, answered ``"[GRD][READ] ..."``
-            where the annotation names the object (module docstring); needs the official layout's ``position`` and
+            where the annotation names one object and the question counts nothing (module docstring); needs the official layout's ``position`` and
             ``rotation`` and ``view='video'``.
         count_objects: a count question grounds every object its ``object_ids`` name (as ScanQA's option).
         situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
@@ -277,8 +280,9 @@ class SQA3DDataset(Scene3DDataset):
                 )
             meta["pose"] = aligned_pose(pose, scene.axis_alignment) if self.situation_frame == "scan" else pose
             known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
-            ids, counted = annotation.object_ids, self.count_objects and is_count_question(annotation.meta["question"])
-            if known and len(ids) > 0 and (len(ids) == 1 or counted):
+            ids, count = annotation.object_ids, is_count_question(annotation.meta["question"])
+            counted = self.count_objects and count  # otherwise a count is answered in words, even a count of one
+            if known and len(ids) > 0 and ((len(ids) == 1 and not count) or counted):
                 meta["gt_boxes"] = self.object_boxes(ids, scene, where).astype(np.float32)
                 meta["counted"] = counted
                 answer = f"{GRD_TOKEN}{READ_TOKEN} {answer}"
