@@ -119,11 +119,12 @@ def train(
     return final
 
 
-def loader_options(benchmark: str) -> list[str]:
-    """Loader options (``KEY=VALUE``) as :data:`CONFIG` trains ``benchmark`` with them (grounding benchmarks answered by
-    the proposal grounding head, Scan2Cap's object as a region token, ScanQA grounding and reading its object, SQA3D
-    locating the speaker first), but for how many questions a training sample asks."""
-    options = yaml.safe_load(CONFIG.read_text())["data"]["datasets"][benchmark].get("options") or {}
+def loader_options(benchmark: str, config: Path = CONFIG) -> list[str]:
+    """Loader options (``KEY=VALUE``) as ``config`` (stage 2's, the one the evaluated model learned last) trains
+    ``benchmark`` with them (grounding benchmarks answered by the proposal grounding head, Scan2Cap's object as a region
+    token, ScanQA grounding and reading its object, SQA3D locating the speaker first), but for how many questions a
+    training sample asks."""
+    options = yaml.safe_load(config.read_text())["data"]["datasets"][benchmark].get("options") or {}
     return [
         f"{key}={str(value).lower() if isinstance(value, bool) else value}"
         for key, value in options.items()
@@ -131,27 +132,40 @@ def loader_options(benchmark: str) -> list[str]:
     ]
 
 
-def benchmark_arguments(benchmark: str, eval_root: Path) -> list[str]:
-    """The arguments :mod:`evaluation.run_inference` and :mod:`evaluation.run_eval` share."""
-    options = [flag for option in loader_options(benchmark) for flag in ("--option", option)]
+def benchmark_arguments(benchmark: str, eval_root: Path, config: Path = CONFIG) -> list[str]:
+    """The arguments :mod:`evaluation.run_inference` and :mod:`evaluation.run_eval` share (loader options as
+    ``config`` trains with them)."""
+    options = [flag for option in loader_options(benchmark, config) for flag in ("--option", option)]
     return ["--benchmark", benchmark, "--data-root", str(eval_root), *options]
 
 
 def evaluate_model(
-    benchmark: str, predictor: str, model: Path, eval_root: Path, out: Path, max_new_tokens: int = MAX_NEW_TOKENS
+    benchmark: str,
+    predictor: str,
+    model: Path,
+    eval_root: Path,
+    out: Path,
+    config: Path = CONFIG,
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> dict:
     """Predict ``benchmark`` with ``predictor`` (``unigr`` / ``blind``) into ``out`` and score it, with the real
-    scripts (samples already in ``out`` are not predicted again)."""
-    common = benchmark_arguments(benchmark, eval_root)
+    scripts and the loader options ``config`` trained with (samples already in ``out`` are not predicted again)."""
+    common = benchmark_arguments(benchmark, eval_root, config)
     inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
     run_inference.main([*common, *inference, "--max-new-tokens", str(max_new_tokens)])
-    return score(benchmark, eval_root, out)
+    return score(benchmark, eval_root, out, config)
 
 
-def score(benchmark: str, eval_root: Path, out: Path) -> dict:
+def score(benchmark: str, eval_root: Path, out: Path, config: Path = CONFIG) -> dict:
     """Score the predictions in ``out`` with :mod:`evaluation.run_eval` (captions tokenised as
     :data:`CAPTION_TOKENIZER`); the metrics are also written to ``out/metrics.json``."""
-    arguments = [*benchmark_arguments(benchmark, eval_root), "--pred", str(out), "--out", str(out / "metrics.json")]
+    arguments = [
+        *benchmark_arguments(benchmark, eval_root, config),
+        "--pred",
+        str(out),
+        "--out",
+        str(out / "metrics.json"),
+    ]
     return run_eval.main([*arguments, "--caption-tokenizer", CAPTION_TOKENIZER])
 
 
@@ -175,9 +189,9 @@ def training_answers(benchmark: str, train_root: Path) -> dict[str | None, str]:
     return {kind: most_frequent(answers) for kind, answers in by_type.items()}
 
 
-def chance_answers(benchmark: str, eval_root: Path, train_root: Path) -> dict[str, str]:
+def chance_answers(benchmark: str, eval_root: Path, train_root: Path, config: Path = CONFIG) -> dict[str, str]:
     """``{sample_id: answer}`` of the chance baseline (module docstring) on ``benchmark``'s evaluated split."""
-    dataset, _ = build_benchmark_dataset(benchmark, eval_root, None, loader_options(benchmark))
+    dataset, _ = build_benchmark_dataset(benchmark, eval_root, None, loader_options(benchmark, config))
     rng = np.random.default_rng(CHANCE_SEED)
     frequent = training_answers(benchmark, train_root) if benchmark not in GROUNDING_BENCHMARKS else {}
     answers = {}
@@ -190,15 +204,15 @@ def chance_answers(benchmark: str, eval_root: Path, train_root: Path) -> dict[st
     return answers
 
 
-def evaluate_chance(benchmark: str, eval_root: Path, train_root: Path, out: Path) -> dict:
+def evaluate_chance(benchmark: str, eval_root: Path, train_root: Path, out: Path, config: Path = CONFIG) -> dict:
     """Write the chance baseline's answers to a store at ``out`` (unless there) and score it with the real script."""
     store = PredictionStore(out)
-    answers = chance_answers(benchmark, eval_root, train_root)
+    answers = chance_answers(benchmark, eval_root, train_root, config)
     done = store.done_ids()
     for sample_id, answer in answers.items():
         if sample_id not in done:
             store.write(sample_id, [], None, {"answer": answer})
-    return score(benchmark, eval_root, out)
+    return score(benchmark, eval_root, out, config)
 
 
 def expected_random_proposal_accuracy(eval_root: Path) -> dict[str, float]:
@@ -289,10 +303,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     for benchmark in args.benchmarks:
         stage(f"{benchmark} {BENCHMARKS[benchmark].split}: trained, blind, chance")
         out = work / "eval" / benchmark
+        config, tokens = args.config, args.max_new_tokens  # evaluated with the options stage 2 trained with
         results[benchmark] = {
-            "trained": evaluate_model(benchmark, "unigr", final, eval_root, out / "trained", args.max_new_tokens),
-            "blind": evaluate_model(benchmark, "blind", final, eval_root, out / "blind", args.max_new_tokens),
-            "chance": evaluate_chance(benchmark, eval_root, train_root, out / "chance"),
+            "trained": evaluate_model(benchmark, "unigr", final, eval_root, out / "trained", config, tokens),
+            "blind": evaluate_model(benchmark, "blind", final, eval_root, out / "blind", config, tokens),
+            "chance": evaluate_chance(benchmark, eval_root, train_root, out / "chance", config),
         }
 
     summary = headline_metrics(results)

@@ -78,8 +78,14 @@ def test_training_points_only_the_configs_own_datasets_at_the_training_rooms(tmp
     assert "train.max_steps=5" in command
 
 
-def test_each_benchmark_is_evaluated_with_the_loader_options_it_is_trained_with() -> None:
-    datasets = yaml.safe_load(quickstart_scenes.CONFIG.read_text())["data"]["datasets"]
+def test_each_benchmark_is_evaluated_with_the_loader_options_it_is_trained_with(tmp_path: Path) -> None:
+    config = yaml.safe_load(quickstart_scenes.CONFIG.read_text())
     for name in quickstart_scenes.SCENE_BENCHMARKS:
-        trained = {k: v for k, v in datasets[name].get("options", {}).items() if k != "questions_per_sample"}
+        trained = {k: v for k, v in config["data"]["datasets"][name].get("options", {}).items()}
+        trained.pop("questions_per_sample", None)
         assert parse_options(quickstart_scenes.loader_options(name)) == trained, name
+    config["data"]["datasets"]["sqa3d"]["options"] = {"situated": False}  # a stage-2 config of one's own (--config)
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump(config))
+    assert parse_options(quickstart_scenes.loader_options("sqa3d", own)) == {"situated": False}
+    assert "situated=false" in quickstart_scenes.benchmark_arguments("sqa3d", tmp_path, own)
