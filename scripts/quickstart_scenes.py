@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import yaml
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,6 +57,7 @@ from utils.data.scene3d import grounding_answer  # noqa: E402
 from utils.scene3d.boxes import box_iou_3d  # noqa: E402
 from utils.synthetic.rooms import RoomConfig  # noqa: E402
 from utils.synthetic.scene3d_formats import generate_scene_benchmarks  # noqa: E402
+from utils.training.config import load_config  # noqa: E402
 
 CONFIG = ROOT / "configs" / "quickstart_scenes.yaml"
 READING_CONFIG = ROOT / "configs" / "quickstart_scenes_reading.yaml"
@@ -111,7 +112,7 @@ def train(
         print(f"{final}: already trained")
         return final
     overrides = [f"output_dir={work}"] + ([f"model.pretrained={start_from}"] if start_from is not None else [])
-    datasets = yaml.safe_load(config.read_text())["data"]["datasets"]
+    datasets = load_config(config).data.datasets  # with its defaults merged
     overrides += [f"data.datasets.{name}.root={train_root}" for name in datasets]
     overrides += [f"train.max_steps={steps}"] if steps is not None else []
     command = [sys.executable, "train.py", "--config", str(config), *overrides]
@@ -124,7 +125,7 @@ def loader_options(benchmark: str, config: Path = CONFIG) -> list[str]:
     ``benchmark`` with them (grounding benchmarks answered by the proposal grounding head, Scan2Cap's object as a region
     token, ScanQA grounding and reading its object, SQA3D locating the speaker first), but for how many questions a
     training sample asks."""
-    options = yaml.safe_load(config.read_text())["data"]["datasets"][benchmark].get("options") or {}
+    options = OmegaConf.to_container(load_config(config).data.datasets[benchmark].get("options") or {})
     return [
         f"{key}={str(value).lower() if isinstance(value, bool) else value}"
         for key, value in options.items()
