@@ -81,8 +81,8 @@ class GroundingHeadConfig:
     query_reads_text: bool = True  # the query also attends over the text before the first [GRD]
     label_match: bool = True  # proposals' detector class names matched against the question's words
     appearance_match: bool = False  # proposals' colour statistics matched against the question's words (learned)
-    text_read_scale: float | None = None  # text reads: scaled cosine attention (bounded: cannot collapse onto one
-    # token) | None: dot products / sqrt(E)
+    text_read_scale: float | None = None  # text reads: cosine attention times this (bounded, so their weights stay
+    # soft) | None: dot products / sqrt(E)
     similarity: str = "cosine"  # "cosine": learned scale times cosine | "dot": dot product / sqrt(E)
     init_logit_scale: float = 10.0  # initial scale of the cosine logits
     iou_threshold: float = 0.25  # a proposal matches a ground-truth box at this IoU or above
@@ -406,7 +406,7 @@ class ProposalGroundingHead(Head):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         proposals: torch.Tensor,
-        words: tuple[torch.Tensor, torch.Tensor] | None = None,
+        words: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """``(O, P + 1)`` logits of ``[GRD]`` states ``(O, D)`` over proposals ``(P, 6)`` and "no target" (last).
 
@@ -429,7 +429,7 @@ class ProposalGroundingHead(Head):
         return torch.cat([proposal_logits, logits[:, -1:]], dim=1)
 
     def word_match(
-        self, weights: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None, appearance: torch.Tensor
+        self, weights: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor | None] | None, appearance: torch.Tensor
     ) -> torch.Tensor | float:
         """``(O, P)`` logits of the words each query weighs (``weights`` ``(O, S)`` over ``words``: the text's input
         embeddings ``(S, D)``, the proposals' class names ``(P, D)`` or ``None``) against the proposals (0 without
@@ -463,7 +463,7 @@ class ProposalGroundingHead(Head):
         token_weights: torch.Tensor,
         appearance: torch.Tensor,
         proposals: torch.Tensor,
-        words: tuple[torch.Tensor, torch.Tensor] | None = None,
+        words: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """``(S, 2, P)`` logits of ``[SIT]`` states ``(S, D)`` over the proposals: row 0 where the speaker stands,
         row 1 what they face.
