@@ -80,6 +80,15 @@ def is_count_question(text: str) -> bool:
     return text.strip().lower().startswith("how many")
 
 
+def grounded_answer(num_objects: int, question: str, count_objects: bool) -> tuple[bool, bool]:
+    """``(grounded, counted)`` for a question about ``num_objects`` known objects: it is answered ``"[GRD][READ] ..."``
+    when it is about one object and counts nothing, or counts with ``count_objects`` (``counted``: all of them,
+    multi-target); otherwise in words (a count of one object too: its token holds no count)."""
+    count = is_count_question(question)
+    counted = count_objects and count and num_objects > 0
+    return counted or (num_objects == 1 and not count), counted
+
+
 class ScanQADataset(Scene3DDataset):
     """ScanQA samples (see the module docstring).
 
@@ -141,9 +150,8 @@ class ScanQADataset(Scene3DDataset):
             "category": annotation.meta["question_type"],
         }
         answer = annotation.answers[0]
-        count = is_count_question(annotation.text)  # answered in words, whatever it counts, unless counted
-        counted = self.count_objects and count
-        if self.read_object and boxes is not None and len(boxes) > 0 and ((len(boxes) == 1 and not count) or counted):
+        grounded, counted = grounded_answer(0 if boxes is None else len(boxes), annotation.text, self.count_objects)
+        if self.read_object and grounded:
             answer, meta["read_object"], meta["counted"] = f"{GRD_TOKEN}{READ_TOKEN} {answer}", True, counted
         return self.user_turn(annotation, QA_QUESTION, question=annotation.text), answer, meta
 
@@ -190,8 +198,8 @@ class SQA3DDataset(Scene3DDataset):
 
     Args:
         situated: ``"<situation> [SIT] <question>"`` with the situation as a target, answered ``"[GRD][READ] ..."``
-            where the annotation names one object and the question counts nothing (module docstring); needs the official layout's ``position`` and
-            ``rotation`` and ``view='video'``.
+            where the annotation names one object and the question counts nothing (:func:`grounded_answer`); needs
+            the official layout's ``position`` and ``rotation`` and ``view='video'``.
         count_objects: a count question grounds every object its ``object_ids`` name (as ScanQA's option).
         situation_frame: the frame of those: ``"scan"`` (ScanNet's original scan, as SQA3D's localization notes
             say its annotations are; moved by the scene's axis alignment into the proposals' frame) or ``"aligned"``.
@@ -280,13 +288,13 @@ class SQA3DDataset(Scene3DDataset):
                 )
             meta["pose"] = aligned_pose(pose, scene.axis_alignment) if self.situation_frame == "scan" else pose
             known = scene.objects is not None and np.isin(annotation.object_ids, scene.objects.object_ids).all()
-            ids, count = annotation.object_ids, is_count_question(annotation.meta["question"])
-            counted = self.count_objects and count  # otherwise a count is answered in words, even a count of one
-            if known and len(ids) > 0 and ((len(ids) == 1 and not count) or counted):
+            ids, question = annotation.object_ids, annotation.meta["question"]
+            grounded, counted = grounded_answer(len(ids) if known else 0, question, self.count_objects)
+            if grounded:
                 meta["gt_boxes"] = self.object_boxes(ids, scene, where).astype(np.float32)
                 meta["counted"] = counted
                 answer = f"{GRD_TOKEN}{READ_TOKEN} {answer}"
-            question = f"{annotation.meta['situation']} {SIT_TOKEN} {annotation.meta['question']}"
+            question = f"{annotation.meta['situation']} {SIT_TOKEN} {question}"
         return self.user_turn(annotation, QA_QUESTION, question=question), answer, meta
 
     def target_fields(self, meta: dict) -> dict:
