@@ -16,7 +16,7 @@ from model.builder import build_unigr
 from model.encoders.proposal_tokens import situated_features
 from model.heads.proposal_grounding import ProposalGroundingHead, pose_from_proposals, situation_targets
 from model.visual_tokens import visual_layouts
-from scripts import probe_situations
+from scripts import probe_grounded_answers
 from tests.test_grounded_reading import _embeds, _reads, assert_steps_match, generate_forced, teacher_forced_logits
 from tests.test_grounding_head_model import forced_answer_predictor
 from utils.data import scanqa  # noqa: F401  (registers the loaders)
@@ -275,23 +275,36 @@ def test_the_situation_probe_counts_each_pointer_per_question_type(situated_mode
     model, processor = situated_model
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
-    counts = probe_situations.probe(str(tmp_path / "model"), str(small_rooms), "train", num_frames=4, limit=8)
+    counts = probe_grounded_answers.probe(str(tmp_path / "model"), str(small_rooms), "train", num_frames=4, limit=8)
     assert sum(row["questions"] for row in counts.values()) > 0
     for row in counts.values():
         assert row["stand"] <= row["questions"] and row["face"] <= row["questions"]
         assert row["grounded"] <= row["questions"] and max(row["object"], row["read"]) <= row["grounded"]
-    probe_situations.main(
-        [
-            "--model",
-            str(tmp_path / "model"),
-            "--data-root",
-            str(small_rooms),
-            "--split",
-            "train",
-            "--num-frames",
-            "4",
-            "--limit",
-            "4",
-        ]
+    probe_grounded_answers.main(
+        ["--model", str(tmp_path / "model"), "--data-root", str(small_rooms), "--split", "train"]
+        + ["--num-frames", "4", "--limit", "4"]
     )
-    assert "| question type | questions | stand found |" in capsys.readouterr().out
+    assert "| question | questions | stand found |" in capsys.readouterr().out
+
+
+def test_the_scanqa_probe_counts_grounded_and_read_answers_per_question_form(
+    situated_model, small_rooms, tmp_path, capsys
+):
+    model, processor = situated_model
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    counts = probe_grounded_answers.probe(
+        str(tmp_path / "model"), str(small_rooms), "train", num_frames=4, limit=12, benchmark="scanqa"
+    )
+    forms = set(counts)
+    assert forms and all(len(form.split()) == 2 for form in forms)
+    assert any(row["grounded"] > 0 for row in counts.values())  # the colour / neighbour questions ground one object
+    for row in counts.values():
+        assert row["stand"] == row["face"] == 0
+        assert row["grounded"] <= row["questions"] and max(row["object"], row["read"]) <= row["grounded"]
+    probe_grounded_answers.main(
+        ["--benchmark", "scanqa", "--model", str(tmp_path / "model"), "--data-root", str(small_rooms)]
+        + ["--split", "train", "--num-frames", "4", "--limit", "4"]
+    )
+    out = capsys.readouterr().out
+    assert "| question | questions | about one object |" in out and "stand found" not in out
