@@ -3,9 +3,9 @@ how often the grounding head grounds the asked object, how often the word after 
 the right object, and, for SQA3D, how often the head finds where the speaker stands and what they face.
 
 One teacher-forced pass per question of a split: the ``[GRD]`` argmax against the proposal the object's box matches,
-and the argmax after ``[READ]`` (which training fills from the targets) against the answer's first word; for SQA3D
-also the head's stand and face argmaxes (face among the other proposals, as generation picks) against
-:func:`~model.heads.proposal_grounding.situation_targets` of the annotated pose. A generated answer needs every
+and the argmaxes from ``[READ]`` on (which training fills from the targets) against the tokens of the answer's first
+word; for SQA3D also the head's stand and face argmaxes (face among the other proposals, as generation picks)
+against :func:`~model.heads.proposal_grounding.situation_targets` of the annotated pose. A generated answer needs every
 pointer; the read column says what the read alone would give. Rows: SQA3D's question type, ScanQA's first two words
 of the question ("what colour", "what is", "how many").
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from transformers import ProcessorMixin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,10 +89,22 @@ def probe(
         row["grounded"] += 1
         target = single_targets([batch["gt_boxes_3d"][0][0][:1].float()], proposals.float(), 0.25)
         row["object"] += int(head["grounding_logits"][0][0].argmax()) == int(target[0])
-        read = (batch["input_ids"][0] == read_id).nonzero()[0, 0]
-        word = processor.tokenizer.decode([int(out.logits[0, read].argmax())]).strip()
-        row["read"] += word == sample.meta["answers"][0].split()[0]
+        read = int((batch["input_ids"][0] == read_id).nonzero()[0, 0])
+        row["read"] += read_word_right(out.logits[0], batch["input_ids"][0], read, sample.meta["answers"][0], processor)
     return counts
+
+
+def read_word_right(
+    logits: torch.Tensor, input_ids: torch.Tensor, read: int, answer: str, processor: ProcessorMixin
+) -> bool:
+    """Whether, teacher forced, every token of the answer's first word after ``[READ]`` (at ``read``) is the argmax
+    of the logits before it (a small tokenizer splits words like "white" into several tokens)."""
+    word, answer_ids = answer.split()[0], input_ids[read + 1 :]
+    for length in range(1, len(answer_ids) + 1):
+        if processor.tokenizer.decode(answer_ids[:length].tolist()).strip() == word:
+            predicted = logits[read : read + length].argmax(dim=-1)
+            return bool((predicted == answer_ids[:length]).all())
+    raise ValueError(f"the answer after {READ_TOKEN} does not begin with {word!r}")
 
 
 def table(counts: dict[str, Counter], situated: bool = True) -> str:

@@ -308,3 +308,21 @@ def test_the_scanqa_probe_counts_grounded_and_read_answers_per_question_form(
     )
     out = capsys.readouterr().out
     assert "| question | questions | about one object |" in out and "stand found" not in out
+
+
+def test_the_probe_reads_a_word_right_only_when_each_of_its_tokens_is():
+    class Tokenizer:
+        pieces = {0: "[READ]", 1: " ", 2: "w", 3: "h", 4: "ite", 5: " red", 6: "<end>"}
+
+        def decode(self, ids: list[int]) -> str:
+            return "".join(self.pieces[i] for i in ids)
+
+    processor = type("Processor", (), {"tokenizer": Tokenizer()})()
+    input_ids = torch.tensor([0, 1, 2, 3, 4, 6])  # [READ] " " "w" "h" "ite": "white" is four tokens
+    logits = torch.full((6, 7), -1.0)
+    logits[torch.arange(5), input_ids[1:]] = 1.0  # each position predicts the next token
+    assert probe_grounded_answers.read_word_right(logits, input_ids, 0, "white", processor)
+    logits[2, 3], logits[2, 5] = -1.0, 2.0  # "w" followed by " red" instead of "h"
+    assert not probe_grounded_answers.read_word_right(logits, input_ids, 0, "white", processor)
+    with pytest.raises(ValueError, match="does not begin with 'red'"):
+        probe_grounded_answers.read_word_right(logits, input_ids, 0, "red", processor)
