@@ -133,6 +133,17 @@ def test_situated_sqa3d_closes_the_situation_with_sit_then_grounds_and_reads_wit
     assert kinds["one"] > 0 and (kinds["count"] > 0) == count_objects and (kinds["located"] > 0) != count_objects
 
 
+def test_plain_sqa3d_has_no_situation_target_though_its_annotation_has_a_pose(
+    small_rooms: Path, situated_model
+) -> None:
+    dataset = LOADERS["sqa3d"].build(small_rooms, "train", num_frames=4, train=False, seed=0)
+    samples = [dataset[index] for index in range(4)]
+    assert all("pose" in sample.meta and SIT_TOKEN not in sample.conversation[0]["content"] for sample in samples)
+    assert all(sample.situations is None and sample.boxes_3d is None for sample in samples)
+    batch = SampleCollator.for_model(*situated_model)(samples)  # trains as the quick start's stage 2 does
+    assert "gt_situations" not in batch and "gt_boxes_3d" not in batch
+
+
 def test_situated_without_a_pose_is_an_error_and_without_an_object_answers_in_words(
     small_rooms: Path, tmp_path: Path
 ) -> None:

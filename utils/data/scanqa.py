@@ -298,8 +298,9 @@ class SQA3DDataset(Scene3DDataset):
         return self.user_turn(annotation, QA_QUESTION, question=question), answer, meta
 
     def target_fields(self, meta: dict) -> dict:
-        """The situation of a ``situated`` answer, and its grounded object as a single-target ``[GRD]``'s box."""
-        if "pose" not in meta:
+        """The situation of a ``situated`` answer, and its grounded object as a single-target ``[GRD]``'s box (none
+        otherwise: every sample's ``meta`` has the annotation's pose, only a situated prompt has its ``[SIT]``)."""
+        if not self.situated:
             return {}
         fields = {"situations": [meta["pose"].astype(np.float32)]}
         if "gt_boxes" in meta:
