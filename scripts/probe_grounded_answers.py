@@ -87,7 +87,9 @@ def probe(
         if "gt_boxes_3d" not in batch or sample.grounding_multi:
             continue
         row["grounded"] += 1
-        target = single_targets([batch["gt_boxes_3d"][0][0][:1].float()], proposals.float(), 0.25)
+        target = single_targets(
+            [batch["gt_boxes_3d"][0][0][:1].float()], proposals.float(), model.grounding_head.config.iou_threshold
+        )
         row["object"] += int(head["grounding_logits"][0][0].argmax()) == int(target[0])
         read = int((batch["input_ids"][0] == read_id).nonzero()[0, 0])
         row["read"] += read_word_right(out.logits[0], batch["input_ids"][0], read, sample.meta["answers"][0], processor)
