@@ -2,8 +2,8 @@
 formats (two stages) -> each benchmark scored for the trained model, the same model given no frames, and chance.
 
 Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks`: the training rooms (split
-``train``) with seed :data:`TRAIN_SEED`, the evaluated ones (``val``, and ``test`` for SQA3D) with seed
-:data:`EVAL_SEED`, so no evaluated room is trained on. Training starts from the shipped quick-start model in two
+``train``) with seed :data:`TRAIN_SEED` (``--train-seed``), the evaluated ones (``val``, and ``test`` for SQA3D) with seed
+:data:`EVAL_SEED` (``--eval-seed``), so no evaluated room is trained on. Training starts from the shipped quick-start model in two
 stages: stage 1 (:data:`READING_CONFIG`) teaches it to read an object's token, describing a region-prompted object
 and answering ScanQA questions about one object by grounding it and reading it back (``[GRD][READ]``), on 2 frames
 per room for thousands of cheap steps; stage 2 (:data:`CONFIG`) trains all five benchmarks on 8 frames from stage
@@ -69,6 +69,8 @@ EVAL_SEED = 0
 """Seed of the evaluated rooms (``val``; ``test`` for SQA3D): another world than the training rooms."""
 CHANCE_SEED = 0
 """Seed of the chance baseline's proposal draws."""
+SEEDS_FILE = "quickstart_seeds.json"
+"""Per rooms folder, the seed of each split generated there (``{"train": 1}``)."""
 SCENE_BENCHMARKS = ("scanrefer", "multi3drefer", "scan2cap", "scanqa", "sqa3d")
 GROUNDING_BENCHMARKS = ("scanrefer", "multi3drefer")
 HEADLINE_METRICS = {
@@ -91,14 +93,32 @@ def stage(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
 
 
-def generate_rooms(train_root: Path, eval_root: Path, num_train: int, num_eval: int, config: RoomConfig) -> None:
-    """Training rooms in ``train_root`` and evaluated rooms (``val``, ``test``) in ``eval_root``, unless written."""
-    splits = ((train_root, "train", num_train, TRAIN_SEED), (eval_root, "val", num_eval, EVAL_SEED))
-    for root, split, count, seed in (*splits, (eval_root, "test", num_eval, EVAL_SEED)):
+def generate_rooms(
+    train_root: Path,
+    eval_root: Path,
+    num_train: int,
+    num_eval: int,
+    config: RoomConfig,
+    train_seed: int = TRAIN_SEED,
+    eval_seed: int = EVAL_SEED,
+) -> None:
+    """Training rooms (seed ``train_seed``) in ``train_root`` and evaluated rooms (``val``, ``test``; seed
+    ``eval_seed``) in ``eval_root``, unless written. Each root's :data:`SEEDS_FILE` records the seed of every split
+    written there; a split already written with another seed is an error, never silently reused."""
+    if train_seed == eval_seed:
+        raise ValueError(f"the training and evaluated rooms need different seeds, got {train_seed} for both")
+    splits = ((train_root, "train", num_train, train_seed), (eval_root, "val", num_eval, eval_seed))
+    for root, split, count, seed in (*splits, (eval_root, "test", num_eval, eval_seed)):
+        seeds_file = root / SEEDS_FILE
+        seeds = json.loads(seeds_file.read_text()) if seeds_file.is_file() else {}
         if (root / SCANREFER_FILE.format(split=split)).is_file():
-            print(f"{root} {split}: already generated")
+            written = seeds.get(split, TRAIN_SEED if split == "train" else EVAL_SEED)  # rooms from before the record
+            if written != seed:
+                raise ValueError(f"{root} holds {split} rooms of seed {written}, not {seed}: pass another --data-root")
+            print(f"{root} {split}: already generated (seed {seed})")
             continue
         generate_scene_benchmarks(root, split, count, seed=seed, config=config)
+        seeds_file.write_text(json.dumps({**seeds, split: seed}))
         print(f"{root} {split}: {count} rooms, seed {seed}")
 
 
@@ -269,6 +289,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stage 1's config (default: %(default)s); 'none': train stage 2 from its own model.pretrained",
     )
     parser.add_argument("--reading-steps", type=int, default=None, help="stage 1's steps (default: its config's)")
+    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED, help="seed of the training rooms")
+    parser.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the evaluated rooms")
     parser.add_argument("--frame-size", type=int, nargs=2, default=(96, 128), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--room-frames", type=int, default=16, help="frames of each room's camera walk")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="longest generated answer")
@@ -288,10 +310,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     work = args.work_dir
     start = time.monotonic()
 
-    stage(f"synthetic rooms: train (seed {TRAIN_SEED}), val and test (seed {EVAL_SEED})")
+    stage(f"synthetic rooms: train (seed {args.train_seed}), val and test (seed {args.eval_seed})")
     height, width = args.frame_size
     room_config = RoomConfig(height=height, width=width, num_frames=args.room_frames)
-    generate_rooms(train_root, eval_root, args.num_train, args.num_eval, room_config)
+    generate_rooms(train_root, eval_root, args.num_train, args.num_eval, room_config, args.train_seed, args.eval_seed)
 
     start_from = None
     if args.reading_config is not None:
