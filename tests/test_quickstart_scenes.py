@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from evaluation.benchmarks import parse_options
@@ -92,3 +93,24 @@ def test_each_benchmark_is_evaluated_with_the_loader_options_it_is_trained_with(
     situated = quickstart_scenes.ROOT / "configs" / "quickstart_scenes_situated.yaml"  # its defaults: the base
     assert parse_options(quickstart_scenes.loader_options("sqa3d", situated)) == {"situated": True}
     assert parse_options(quickstart_scenes.loader_options("scanqa", situated)) == {"read_object": True}
+
+
+def test_rooms_of_another_seed_are_refused_not_reused(tmp_path: Path, monkeypatch) -> None:
+    written = []
+
+    def generate(root: Path, split: str, count: int, seed: int, config) -> None:
+        written.append((root.name, split, seed))
+        (root / quickstart_scenes.SCANREFER_FILE.format(split=split)).parent.mkdir(parents=True, exist_ok=True)
+        (root / quickstart_scenes.SCANREFER_FILE.format(split=split)).write_text("[]")
+
+    monkeypatch.setattr(quickstart_scenes, "generate_scene_benchmarks", generate)
+    train, evaluated, config = tmp_path / "train", tmp_path / "eval", quickstart_scenes.RoomConfig()
+    quickstart_scenes.generate_rooms(train, evaluated, 2, 1, config, train_seed=3, eval_seed=2)
+    assert written == [("train", "train", 3), ("eval", "val", 2), ("eval", "test", 2)]
+    assert json.loads((evaluated / quickstart_scenes.SEEDS_FILE).read_text()) == {"val": 2, "test": 2}
+    quickstart_scenes.generate_rooms(train, evaluated, 2, 1, config, train_seed=3, eval_seed=2)
+    assert len(written) == 3  # the same seeds: found on disk
+    with pytest.raises(ValueError, match="holds train rooms of seed 3, not 1"):
+        quickstart_scenes.generate_rooms(train, evaluated, 2, 1, config)
+    with pytest.raises(ValueError, match="different seeds"):
+        quickstart_scenes.generate_rooms(tmp_path / "a", tmp_path / "b", 2, 1, config, train_seed=4, eval_seed=4)
