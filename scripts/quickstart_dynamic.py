@@ -56,6 +56,8 @@ PI3_ASSET = ROOT / "assets" / "pi3_tiny_dynamic"
 SEED = 0
 NUM_FRAMES = 16
 """Frames per video the model sees: every frame of the synthetic clips."""
+MAX_NEW_TOKENS = 12
+"""Longest generated answer: a letter, or an option's text (``"front-right"``, ``"0.18 m/s"``)."""
 NUMBER = re.compile(r"^\s*([0-9.]+)\s*(m|m/s)\s*$")
 MODELS = ("gsm", "no_gsm", "blind", "prior")
 
@@ -103,7 +105,7 @@ def evaluate_model(predictor: str, model: Path, eval_root: Path, out: Path) -> d
     """Predict the DSR-Bench-format split with ``predictor`` into ``out`` and score it, with the real scripts."""
     common = ["--benchmark", "dsr_bench", "--data-root", str(eval_root)]
     inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
-    run_inference.main([*common, *inference, "--num-frames", str(NUM_FRAMES), "--max-new-tokens", "4"])
+    run_inference.main([*common, *inference, "--num-frames", str(NUM_FRAMES), "--max-new-tokens", str(MAX_NEW_TOKENS)])
     return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 

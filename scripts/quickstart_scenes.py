@@ -2,14 +2,14 @@
 formats (two stages) -> each benchmark scored for the trained model, the same model given no frames, and chance.
 
 Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks`: the training rooms (split
-``train``) with seed :data:`TRAIN_SEED` (``--train-seed``), the evaluated ones (``val``, and ``test`` for SQA3D) with seed
-:data:`EVAL_SEED` (``--eval-seed``), so no evaluated room is trained on. Training starts from the shipped quick-start model in two
-stages: stage 1 (:data:`READING_CONFIG`) teaches it to read an object's token, describing a region-prompted object
-and answering ScanQA questions about one object by grounding it and reading it back (``[GRD][READ]``), on 2 frames
-per room for thousands of cheap steps; stage 2 (:data:`CONFIG`) trains all five benchmarks on 8 frames from stage
-1's model. Every
-benchmark is predicted and scored by the real scripts (:mod:`evaluation.run_inference`,
-:mod:`evaluation.run_eval`); grounding is answered by the head (loader option ``grounding=head``).
+``train``) with seed :data:`TRAIN_SEED` (``--train-seed``), the evaluated ones (``val``, and ``test`` for SQA3D)
+with seed :data:`EVAL_SEED` (``--eval-seed``), so no evaluated room is trained on. Training starts from the shipped
+quick-start model in two stages: stage 1 (:data:`READING_CONFIG`) teaches it to read an object's token, describing a
+region-prompted object and answering ScanQA questions about one object by grounding it and reading it back
+(``[GRD][READ]``), on 2 frames per room for thousands of cheap steps; stage 2 (:data:`CONFIG`) trains all five
+benchmarks on 8 frames from stage 1's model. Every benchmark is predicted and scored by the real scripts
+(:mod:`evaluation.run_inference`, :mod:`evaluation.run_eval`); grounding is answered by the head (loader option
+``grounding=head``).
 
 Chance, per benchmark (answers written to a store and scored by :mod:`evaluation.run_eval` like the models'):
 

@@ -253,6 +253,24 @@ def test_training_questions_worded_as_the_benchmark_match_the_evaluated_prompt_w
         assert worded[index].conversation[1]["content"] == released[index].meta["answer"]
 
 
+def test_an_answer_written_as_its_option_text_is_scored_as_that_option(tmp_path):
+    from evaluation.dynamic_scoring import final_choice
+
+    generate_split(tmp_path, "train", 2, seed=12)
+    letters = LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_prompt="benchmark")
+    texts = LLaVAVideoDataset(
+        tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_prompt="benchmark", mc_answer="option_text"
+    )
+    for index in range(len(letters)):
+        letter, text = letters[index], texts[index]
+        assert text.conversation[0] == letter.conversation[0]  # the same prompt
+        answer = text.conversation[1]["content"]
+        assert answer == text.meta["answer"] and f"({letter.meta['answer']}) {answer}" in letter.meta["options"]
+        assert final_choice(answer, letter.meta["options"]) == letter.meta["answer"]
+    with pytest.raises(ValueError, match="mc_answer"):
+        LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), mc_answer="words")
+
+
 def test_an_unknown_multiple_choice_wording_is_an_error(tmp_path):
     generate_split(tmp_path, "train", 1, seed=12)
     with pytest.raises(ValueError, match="mc_prompt"):

@@ -245,3 +245,24 @@ def test_a_multiple_choice_answer_looks_at_the_option_its_letter_labels(tmp_path
             option = next(line for line in question.splitlines() if line.startswith(f"({answer})"))
             assert right == option  # exactly the right option's line: its label and its text
             assert target.keys[target.weights[q] > 0].max() < target.queries[q]  # in its question, before the answer
+
+
+def test_an_answer_written_as_its_option_text_looks_at_that_option(tmp_path: Path, tiny_model) -> None:
+    from utils.data.llava_video import LLaVAVideoDataset
+    from utils.synthetic.dynamic_formats import generate_split
+    from utils.synthetic.dynamic_world import DynamicWorldConfig
+
+    model, processor = tiny_model
+    generate_split(tmp_path, "train", 1, seed=4, config=DynamicWorldConfig(height=32, width=48, num_frames=6))
+    options = {"sources": ("dsr_synthetic",), "mc_prompt": "benchmark", "questions_per_sample": 3}
+    letters = LLaVAVideoDataset(tmp_path, num_frames=4, **options)
+    texts = LLaVAVideoDataset(tmp_path, num_frames=4, mc_answer="option_text", **options)
+    by_letter = collated([letters[0]], model, processor)["routing_targets"][0]
+    by_text = collated([texts[0]], model, processor)
+    target, row = by_text["routing_targets"][0], by_text["input_ids"][0]
+    assert target is not None and len(target.queries) == len(by_letter.queries) == 3
+    torch.testing.assert_close(target.weights, by_letter.weights)  # the same options, whichever way it is written
+    for q, turn in enumerate(t for t in texts[0].conversation if t["role"] == "assistant"):
+        right = processor.tokenizer.decode(row[target.keys[target.weights[q] > 0]]).strip()
+        assert right.endswith(turn["content"])  # the line of the option the answer writes out
+        assert by_text["labels"][0][target.queries[q] + 1] != IGNORE_INDEX  # predicting the answer's first token

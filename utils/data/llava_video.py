@@ -20,7 +20,9 @@ A JSON file is a list of LLaVA-style items ``{"id", "conversations", "data_sourc
 (``"A. ..."``), which become ``meta["options"]`` (``["(A) ...", ...]``). With ``mc_prompt="benchmark"`` the
 user turn of a multiple-choice item is rewritten as the multiple-choice benchmarks (DSR-Bench, VLM4D, ...) ask:
 :func:`utils.data.prompts.multiple_choice_question` (``(A) text`` lines and their instruction), so a model
-trained on these items is evaluated with the prompt it was trained on.
+trained on these items is evaluated with the prompt it was trained on. With ``mc_answer="option_text"`` the
+assistant turn of a multiple-choice item is the chosen option's text (``"4.9 m"``) instead of its letter; the
+multiple-choice scorers read such a reply as that option (:func:`evaluation.dynamic_scoring.final_choice`).
 
 RGA3 trains on the ActivityNet-QA, NExT-QA and PerceptionTest files of every duration (it globs
 ``**/*activitynetqa*.json``, ``**/*nextqa*.json``, ``**/*perceptiontest*.json``), the default
@@ -70,6 +72,8 @@ OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s*(.+?)\s*$")
 """One option line of a multiple-choice question: ``A. text``, ``A) text`` or ``(A) text``."""
 MC_PROMPTS = ("as_released", "benchmark")
 """How a multiple-choice user turn is worded: as in the file, or as the multiple-choice benchmarks word it."""
+MC_ANSWERS = ("letter", "option_text")
+"""How a multiple-choice answer is written: the option's letter, as released, or the option's text."""
 
 
 def file_kind(path: Path) -> str | None:
@@ -119,6 +123,7 @@ class LLaVAVideoDataset(Dataset):
         durations: which duration buckets to read (default all).
         kinds: which kinds of :data:`KINDS` values to read (default all).
         mc_prompt: one of :data:`MC_PROMPTS` (see the module docstring).
+        mc_answer: one of :data:`MC_ANSWERS` (see the module docstring).
         questions_per_sample: items about one video (same file, same ``video``) asked in turn in one sample, a
             multi-turn conversation on one read of its frames (the collator trains every answer): a video costs
             far more tokens than a question. Items are grouped per video in an order drawn from ``seed``; a
@@ -136,6 +141,7 @@ class LLaVAVideoDataset(Dataset):
         kinds: tuple[str, ...] | list[str] = KIND_NAMES,
         mc_prompt: str = "as_released",
         questions_per_sample: int = 1,
+        mc_answer: str = "letter",
     ):
         if (
             isinstance(questions_per_sample, bool)
@@ -147,7 +153,9 @@ class LLaVAVideoDataset(Dataset):
             )
         if mc_prompt not in MC_PROMPTS:
             raise ValueError(f"llava_video: mc_prompt must be one of {MC_PROMPTS}, got {mc_prompt!r}")
-        self.mc_prompt = mc_prompt
+        if mc_answer not in MC_ANSWERS:
+            raise ValueError(f"llava_video: mc_answer must be one of {MC_ANSWERS}, got {mc_answer!r}")
+        self.mc_prompt, self.mc_answer = mc_prompt, mc_answer
         bad_count = isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1
         if num_frames is not None and bad_count:
             raise ValueError(f"llava_video: num_frames must be a positive integer or None, got {num_frames!r}")
@@ -223,6 +231,12 @@ class LLaVAVideoDataset(Dataset):
             meta["options"] = options
             if self.mc_prompt == "benchmark":
                 turn["content"] = multiple_choice_question(question_stem(turn["content"], where), options)
+            if self.mc_answer == "option_text":
+                texts = {option[1]: option[4:] for option in options}  # "(A) 4.9 m" -> {"A": "4.9 m"}
+                letter = meta["answer"].strip().strip("().")
+                if letter not in texts:
+                    raise ValueError(f"{where}: the answer {meta['answer']!r} is not one of the options' letters")
+                conversation[-1]["content"] = meta["answer"] = texts[letter]
         return conversation, meta
 
     def __getitem__(self, index: int) -> Sample:
@@ -269,13 +283,16 @@ def build_llava_video(
     kinds: tuple[str, ...] | list[str] = KIND_NAMES,
     mc_prompt: str = "as_released",
     questions_per_sample: int = 1,
+    mc_answer: str = "letter",
 ) -> LLaVAVideoDataset:
     """LLaVA-Video-178K as released (``root`` = the ``LLaVA-Video-178K`` folder); one split, ``train``.
 
     Every sample has ``num_frames`` frames (fewer only when the video has fewer). Options: ``sources``
     (default RGA3's: ActivityNet-QA, NExT-QA, PerceptionTest), ``durations``, ``kinds``, ``mc_prompt``,
-    ``questions_per_sample``.
+    ``questions_per_sample``, ``mc_answer``.
     """
     if split != SPLIT:
         raise ValueError(f"llava_video has one split, {SPLIT!r}; got {split!r}")
-    return LLaVAVideoDataset(root, num_frames, train, seed, sources, durations, kinds, mc_prompt, questions_per_sample)
+    return LLaVAVideoDataset(
+        root, num_frames, train, seed, sources, durations, kinds, mc_prompt, questions_per_sample, mc_answer
+    )

@@ -21,12 +21,12 @@ Targets, per sample (:func:`routing_targets`):
   per proposal after the video) it looks at the tokens of the proposals that match those objects (3D IoU at
   least :data:`PROPOSAL_MATCH_IOU`), equally weighted (:func:`proposal_turn_weights`); without them, at the video
   tokens, each weighted by its pixels inside their 3D boxes (:func:`~utils.scene3d.proposal_views.proposal_views`);
-* a multiple-choice answer (``meta["options"]``; the answer is one option's letter, DSR-Bench's format): the
-  position predicting each answer's letter looks at the tokens of the option that letter labels in its question
-  (``(C) 4.9 m``), against every option's tokens (:func:`choice_target`). A tiny model must learn both to find
-  the option that fits what it saw and to copy that option's letter, and the letter alone rewards neither until
-  both work; this pulls the answer onto the right option, so both can form (its query has to come from the
-  video or the geometry tokens to tell the options apart);
+* a multiple-choice answer (``meta["options"]``; the answer is one option's letter, DSR-Bench's format, or its text,
+  :data:`utils.data.llava_video.MC_ANSWERS`): the position predicting each answer's letter (or first token) looks at
+  the tokens of the option that letter labels in its question (``(C) 4.9 m``), against every option's tokens
+  (:func:`choice_target`). A tiny model must learn both to find the option that fits what it saw and to copy that
+  option's letter, and the letter alone rewards neither until both work; this pulls the answer onto the right option,
+  so both can form (its query has to come from the video or the geometry tokens to tell the options apart);
 * otherwise, nothing (the sample trains by its answer's loss alone).
 
 A box weighs each visual token by the share of the box the token's cell covers (:func:`box_cell_weights`); the
@@ -293,6 +293,8 @@ def choice_target(
     chosen: list[tuple[int, list[int], list[int]]] = []  # (query, every option's tokens, the right option's)
     for start, (question, answer) in zip(starts, pairs):
         letter, spans = answer.strip().strip("()."), option_spans(question)
+        texts = {OPTION_LINE.match(question[s:e]).group(2): key for key, (s, e) in spans.items()}
+        letter = texts.get(answer.strip(), letter)  # an answer written as its option's text
         if letter not in spans or start == 0:
             continue
         first, last = spans["A"][0], spans[chr(ord("A") + len(spans) - 1)][1]
