@@ -6,8 +6,10 @@ Rooms come from :func:`utils.synthetic.scene3d_formats.generate_scene_benchmarks
 with seed :data:`EVAL_SEED` (``--eval-seed``), so no evaluated room is trained on. Training starts from the shipped
 quick-start model in two stages: stage 1 (:data:`READING_CONFIG`) teaches it to read an object's token, describing a
 region-prompted object and answering ScanQA questions about one object by grounding it and reading it back
-(``[GRD][READ]``), on 2 frames per room for thousands of cheap steps; stage 2 (:data:`CONFIG`) trains all five
-benchmarks on 8 frames from stage 1's model. Every benchmark is predicted and scored by the real scripts
+(``[GRD][READ]``) and SQA3D's situated questions, on 2 frames per room for thousands of cheap steps; stage 2
+(:data:`CONFIG`) trains all five benchmarks on 8 frames from stage 1's model. Without situations (SQA3D answered
+from its words alone): ``--config configs/quickstart_scenes.yaml --reading-config
+configs/quickstart_scenes_reading.yaml``. Every benchmark is predicted and scored by the real scripts
 (:mod:`evaluation.run_inference`, :mod:`evaluation.run_eval`); grounding is answered by the head (loader option
 ``grounding=head``).
 
@@ -59,10 +61,12 @@ from utils.synthetic.rooms import RoomConfig  # noqa: E402
 from utils.synthetic.scene3d_formats import generate_scene_benchmarks  # noqa: E402
 from utils.training.config import load_config  # noqa: E402
 
-CONFIG = ROOT / "configs" / "quickstart_scenes.yaml"
-READING_CONFIG = ROOT / "configs" / "quickstart_scenes_reading.yaml"
-"""Stage 1: captions of region-prompted objects and grounded-and-read ScanQA answers on 2 frames, thousands of cheap
-steps (see the config)."""
+CONFIG = ROOT / "configs" / "quickstart_scenes_situated.yaml"
+"""Stage 2: the five benchmarks on 8 frames, SQA3D's situations closed by ``[SIT]`` and located by the grounding head
+(the config: ``configs/quickstart_scenes.yaml`` plus the situated keys)."""
+READING_CONFIG = ROOT / "configs" / "quickstart_scenes_situated_reading.yaml"
+"""Stage 1: captions of region-prompted objects, grounded-and-read ScanQA answers and situated SQA3D answers on 2
+frames, thousands of cheap steps (see the config)."""
 TRAIN_SEED = 1
 """Seed of the training rooms."""
 EVAL_SEED = 0

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from evaluation.benchmarks import parse_options
 from evaluation.prediction_store import PredictionStore
 from scripts import quickstart_scenes
+from utils.training.config import load_config
 
 
 def test_most_frequent_answer_breaks_ties_by_sorted_order() -> None:
@@ -80,14 +82,15 @@ def test_training_points_only_the_configs_own_datasets_at_the_training_rooms(tmp
 
 
 def test_each_benchmark_is_evaluated_with_the_loader_options_it_is_trained_with(tmp_path: Path) -> None:
-    config = yaml.safe_load(quickstart_scenes.CONFIG.read_text())
+    config = OmegaConf.to_container(load_config(quickstart_scenes.CONFIG))  # with its defaults merged
     for name in quickstart_scenes.SCENE_BENCHMARKS:
         trained = dict(config["data"]["datasets"][name].get("options", {}))
         trained.pop("questions_per_sample", None)
         assert parse_options(quickstart_scenes.loader_options(name)) == trained, name
-    own = tmp_path / "own.yaml"  # a stage-2 config of one's own (--config), on the quick start's
+    own = tmp_path / "own.yaml"  # a stage-2 config of one's own (--config), on the unsituated quick start's
     sqa3d = {"sqa3d": {"options": {"situated": False}}}  # merged into the base's {questions_per_sample: 1}
-    own.write_text(yaml.safe_dump({"defaults": [str(quickstart_scenes.CONFIG)], "data": {"datasets": sqa3d}}))
+    base = quickstart_scenes.ROOT / "configs" / "quickstart_scenes.yaml"
+    own.write_text(yaml.safe_dump({"defaults": [str(base)], "data": {"datasets": sqa3d}}))
     assert parse_options(quickstart_scenes.loader_options("sqa3d", own)) == {"situated": False}
     assert "situated=false" in quickstart_scenes.benchmark_arguments("sqa3d", tmp_path, own)
     situated = quickstart_scenes.ROOT / "configs" / "quickstart_scenes_situated.yaml"  # its defaults: the base
