@@ -26,7 +26,7 @@ class BlindPredictor(UniGRAnswerPredictor):
         device: str = "cpu",
         dtype: str = "auto",
         max_new_tokens: int = 512,
-        options_only: bool = False,
+        options_only: str | None = None,
     ):
         super().__init__(model_dir, None, device, dtype, max_new_tokens, options_only)
         self.collator = SampleCollator(self.processor, None, inference=True, media=False)

@@ -9,6 +9,7 @@ greedily up to the end of the turn. A grounding answer's ``[GRD]`` is written as
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +20,11 @@ from utils.data.prompts import GRD_TOKEN, READ_TOKEN
 from utils.data.schema import Sample
 from utils.scene3d.object_ids import format_object_id
 
+OPTIONS_ONLY = (None, "labels", "texts")
+"""How a multiple-choice answer is restricted: not at all, to the option labels, or to the option texts."""
+OPTION_LABEL = re.compile(r"^\(?[A-Z][.)]\s*")
+"""An option's label as the loaders write it (``"(A) "``)."""
+
 
 class UniGRAnswerPredictor(UniGRPredictor):
     """Greedy answers of a UniGR model; ``predict`` returns ``(None, text)`` (no masks).
@@ -28,7 +34,9 @@ class UniGRAnswerPredictor(UniGRPredictor):
         num_frames: frames the LLM sees; ``None``: the number the model was trained with.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...; dtype: ``auto`` (bf16 on a GPU), ``fp32`` or ``bf16``.
         max_new_tokens: the longest answer generated (descriptions need a few hundred).
-        options_only: answer a multiple-choice sample with its best option label (see :meth:`predict`).
+        options_only: answer a multiple-choice sample with one of its options (see :meth:`predict`): ``"labels"``
+            (``"(B)"``) or ``"texts"`` (the option's own words, for a model trained to answer so:
+            ``llava_video``'s ``mc_answer: option_text``); ``None``: free text.
         loaded: a loaded ``(model, processor)`` to share (:class:`~evaluation.unigr_predictor.UniGRPredictor`).
     """
 
@@ -39,16 +47,18 @@ class UniGRAnswerPredictor(UniGRPredictor):
         device: str = "cpu",
         dtype: str = "auto",
         max_new_tokens: int = 512,
-        options_only: bool = False,
+        options_only: str | None = None,
         loaded: tuple | None = None,
     ):
         super().__init__(model_dir, num_frames, device, dtype, max_new_tokens, loaded)
+        if options_only not in OPTIONS_ONLY:
+            raise ValueError(f"options_only must be one of {OPTIONS_ONLY}, got {options_only!r}")
         self.options_only = options_only
 
     @torch.no_grad()
     def predict(self, sample: Sample) -> tuple[None, str]:
-        """``(None, answer text)``; with ``options_only``, a multiple-choice sample's answer is the option
-        label (``"(B)"``) the model scores highest (greedy decoding restricted to the labels)."""
+        """``(None, answer text)``; with ``options_only``, a multiple-choice sample's answer is the option label
+        (``"(B)"``) or option text (``"4.9 m"``) the model scores highest (greedy decoding restricted to them)."""
         inputs, _ = self.llm_inputs(sample)
         options = sample.meta.get("options") if self.options_only else None
         if not options:
@@ -56,12 +66,15 @@ class UniGRAnswerPredictor(UniGRPredictor):
             if result.grounding is not None and READ_TOKEN not in self.answer_text(result.sequences, inputs, False):
                 return None, self.grounded_text(result, inputs)
             return None, self.answer_text(result.sequences, inputs)
-        letters = [chr(ord("A") + i) for i in range(len(options))]
-        labels = [self.tokenizer.encode(f"({letter})", add_special_tokens=False) for letter in letters]
+        if self.options_only == "labels":
+            answers = [f"({chr(ord('A') + i)})" for i in range(len(options))]
+        else:
+            answers = [OPTION_LABEL.sub("", option, count=1) for option in options]  # "(A) 4.9 m" -> "4.9 m"
+        sequences = [self.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
         eos = self.model.backbone.generation_config.eos_token_id
-        restrict = AllowedSequences(labels, inputs["input_ids"].shape[1], [eos] if isinstance(eos, int) else eos)
+        restrict = AllowedSequences(sequences, inputs["input_ids"].shape[1], [eos] if isinstance(eos, int) else eos)
         result = self.model.generate(
-            inputs, max_new_tokens=max(map(len, labels)) + 1, logits_processor=LogitsProcessorList([restrict])
+            inputs, max_new_tokens=max(map(len, sequences)) + 1, logits_processor=LogitsProcessorList([restrict])
         )
         return None, self.answer_text(result.sequences, inputs)
 

@@ -80,9 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--options-only",
-        action="store_true",
-        help="multiple choice: answer with the option label the model scores highest (decoding restricted to "
-        "the labels) instead of free text; for baselines whose free text is no answer",
+        nargs="?",
+        const="labels",
+        choices=("labels", "texts"),
+        default=None,
+        help="multiple choice: answer with the option the model scores highest (decoding restricted to the option "
+        "labels, or with 'texts' to the options' own words) instead of free text; for baselines whose free text "
+        "is no answer and for models trained to answer with an option's words",
     )
     args = parser.parse_args(argv)
     if args.predictor in ("unigr", "blind") and not args.model:

@@ -461,11 +461,31 @@ def test_options_only_answers_are_always_one_of_the_option_labels(region_model_d
     sample = choice_dataset()[0]
     labels = {f"({chr(ord('A') + i)})" for i in range(len(sample.meta["options"]))}
     for predictor in (
-        UniGRAnswerPredictor(region_model_dir, num_frames=2, max_new_tokens=3, options_only=True),
-        BlindPredictor(region_model_dir, max_new_tokens=3, options_only=True),
+        UniGRAnswerPredictor(region_model_dir, num_frames=2, max_new_tokens=3, options_only="labels"),
+        BlindPredictor(region_model_dir, max_new_tokens=3, options_only="labels"),
     ):
         masks, text = predictor.predict(sample)
         assert masks is None and text in labels
+
+
+def test_options_only_texts_answers_are_always_one_of_the_options_words_scored_as_that_option(
+    region_model_dir: Path,
+) -> None:
+    from baselines.blind import BlindPredictor
+    from evaluation.answer_predictor import UniGRAnswerPredictor
+    from evaluation.dynamic_scoring import final_choice
+
+    sample = choice_dataset()[0]
+    texts = {option[4:]: option[1] for option in sample.meta["options"]}  # "(A) red" -> {"red": "A"}
+    for predictor in (
+        UniGRAnswerPredictor(region_model_dir, num_frames=2, max_new_tokens=3, options_only="texts"),
+        BlindPredictor(region_model_dir, max_new_tokens=3, options_only="texts"),
+    ):
+        masks, text = predictor.predict(sample)  # generated past max_new_tokens: the whole option
+        assert masks is None and text in texts
+        assert final_choice(text, sample.meta["options"]) == texts[text]
+    with pytest.raises(ValueError, match="options_only"):
+        UniGRAnswerPredictor(region_model_dir, num_frames=2, options_only=True)
 
 
 def test_allowed_sequences_keep_only_the_tokens_that_continue_a_sequence() -> None:
