@@ -38,6 +38,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -56,8 +58,8 @@ PI3_ASSET = ROOT / "assets" / "pi3_tiny_dynamic"
 SEED = 0
 NUM_FRAMES = 16
 """Frames per video the model sees: every frame of the synthetic clips."""
-MAX_NEW_TOKENS = 12
-"""Longest generated answer: a letter, or an option's text (``"front-right"``, ``"0.18 m/s"``)."""
+MAX_NEW_TOKENS = 4
+"""Longest generated answer: a letter (a model trained on the options' texts is restricted to them instead)."""
 NUMBER = re.compile(r"^\s*([0-9.]+)\s*(m|m/s)\s*$")
 MODELS = ("gsm", "no_gsm", "blind", "prior")
 
@@ -101,11 +103,21 @@ def train(name: str, train_root: Path, pi3: Path, work: Path, steps: int | None,
     return final
 
 
+def answer_form(model: Path) -> str:
+    """How the model in ``model`` (a run's ``final`` folder) was trained to answer: its run config's ``mc_answer``
+    (:data:`utils.data.llava_video.MC_ANSWERS`)."""
+    options = OmegaConf.load(model.parent / "config.yaml").data.datasets.dsr_synthetic.options
+    return options.get("mc_answer", "letter")
+
+
 def evaluate_model(predictor: str, model: Path, eval_root: Path, out: Path) -> dict:
-    """Predict the DSR-Bench-format split with ``predictor`` into ``out`` and score it, with the real scripts."""
+    """Predict the DSR-Bench-format split with ``predictor`` into ``out`` and score it, with the real scripts. A model
+    trained to answer with an option's text is restricted to the options' texts (``--options-only texts``)."""
     common = ["--benchmark", "dsr_bench", "--data-root", str(eval_root)]
     inference = ["--predictor", predictor, "--model", str(model), "--out", str(out), "--device", "cpu"]
-    run_inference.main([*common, *inference, "--num-frames", str(NUM_FRAMES), "--max-new-tokens", str(MAX_NEW_TOKENS)])
+    inference += ["--num-frames", str(NUM_FRAMES), "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    inference += ["--options-only", "texts"] if answer_form(model) == "option_text" else []
+    run_inference.main([*common, *inference])
     return run_eval.main([*common, "--pred", str(out), "--out", str(out / "metrics.json")])
 
 

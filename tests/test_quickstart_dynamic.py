@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from scripts import quickstart_dynamic
 
 
@@ -49,3 +51,19 @@ def test_quickstart_dynamic_trains_with_and_without_the_gsm_and_scores_both_agai
     quickstart_dynamic.main(args)  # a second run finds everything on disk and only re-scores
     out = capsys.readouterr().out
     assert "skipping" in out and "already trained" in out and "already predicted" in out
+
+
+def test_a_model_trained_on_option_texts_is_restricted_to_the_option_texts(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(quickstart_dynamic.run_inference, "main", lambda argv: calls.append(argv))
+    monkeypatch.setattr(quickstart_dynamic.run_eval, "main", lambda argv: {})
+    for form in ("letter", "option_text"):
+        (tmp_path / form / "final").mkdir(parents=True)
+        options = {"sources": ["dsr_synthetic"], "mc_prompt": "benchmark", "mc_answer": form}
+        config = {"data": {"datasets": {"dsr_synthetic": {"loader": "llava_video", "options": options}}}}
+        (tmp_path / form / "config.yaml").write_text(yaml.safe_dump(config))
+        assert quickstart_dynamic.answer_form(tmp_path / form / "final") == form
+        quickstart_dynamic.evaluate_model("unigr", tmp_path / form / "final", tmp_path, tmp_path / "out")
+    letters, texts = calls
+    assert "--options-only" not in letters and "--max-new-tokens" in letters
+    assert texts[texts.index("--options-only") + 1] == "texts"
