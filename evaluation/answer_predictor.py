@@ -9,12 +9,12 @@ greedily up to the end of the turn. A grounding answer's ``[GRD]`` is written as
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from evaluation.metrics.qa import option_letters
 from evaluation.unigr_predictor import UniGRPredictor
 from utils.data.prompts import GRD_TOKEN, READ_TOKEN
 from utils.data.schema import Sample
@@ -22,8 +22,6 @@ from utils.scene3d.object_ids import format_object_id
 
 OPTIONS_ONLY = (None, "labels", "texts")
 """How a multiple-choice answer is restricted: not at all, to the option labels, or to the option texts."""
-OPTION_LABEL = re.compile(r"^\(?[A-Z][.)]\s*")
-"""An option's label as the loaders write it (``"(A) "``)."""
 
 
 class UniGRAnswerPredictor(UniGRPredictor):
@@ -69,7 +67,7 @@ class UniGRAnswerPredictor(UniGRPredictor):
         if self.options_only == "labels":
             answers = [f"({chr(ord('A') + i)})" for i in range(len(options))]
         else:
-            answers = [OPTION_LABEL.sub("", option, count=1) for option in options]  # "(A) 4.9 m" -> "4.9 m"
+            answers = list(option_letters(options).values())  # "(A) 4.9 m" -> "4.9 m"
         sequences = [self.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
         eos = self.model.backbone.generation_config.eos_token_id
         restrict = AllowedSequences(sequences, inputs["input_ids"].shape[1], [eos] if isinstance(eos, int) else eos)
