@@ -3,12 +3,16 @@
 For a video sample this ``append`` encoder writes ``num_queries`` tokens into the ``<geometry>`` placeholders that
 the collator puts right after the video (:meth:`model.input_assembly.InputAssembly.after_visual_text`):
 
-1. geometry tokens: the frozen Pi3 encoder (DINOv2 ViT-L/14 with registers, :mod:`model.geometry.pi3_encoder`)
-   reads every frame, ImageNet-normalised, at exactly Qwen's size (``grid_h * 14`` x ``grid_w * 14`` of the
-   sample's ``video_grid_thw`` row; the collator's ``geometry_frames``); its patch tokens are grouped like Qwen's
-   merged video tokens (:func:`~model.geometry.pi3_encoder.group_like_qwen`: 2 frames x 2 x 2 patches) and the
-   spatial merger (Qwen's merger recipe: layer norm per patch, then an MLP on the ``8 * C`` group) maps each group
-   to one geometry token of the LLM's width, so there is one geometry token per video token;
+1. geometry tokens: frozen Pi3 reads every frame, ImageNet-normalised, at exactly Qwen's size (``grid_h * 14`` x
+   ``grid_w * 14`` of the sample's ``video_grid_thw`` row; the collator's ``geometry_frames``). Its per-patch
+   features (``pi3_features``, :data:`PI3_FEATURES`) are either ``encoder``: the DINOv2 ViT-L/14-with-registers
+   encoder's patch tokens, frame by frame (:mod:`model.geometry.pi3_encoder`; what DSR Suite's GSM reads), or
+   ``decoder``: the whole Pi3's decoder output after its alternating frame / global attention across all the
+   sample's frames (:meth:`model.geometry.pi3.Pi3Model.decoder_tokens`, what Pi3's point and camera heads read, as
+   spatial MLLMs read VGGT's aggregator tokens), so multi-view depth rather than one frame's. The features are
+   grouped like Qwen's merged video tokens (:func:`~model.geometry.pi3_encoder.group_like_qwen`: 2 frames x 2 x 2
+   patches) and the spatial merger (Qwen's merger recipe: layer norm per patch, then an MLP on the ``8 * C``
+   group) maps each group to one geometry token of the LLM's width, so there is one geometry token per video token;
 2. Q-Former 1: ``num_queries`` learned queries attend to the question (the text embeddings of the sample's user
    turns, the collator's ``question_mask``);
 3. Q-Former 2: its outputs attend to the geometry tokens (they select the geometry the question asks about); its
@@ -31,12 +35,15 @@ import torch
 from torch import nn
 from transformers import Dinov2WithRegistersModel
 
+from model.geometry.pi3 import Pi3Config, Pi3Model
 from model.geometry.pi3_encoder import encode_frames, group_like_qwen, load_pi3_encoder, pi3_encoder_config
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
 from model.visual_tokens import VisualTokens
 
 GEOMETRY_PLACEHOLDER = "<geometry>"
 """The placeholder token of an appended geometry token."""
+PI3_FEATURES = ("encoder", "decoder")
+"""What the GSM reads of Pi3: its encoder's per-frame patch tokens, or its decoder's multi-view ones."""
 
 
 class QFormerLayer(nn.Module):
@@ -94,8 +101,11 @@ class GeometryEncoder(InputEncoder):
     Args:
         llm_hidden_size: D, the LLM's width.
         visual_tokens: where the visual tokens are and Qwen's merge sizes (the builder passes the backbone's).
-        pi3_checkpoint: Pi3's released ``model.safetensors``; its ``encoder.*`` keys are loaded strictly.
-        pi3_config: overrides of :func:`~model.geometry.pi3_encoder.pi3_encoder_config` (tests pass tiny sizes).
+        pi3_checkpoint: Pi3's released ``model.safetensors``: its ``encoder.*`` keys are loaded strictly
+            (``pi3_features: encoder``), or all of it (``decoder``).
+        pi3_config: overrides of :func:`~model.geometry.pi3_encoder.pi3_encoder_config` (``encoder``) or
+            :class:`~model.geometry.pi3.Pi3Config` fields (``decoder``); tests pass tiny sizes.
+        pi3_features: one of :data:`PI3_FEATURES`.
         num_queries: N, the learned queries and appended tokens per sample.
         qformer_layers: layers of each Q-Former.
         qformer_heads: attention heads of the Q-Formers.
@@ -122,21 +132,18 @@ class GeometryEncoder(InputEncoder):
         qformer_layers: int = 2,
         qformer_heads: int = 16,
         qformer_hidden_size: int = 1024,
+        pi3_features: str = "encoder",
     ):
         super().__init__()
         if num_queries < 1:
             raise ValueError(f"num_queries must be positive, got {num_queries}")
+        if pi3_features not in PI3_FEATURES:
+            raise ValueError(f"pi3_features must be one of {PI3_FEATURES}, got {pi3_features!r}")
         self.visual_tokens = visual_tokens
         self.num_appended = num_queries
-        config = pi3_encoder_config(**(pi3_config or {}))
-        if torch.get_default_device().type == "meta":  # a shell whose weights come from a UniGR checkpoint
-            self.pi3 = Dinov2WithRegistersModel(config).eval().requires_grad_(False)
-        else:
-            try:
-                self.pi3 = load_pi3_encoder(pi3_checkpoint, config)
-            except RuntimeError as error:  # the names fit but the shapes do not
-                raise ValueError(f"{pi3_checkpoint}: the Pi3 encoder does not fit pi3_config {pi3_config}") from error
-        width = self.pi3.config.hidden_size
+        self.pi3_features = pi3_features
+        self.pi3 = _frozen_pi3(pi3_checkpoint, pi3_config or {}, pi3_features)
+        width = self.pi3.config.hidden_size * (2 if pi3_features == "decoder" else 1)  # the decoder's last two blocks
         group = visual_tokens.spatial_merge_size**2 * visual_tokens.temporal_patch_size
         hidden, llm = qformer_hidden_size, llm_hidden_size
         self.patch_norm = nn.LayerNorm(width, eps=1e-6)
@@ -178,7 +185,10 @@ class GeometryEncoder(InputEncoder):
         """``(T, 3, h * 14, w * 14)`` frames in ``[0, 1]`` -> ``(ceil(T / 2) * h / 2 * w / 2, D)`` geometry tokens,
         one per Qwen merged video token, in Qwen's order."""
         with torch.no_grad():
-            patches = encode_frames(self.pi3, frames)  # (T, h, w, C)
+            if self.pi3_features == "decoder":
+                patches = self.pi3.decoder_tokens(frames[None])[0]  # (T, h, w, 2C), every frame seeing the others
+            else:
+                patches = encode_frames(self.pi3, frames)  # (T, h, w, C)
         groups = group_like_qwen(
             patches, self.visual_tokens.temporal_patch_size, self.visual_tokens.spatial_merge_size
         )  # (N, 8, C)
@@ -250,6 +260,26 @@ class GeometryEncoder(InputEncoder):
             raise ValueError(
                 f"{where}: {frames.shape[0]} geometry frames and {video_tokens} video tokens do not fit the grid {grid}"
             )
+
+
+def _frozen_pi3(checkpoint: str, config: dict, features: str) -> Dinov2WithRegistersModel | Pi3Model:
+    """Pi3's encoder (``features == "encoder"``) or the whole Pi3, frozen, read strictly from ``checkpoint``; an empty
+    shell under the meta device (a UniGR checkpoint brings its weights)."""
+    if features == "encoder":
+        encoder_config = pi3_encoder_config(**config)
+        if torch.get_default_device().type == "meta":
+            return Dinov2WithRegistersModel(encoder_config).eval().requires_grad_(False)
+        try:
+            return load_pi3_encoder(checkpoint, encoder_config)
+        except RuntimeError as error:  # the names fit but the shapes do not
+            raise ValueError(f"{checkpoint}: the Pi3 encoder does not fit pi3_config {config}") from error
+    pi3_config = Pi3Config(**config)
+    if torch.get_default_device().type == "meta":
+        return Pi3Model(pi3_config).eval().requires_grad_(False)
+    try:
+        return Pi3Model.from_pi3_checkpoint(checkpoint, pi3_config)
+    except RuntimeError as error:
+        raise ValueError(f"{checkpoint}: the Pi3 model does not fit pi3_config {config}") from error
 
 
 def sample_segments(packed: list | None, shape: tuple[int, int]) -> list[tuple[int, int, int]]:

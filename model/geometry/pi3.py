@@ -361,20 +361,39 @@ class Pi3Model(nn.Module):
                 last_two.append(hidden.reshape(frames_total, length, width))
         return torch.cat(last_two, dim=-1)
 
+    def _decoded(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``frames (B, N, 3, H, W)`` -> the decoder's output ``(B*N, registers + h*w, 2D)`` and the token positions
+        ``(1, registers + h*w, 2)``."""
+        if frames.ndim != 5:
+            raise ValueError(f"frames must be (B, N, 3, H, W), got {tuple(frames.shape)}")
+        patch = self.config.patch_size
+        rows, cols = frames.shape[-2] // patch, frames.shape[-1] // patch
+        tokens = encode_frames(self.encoder, frames.flatten(0, 1))  # (B*N, h, w, D)
+        positions = self._token_positions(rows, cols, frames.device)
+        return self.decode(tokens.flatten(1, 2), frames.shape[0], positions), positions
+
+    def decoder_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (B, N, 3, H, W)`` in ``[0, 1]`` -> ``(B, N, h, w, 2D)``: each patch's output of the last two decoder
+        blocks (what the heads read), after attention across all ``N`` frames of its clip.
+
+        Raises:
+            ValueError: on a bad shape, values outside ``[0, 1]`` or sides that are not multiples of 14.
+        """
+        hidden, _ = self._decoded(frames)
+        clips, count, _, height, width = frames.shape
+        patch = self.config.patch_size
+        patches = hidden[:, self.config.decoder_registers :]  # (B*N, h*w, 2D)
+        return patches.reshape(clips, count, height // patch, width // patch, patches.shape[-1])
+
     def forward(self, frames: torch.Tensor) -> Pi3Output:
         """``frames (B, N, 3, H, W)`` in ``[0, 1]`` -> :class:`Pi3Output`.
 
         Raises:
             ValueError: on a bad shape, values outside ``[0, 1]`` or sides that are not multiples of 14.
         """
-        if frames.ndim != 5:
-            raise ValueError(f"frames must be (B, N, 3, H, W), got {tuple(frames.shape)}")
+        hidden, positions = self._decoded(frames)  # (B*N, L, 2D), (1, L, 2)
         clips, count, _, height, width = frames.shape
-        patch = self.config.patch_size
-        rows, cols = height // patch, width // patch
-        tokens = encode_frames(self.encoder, frames.flatten(0, 1))  # (B*N, h, w, D)
-        positions = self._token_positions(rows, cols, frames.device)
-        hidden = self.decode(tokens.flatten(1, 2), clips, positions)  # (B*N, L, 2D)
+        rows, cols = height // self.config.patch_size, width // self.config.patch_size
         skip = self.config.decoder_registers
         point_hidden = self.point_decoder(hidden, positions)[:, skip:]  # (B*N, h*w, head width)
         conf_hidden = self.conf_decoder(hidden, positions)[:, skip:]
