@@ -14,7 +14,7 @@ from transformers import Dinov2WithRegistersModel
 
 from model.builder import build_unigr, load_unigr
 from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder
-from model.geometry import encoder_state_dict_to_pi3, pi3_encoder_config
+from model.geometry import Pi3Config, Pi3Model, encoder_state_dict_to_pi3, pi3_encoder_config, pi3_state_dict
 from model.input_assembly import InputAssembly
 from utils.data.collate import IGNORE_INDEX, SampleCollator
 from utils.data.schema import Sample
@@ -279,3 +279,102 @@ def test_training_and_inference_batches_append_the_same_tokens_and_generation_ru
     with torch.no_grad():
         result = model.generate(infer, max_new_tokens=2)
     assert len(result.sequences) == 2
+
+
+@pytest.fixture(scope="module")
+def full_pi3_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    """A random tiny *whole* Pi3 (encoder, decoder, heads) in Pi3's ``model.safetensors`` layout, and its config."""
+    torch.manual_seed(1)
+    config = dataclasses.replace(Pi3Config.tiny(), encoder_image_size=56)
+    pi3 = Pi3Model(config)
+    with torch.no_grad():  # layer scales and registers are tiny at init; make every parameter matter
+        for parameter in pi3.parameters():
+            parameter.normal_(0.0, 0.3)
+    path = tmp_path_factory.mktemp("pi3_full") / "model.safetensors"
+    save_file({key: value.contiguous() for key, value in pi3_state_dict(pi3).items()}, str(path))
+    return path, dataclasses.asdict(config)
+
+
+@pytest.fixture(scope="module")
+def decoder_gsm_model(tiny_parts, full_pi3_checkpoint):
+    path, config = full_pi3_checkpoint
+    options = dict(
+        pi3_checkpoint=str(path),
+        pi3_config=config,
+        pi3_features="decoder",
+        num_queries=NUM_QUERIES,
+        qformer_layers=1,
+        qformer_heads=2,
+        qformer_hidden_size=16,
+    )
+    torch.manual_seed(0)
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
+    return model.eval(), processor
+
+
+def test_decoder_features_load_the_whole_pi3_strictly_and_frozen(decoder_gsm_model, full_pi3_checkpoint) -> None:
+    model, _ = decoder_gsm_model
+    path, config = full_pi3_checkpoint
+    encoder = model.input_assembly.encoders["geometry"]
+    saved, on_disk = pi3_state_dict(encoder.pi3), load_file(path)
+    assert sorted(saved) == sorted(on_disk) and any(key.startswith("decoder.") for key in on_disk)
+    for key, value in on_disk.items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    assert not any(parameter.requires_grad for parameter in encoder.pi3.parameters())
+    width = model.config.backbone_config.get_text_config().hidden_size
+    with pytest.raises(ValueError, match="model.safetensors"):  # more decoder blocks than the file holds
+        GeometryEncoder.from_options(
+            {"pi3_checkpoint": str(path), "pi3_config": {**config, "decoder_layers": 6}, "pi3_features": "decoder"},
+            width,
+            model.config.backbone_config,
+        )
+    with pytest.raises(ValueError, match="pi3_features"):
+        GeometryEncoder.from_options(
+            {"pi3_checkpoint": str(path), "pi3_config": config, "pi3_features": "points"},
+            width,
+            model.config.backbone_config,
+        )
+
+
+def test_decoder_tokens_see_every_frame_while_encoder_tokens_see_one(decoder_gsm_model, gsm_model) -> None:
+    """Changing the clip's last two frames changes the first slot's geometry tokens with the decoder's features
+    (global attention across frames), never with the encoder's (one frame at a time)."""
+    frames = {}
+    for name, (model, processor) in {"decoder": decoder_gsm_model, "encoder": gsm_model}.items():
+        (clip,) = SampleCollator.for_model(model, processor)([_video(0)])["geometry_frames"]
+        changed = clip.clone()
+        changed[2:] = clip[2:].flip(-1)
+        encoder = model.input_assembly.encoders["geometry"]
+        with torch.no_grad():
+            before, after = encoder.geometry_tokens(clip), encoder.geometry_tokens(changed)
+        first_slot = len(before) // 2  # 4 frames: two slots of two frames
+        frames[name] = (before[:first_slot], after[:first_slot], before[first_slot:], after[first_slot:])
+
+    def change(before: torch.Tensor, after: torch.Tensor) -> float:
+        return float((after - before).norm() / before.norm())
+
+    first_before, first_after, second_before, second_after = frames["decoder"]
+    assert change(first_before, first_after) > 1e-5 and change(second_before, second_after) > 1e-5  # float noise: 1e-7
+    first_before, first_after, second_before, second_after = frames["encoder"]
+    torch.testing.assert_close(first_before, first_after, rtol=0, atol=0)
+    assert change(second_before, second_after) > 1e-5
+
+
+def test_a_saved_decoder_gsm_model_gives_the_same_tokens_without_pi3s_file(
+    decoder_gsm_model, full_pi3_checkpoint, tmp_path
+) -> None:
+    model, processor = decoder_gsm_model
+    path, _ = full_pi3_checkpoint
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    hidden = path.rename(path.with_suffix(".away"))
+    try:
+        loaded, loaded_processor = load_unigr(tmp_path)
+    finally:
+        hidden.rename(path)
+    batch = SampleCollator.for_model(model, processor)([_video(0)])
+    loaded_batch = SampleCollator.for_model(loaded, loaded_processor)([_video(0)])
+    torch.testing.assert_close(
+        _appended(loaded.eval(), loaded_batch, _assemble(loaded, loaded_batch))[0],
+        _appended(model, batch, _assemble(model, batch))[0],
+    )
