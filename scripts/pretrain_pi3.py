@@ -12,8 +12,9 @@ Writes ``<output_dir>/model.safetensors`` in Pi3's checkpoint layout (loaded by
 :func:`~model.geometry.pi3_encoder.load_pi3_encoder`), ``pi3_config.json`` (the :class:`Pi3Config`, and under
 ``encoder`` the overrides the GSM's ``pi3_config`` option takes), ``curve.json`` and TensorBoard logs, and
 ``metrics.json``: on held-out worlds (split ``data.holdout_split``) the depth error of the whole model and how
-well a linear read-out of the *encoder's* patch tokens recovers each patch's log depth (R^2), beside the same
-read-out of a random encoder of the same size.
+well a linear read-out of the *encoder's* and of the *decoder's* patch tokens (the GSM's two ``pi3_features``)
+recovers each patch's log depth (R^2), beside the same read-out of a random encoder of the same size
+(:func:`depth_probes`; ``scripts/probe_pi3_depth.py`` measures them for a checkpoint already trained).
 
     python scripts/pretrain_pi3.py --config configs/pi3/tiny_dynamic.yaml [key=value ...]
 """
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,6 +42,9 @@ from model.geometry.pi3_losses import clip_scale, confidence_loss, local_point_l
 from utils.synthetic.dynamic_geometry import GeometryClip, GeometryClips, render_geometry_clips  # noqa: E402
 from utils.training.config import config_from_command_line, save_config  # noqa: E402
 from utils.training.trainer import warmup_cosine  # noqa: E402
+
+PROBE_TRAIN_CLIPS = 40
+"""Training clips the depth read-outs are fitted on."""
 
 
 def encoder_overrides(config: Pi3Config) -> dict:
@@ -76,13 +81,27 @@ def depth_error(model: Pi3Model, clips: list[GeometryClip]) -> float:
     return total / count
 
 
+def encoder_tokens(model: Pi3Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frames ``(T, 3, H, W)`` -> the encoder's patch tokens ``(T, h, w, C)``, one frame at a time (the GSM's
+    ``pi3_features: encoder``)."""
+    return lambda frames: encode_frames(model.encoder, frames)
+
+
+def decoder_tokens(model: Pi3Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Frames ``(T, 3, H, W)`` of one clip -> the decoder's patch tokens ``(T, h, w, 2C)``, every frame attending to the
+    others (the GSM's ``pi3_features: decoder``)."""
+    return lambda frames: model.decoder_tokens(frames[None])[0]
+
+
 @torch.no_grad()
-def patch_depth_dataset(encoder, clips: list[GeometryClip]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder patch tokens ``(P, C)`` and each fully valid patch's mean log depth ``(P,)``."""
+def patch_depth_dataset(
+    tokens_of: Callable[[torch.Tensor], torch.Tensor], clips: list[GeometryClip]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch tokens ``(P, C)`` (``tokens_of`` a clip's frames) and each fully valid patch's mean log depth ``(P,)``."""
     features, targets = [], []
-    patch = encoder.config.patch_size
     for clip in clips:
-        tokens = encode_frames(encoder, clip.frames)  # (T, h, w, C)
+        tokens = tokens_of(clip.frames)  # (T, h, w, C)
+        patch = clip.frames.shape[-1] // tokens.shape[2]
         depth = clip.points[..., 2].clamp_min(1e-6).log() * clip.valid
         pooled = torch.nn.functional.avg_pool2d(depth[:, None], patch)[:, 0]  # (T, h, w)
         full = torch.nn.functional.avg_pool2d(clip.valid[:, None], patch)[:, 0] == 1.0
@@ -91,15 +110,31 @@ def patch_depth_dataset(encoder, clips: list[GeometryClip]) -> tuple[torch.Tenso
     return torch.cat(features), torch.cat(targets)
 
 
-def probe_r2(encoder, train: list[GeometryClip], held_out: list[GeometryClip], ridge: float = 1e-2) -> float:
+def probe_r2(
+    tokens_of: Callable[[torch.Tensor], torch.Tensor],
+    train: list[GeometryClip],
+    held_out: list[GeometryClip],
+    ridge: float = 1e-2,
+) -> float:
     """R^2 on ``held_out`` of a ridge regression from patch tokens to log depth fitted on ``train``."""
-    x, y = patch_depth_dataset(encoder, train)
-    x_test, y_test = patch_depth_dataset(encoder, held_out)
+    x, y = patch_depth_dataset(tokens_of, train)
+    x_test, y_test = patch_depth_dataset(tokens_of, held_out)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     design = torch.cat([(x - mean) / std, torch.ones(len(x), 1)], 1).double()
     weights = torch.linalg.solve(design.T @ design + ridge * torch.eye(design.shape[1]).double(), design.T @ y.double())
     predicted = torch.cat([(x_test - mean) / std, torch.ones(len(x_test), 1)], 1).double() @ weights
     return float(1 - ((predicted - y_test) ** 2).sum() / ((y_test - y_test.mean()) ** 2).sum())
+
+
+def depth_probes(model: Pi3Model, train: list[GeometryClip], held_out: list[GeometryClip]) -> dict[str, float]:
+    """The read-out R^2 of log depth from the encoder's and the decoder's patch tokens of ``model``, and from the
+    encoder of a random Pi3 of the same size."""
+    random_model = Pi3Model(model.config).eval()
+    return {
+        "encoder_probe_r2_log_depth": round(probe_r2(encoder_tokens(model), train, held_out), 4),
+        "decoder_probe_r2_log_depth": round(probe_r2(decoder_tokens(model), train, held_out), 4),
+        "encoder_probe_r2_log_depth_random_encoder": round(probe_r2(encoder_tokens(random_model), train, held_out), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     batches = GeometryClips(train_clips, cfg.data.frames_per_clip, cfg.seed)
 
     model = Pi3Model(config)
-    random_encoder = Pi3Model(config).encoder.eval()  # the probe's baseline: same size, never trained
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     weights = dict(cfg.train.loss_weights)
     writer = SummaryWriter(output_dir / "tb")
@@ -145,8 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_minutes": round(minutes, 2),
         "holdout_depth_abs_rel": round(depth_error(model, held_out), 4),
         "holdout_depth_abs_rel_untrained": round(depth_error(Pi3Model(config).eval(), held_out), 4),
-        "encoder_probe_r2_log_depth": round(probe_r2(model.encoder, train_clips[:40], held_out), 4),
-        "encoder_probe_r2_log_depth_random_encoder": round(probe_r2(random_encoder, train_clips[:40], held_out), 4),
+        **depth_probes(model, train_clips[:PROBE_TRAIN_CLIPS], held_out),
     }
     save_file(
         {key: value.contiguous() for key, value in pi3_state_dict(model).items()}, output_dir / "model.safetensors"

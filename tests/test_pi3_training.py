@@ -17,7 +17,7 @@ from model.geometry.pi3_losses import (
     relative_pose_loss,
     relative_poses,
 )
-from scripts import pretrain_pi3
+from scripts import pretrain_pi3, probe_pi3_depth
 from utils.synthetic.dynamic_geometry import GeometryClips, local_points, render_geometry_clips, resize_clip
 from utils.synthetic.dynamic_world import DynamicWorldConfig, make_world, render_world
 from utils.synthetic.rooms import room_rng
@@ -121,8 +121,13 @@ def test_pretrain_pi3_writes_a_checkpoint_the_gsm_and_pi3_load_and_its_metrics(t
     assert set(metrics) >= {
         "holdout_depth_abs_rel",
         "encoder_probe_r2_log_depth",
+        "decoder_probe_r2_log_depth",
         "encoder_probe_r2_log_depth_random_encoder",
     }
+    probes = probe_pi3_depth.main(["--pi3", str(out)])  # the same read-outs of the checkpoint on disk
+    assert set(probes) == {key for key in metrics if "probe" in key}
+    assert probes["encoder_probe_r2_log_depth"] == metrics["encoder_probe_r2_log_depth"]
+    assert probes["decoder_probe_r2_log_depth"] == metrics["decoder_probe_r2_log_depth"]
     curve = json.loads((out / "curve.json").read_text())
     assert [row["step"] for row in curve] == [0, 1, 2] and all(np.isfinite(row["total"]) for row in curve)
     assert any((out / "tb").iterdir())
