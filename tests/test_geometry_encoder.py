@@ -57,6 +57,23 @@ def gsm_model(tiny_parts, pi3_checkpoint: Path):
     return model.eval(), processor
 
 
+@pytest.fixture(scope="module")
+def positioned_gsm_model(tiny_parts, pi3_checkpoint: Path):
+    """The GSM whose geometry tokens carry their place and time (``token_positions``)."""
+    options = dict(
+        pi3_checkpoint=str(pi3_checkpoint),
+        pi3_config=PI3_TINY,
+        num_queries=NUM_QUERIES,
+        qformer_layers=1,
+        qformer_heads=2,
+        qformer_hidden_size=16,
+        token_positions=True,
+    )
+    torch.manual_seed(0)
+    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
+    return model.eval(), processor
+
+
 def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
     video = make_video(seed, "train", 0, WorldConfig(height=size, width=size, num_frames=num_frames))
     return Sample(
@@ -162,8 +179,9 @@ def test_the_question_mask_marks_the_same_user_text_in_training_and_inference(gs
     assert "assistant" not in marked and "square" not in marked
 
 
-def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(gsm_model) -> None:
-    model, processor = gsm_model
+@pytest.mark.parametrize("fixture", ["gsm_model", "positioned_gsm_model"])
+def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(fixture: str, request) -> None:
+    model, processor = request.getfixturevalue(fixture)
     first, second = _video(0), _video(1, num_frames=3, size=96, question="Is anything moving at all in this clip?")
     collate = SampleCollator.for_model(model, processor)
     alone = [collate([sample]) for sample in (first, second)]
@@ -174,7 +192,7 @@ def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(gsm_model) -> N
         key: torch.cat([batch[key] for batch in alone], dim=1)
         for key in ("input_ids", "attention_mask", "question_mask")
     }
-    for key in ("pixel_values_videos", "video_grid_thw"):
+    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
         packed[key] = torch.cat([batch[key] for batch in alone])
     packed["geometry_frames"] = [frames for batch in alone for frames in batch["geometry_frames"]]
     packed["packed_segments"] = [[(0, lengths[0]), (lengths[0], sum(lengths))]]
@@ -378,3 +396,34 @@ def test_a_saved_decoder_gsm_model_gives_the_same_tokens_without_pi3s_file(
         _appended(loaded.eval(), loaded_batch, _assemble(loaded, loaded_batch))[0],
         _appended(model, batch, _assemble(model, batch))[0],
     )
+
+
+def test_token_positions_make_q_former_2_read_the_geometry_in_order(gsm_model, positioned_gsm_model) -> None:
+    """Without positions the GSM's output is the same for any order of the geometry tokens (an unordered set);
+    with them, moving geometry to another place or moment changes what it selects."""
+    torch.manual_seed(0)
+    width = gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    question, geometry = torch.randn(5, width), torch.randn(2 * 2 * 3, width)  # grid (slots, h, w) = (2, 4, 6)
+    order = torch.randperm(len(geometry))
+    plain = gsm_model[0].input_assembly.encoders["geometry"]
+    with torch.no_grad():
+        torch.testing.assert_close(plain.select(question, geometry[order]), plain.select(question, geometry))
+    positioned = positioned_gsm_model[0].input_assembly.encoders["geometry"]
+    codes = positioned.token_codes([2, 4, 6], seconds_per_slot=0.5)
+    assert codes.shape == (12, 16)
+    with torch.no_grad():
+        assert not torch.allclose(
+            positioned.select(question, geometry[order], codes), positioned.select(question, geometry, codes), atol=1e-5
+        )
+    with pytest.raises(ValueError, match="codes"):
+        positioned.select(question, geometry)
+
+
+def test_token_codes_tell_cells_and_moments_apart(positioned_gsm_model) -> None:
+    encoder = positioned_gsm_model[0].input_assembly.encoders["geometry"]
+    codes = encoder.token_codes([2, 4, 6], seconds_per_slot=0.5)  # 2 slots x 2 x 3 merged cells
+    assert codes.shape == (12, 16) and len(torch.unique(codes, dim=0)) == 12
+    torch.testing.assert_close(codes[:6], encoder.token_codes([1, 4, 6], seconds_per_slot=0.5))  # slot 0 at 0 s
+    slower = encoder.token_codes([2, 4, 6], seconds_per_slot=1.0)
+    torch.testing.assert_close(slower[:6], codes[:6])
+    assert not torch.allclose(slower[6:], codes[6:])  # the second slot starts at 1 s instead of 0.5 s

@@ -16,7 +16,11 @@ the collator puts right after the video (:meth:`model.input_assembly.InputAssemb
 2. Q-Former 1: ``num_queries`` learned queries attend to the question (the text embeddings of the sample's user
    turns, the collator's ``question_mask``);
 3. Q-Former 2: its outputs attend to the geometry tokens (they select the geometry the question asks about); its
-   ``num_queries`` outputs, projected to the LLM's width, are the appended tokens.
+   ``num_queries`` outputs, projected to the LLM's width, are the appended tokens. With ``token_positions`` each
+   geometry token, as Q-Former 2 reads it, also carries where and when it is (:meth:`GeometryEncoder.token_codes`:
+   a sinusoidal code of its cell's normalised centre and of its slot's time in seconds, through a learned
+   projection), so a question about one moment can select that moment's geometry; without it (DSR Suite's GSM)
+   the geometry tokens are an unordered set to Q-Former 2.
 
 Samples without geometry frames (images, text only) keep the placeholders' own embeddings. Packed rows (several
 samples back to back, ``batch["packed_segments"]``: per row the ``(start, end)`` of each sample) are handled
@@ -35,6 +39,8 @@ import torch
 from torch import nn
 from transformers import Dinov2WithRegistersModel
 
+from model.encoders.position2d import cell_centres
+from model.encoders.position3d import sinusoidal_position_code
 from model.geometry.pi3 import Pi3Config, Pi3Model
 from model.geometry.pi3_encoder import encode_frames, group_like_qwen, load_pi3_encoder, pi3_encoder_config
 from model.input_assembly import AssemblyContext, InputEncoder, register_encoder
@@ -44,6 +50,10 @@ GEOMETRY_PLACEHOLDER = "<geometry>"
 """The placeholder token of an appended geometry token."""
 PI3_FEATURES = ("encoder", "decoder")
 """What the GSM reads of Pi3: its encoder's per-frame patch tokens, or its decoder's multi-view ones."""
+CELL_RESOLUTION = 100.0
+"""Units per frame side of a geometry token's cell centre in its code (one unit: one hundredth of the frame)."""
+TIME_RESOLUTION = 10.0
+"""Units per second of a geometry token's time in its code (one unit: a tenth of a second)."""
 
 
 class QFormerLayer(nn.Module):
@@ -106,6 +116,7 @@ class GeometryEncoder(InputEncoder):
         pi3_config: overrides of :func:`~model.geometry.pi3_encoder.pi3_encoder_config` (``encoder``) or
             :class:`~model.geometry.pi3.Pi3Config` fields (``decoder``); tests pass tiny sizes.
         pi3_features: one of :data:`PI3_FEATURES`.
+        token_positions: give the geometry tokens Q-Former 2 reads their place and time (see the module doc).
         num_queries: N, the learned queries and appended tokens per sample.
         qformer_layers: layers of each Q-Former.
         qformer_heads: attention heads of the Q-Formers.
@@ -133,6 +144,7 @@ class GeometryEncoder(InputEncoder):
         qformer_heads: int = 16,
         qformer_hidden_size: int = 1024,
         pi3_features: str = "encoder",
+        token_positions: bool = False,
     ):
         super().__init__()
         if num_queries < 1:
@@ -157,6 +169,7 @@ class GeometryEncoder(InputEncoder):
         self.geometry_qformer = QFormer(hidden, qformer_layers, qformer_heads)
         self.output_norm = nn.LayerNorm(hidden)
         self.output_proj = nn.Linear(hidden, llm)
+        self.position_proj = nn.Linear(hidden, hidden) if token_positions else None
 
     @classmethod
     def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> GeometryEncoder:
@@ -195,11 +208,31 @@ class GeometryEncoder(InputEncoder):
         groups = self.patch_norm(groups.to(self.patch_norm.weight.dtype))
         return self.spatial_merger(groups.flatten(1))  # (N, D)
 
-    def select(self, question: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
-        """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens -> ``(num_queries, D)`` appended tokens."""
+    def token_codes(self, grid: list[int], seconds_per_slot: float) -> torch.Tensor:
+        """``(N, H)`` parameter-free codes of the geometry tokens of a video grid ``(slots, h, w)`` (``h``, ``w``
+        before merging), in Qwen's order: per token its merged cell's normalised centre times
+        :data:`CELL_RESOLUTION` and its slot's start time times :data:`TIME_RESOLUTION` (slot ``s`` starts at
+        ``s * seconds_per_slot``), through :func:`~model.encoders.position3d.sinusoidal_position_code`."""
+        slots, height, width = grid
+        merge = self.visual_tokens.spatial_merge_size
+        device = self.queries.device
+        cells = cell_centres(height // merge, width // merge, device) * CELL_RESOLUTION  # (h' * w', 2)
+        times = torch.arange(slots, device=device, dtype=torch.float32) * seconds_per_slot * TIME_RESOLUTION
+        coordinates = torch.cat(
+            [cells.repeat(slots, 1), times.repeat_interleave(len(cells))[:, None]], dim=1
+        )  # (slots * h' * w', 3)
+        return sinusoidal_position_code(coordinates, self.queries.shape[1])
+
+    def select(self, question: torch.Tensor, geometry: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens (and, with ``token_positions``, their ``(N, H)``
+        :meth:`token_codes`) -> ``(num_queries, D)`` appended tokens."""
         dtype = self.queries.dtype
         question = self.question_proj(question.to(dtype))[None]  # (1, Q, H)
         geometry = self.geometry_proj(geometry.to(dtype))[None]  # (1, N, H)
+        if self.position_proj is not None:
+            if codes is None:
+                raise ValueError("a GSM with token_positions needs the geometry tokens' codes")
+            geometry = geometry + self.position_proj(codes.to(dtype))[None]
         asked = self.question_qformer(self.queries[None], question)  # (1, num_queries, H)
         selected = self.geometry_qformer(asked, geometry)  # (1, num_queries, H)
         return self.output_proj(self.output_norm(selected[0]))
@@ -225,10 +258,13 @@ class GeometryEncoder(InputEncoder):
         if len(frames) != len(segments):
             raise ValueError(f"{len(frames)} geometry_frames entries for {len(segments)} samples in the batch")
         grids = iter(context.video_grid_thw.tolist() if context.video_grid_thw is not None else [])
+        seconds = context.batch.get("second_per_grid_ts")
+        seconds = iter(seconds.tolist() if seconds is not None else [])
         rows = list(embeds.unbind(0))
         for sample, ((row, start, end), sample_frames) in enumerate(zip(segments, frames, strict=True)):
             video = context.video_mask[row, start:end]
             grid = next(grids) if bool(video.any()) else None  # Qwen's rows follow the video samples, in order
+            slot_seconds = next(seconds, None) if grid is not None else None
             if sample_frames is None:  # an image or text-only sample: placeholders keep their own embedding
                 continue
             where = f"batch row {row}, sample {sample} (positions {start}..{end})"
@@ -242,7 +278,12 @@ class GeometryEncoder(InputEncoder):
             if len(question) == 0:
                 raise ValueError(f"{where}: no question tokens for the geometry queries to read")
             geometry = self.geometry_tokens(sample_frames.to(embeds.device))
-            tokens = self.select(question, geometry)  # (num_queries, D)
+            codes = None
+            if self.position_proj is not None:
+                if slot_seconds is None:
+                    raise ValueError(f"{where}: token_positions needs the batch's second_per_grid_ts")
+                codes = self.token_codes(grid, slot_seconds)
+            tokens = self.select(question, geometry, codes)  # (num_queries, D)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
         return torch.stack(rows)
 
