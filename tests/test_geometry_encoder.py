@@ -399,8 +399,9 @@ def test_a_saved_decoder_gsm_model_gives_the_same_tokens_without_pi3s_file(
 
 
 def test_token_positions_make_q_former_2_read_the_geometry_in_order(gsm_model, positioned_gsm_model) -> None:
-    """Without positions the GSM's output is the same for any order of the geometry tokens (an unordered set);
-    with them, moving geometry to another place or moment changes what it selects."""
+    """Without positions the GSM's output is the same for any order of the geometry tokens (an unordered set) and of
+    the question's tokens (a bag of words); with them, moving geometry to another place or moment, or reordering the
+    question, changes what it selects."""
     torch.manual_seed(0)
     width = gsm_model[0].config.backbone_config.get_text_config().hidden_size
     question, geometry = torch.randn(5, width), torch.randn(2 * 2 * 3, width)  # grid (slots, h, w) = (2, 4, 6)
@@ -417,6 +418,12 @@ def test_token_positions_make_q_former_2_read_the_geometry_in_order(gsm_model, p
         )
     with pytest.raises(ValueError, match="codes"):
         positioned.select(question, geometry)
+    with torch.no_grad():  # the question's word order matters too (without positions it is a bag of words)
+        flipped = question.flip(0)
+        torch.testing.assert_close(plain.select(flipped, geometry), plain.select(question, geometry))
+        assert not torch.allclose(
+            positioned.select(flipped, geometry, codes), positioned.select(question, geometry, codes), atol=1e-5
+        )
 
 
 def test_token_codes_tell_cells_and_moments_apart(positioned_gsm_model) -> None:

@@ -19,8 +19,9 @@ the collator puts right after the video (:meth:`model.input_assembly.InputAssemb
    ``num_queries`` outputs, projected to the LLM's width, are the appended tokens. With ``token_positions`` each
    geometry token, as Q-Former 2 reads it, also carries where and when it is (:meth:`GeometryEncoder.token_codes`:
    a sinusoidal code of its cell's normalised centre and of its slot's time in seconds, through a learned
-   projection), so a question about one moment can select that moment's geometry; without it (DSR Suite's GSM)
-   the geometry tokens are an unordered set to Q-Former 2.
+   projection), so a question about one moment can select that moment's geometry, and Q-Former 1 reads the
+   question's tokens with their order (:meth:`GeometryEncoder.question_codes`); without it (DSR Suite's GSM) the
+   geometry tokens are an unordered set to Q-Former 2 and the question a bag of words to Q-Former 1.
 
 Samples without geometry frames (images, text only) keep the placeholders' own embeddings. Packed rows (several
 samples back to back, ``batch["packed_segments"]``: per row the ``(start, end)`` of each sample) are handled
@@ -170,6 +171,7 @@ class GeometryEncoder(InputEncoder):
         self.output_norm = nn.LayerNorm(hidden)
         self.output_proj = nn.Linear(hidden, llm)
         self.position_proj = nn.Linear(hidden, hidden) if token_positions else None
+        self.question_position_proj = nn.Linear(hidden, hidden) if token_positions else None
 
     @classmethod
     def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> GeometryEncoder:
@@ -223,6 +225,14 @@ class GeometryEncoder(InputEncoder):
         )  # (slots * h' * w', 3)
         return sinusoidal_position_code(coordinates, self.queries.shape[1])
 
+    def question_codes(self, length: int) -> torch.Tensor:
+        """``(length, H)`` parameter-free codes of the question tokens' order (token ``i`` at ``i`` on the first axis of
+        :func:`~model.encoders.position3d.sinusoidal_position_code`), so Q-Former 1 reads the question as a
+        sequence (who is the observer, which time) rather than a bag of words."""
+        order = torch.zeros(length, 3, device=self.queries.device)
+        order[:, 0] = torch.arange(length, device=self.queries.device)
+        return sinusoidal_position_code(order, self.queries.shape[1])
+
     def select(self, question: torch.Tensor, geometry: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens (and, with ``token_positions``, their ``(N, H)``
         :meth:`token_codes`) -> ``(num_queries, D)`` appended tokens."""
@@ -233,6 +243,7 @@ class GeometryEncoder(InputEncoder):
             if codes is None:
                 raise ValueError("a GSM with token_positions needs the geometry tokens' codes")
             geometry = geometry + self.position_proj(codes.to(dtype))[None]
+            question = question + self.question_position_proj(self.question_codes(question.shape[1]).to(dtype))[None]
         asked = self.question_qformer(self.queries[None], question)  # (1, num_queries, H)
         selected = self.geometry_qformer(asked, geometry)  # (1, num_queries, H)
         return self.output_proj(self.output_norm(selected[0]))
