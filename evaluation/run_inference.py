@@ -30,20 +30,27 @@ from evaluation.runner import DistributedEnv, InferenceSummary, Predictor, run_i
 from model.configuration_unigr import UniGRConfig
 from utils.data.input_settings import InputSettings
 
-PREDICTORS = ("unigr", "blind", "all_objects")
-PREDICTS = {"blind": "text", "all_objects": "masks"}
+PREDICTORS = ("unigr", "blind", "swapped_geometry", "all_objects")
+PREDICTS = {"blind": "text", "swapped_geometry": "text", "all_objects": "masks"}
 """What a baseline predicts; ``unigr`` predicts what the benchmark asks for."""
 
 
 def build_predictor(args: argparse.Namespace, dataset: Dataset, device: str) -> Predictor:
     """``unigr``: the model in ``--model`` as a segmenter or an answerer, as the benchmark predicts;
-    ``blind``: that model with no frames; ``all_objects``: the every-object baseline (needs ground truth)."""
+    ``blind``: that model with no frames; ``swapped_geometry``: that (GSM) model with another video's geometry
+    tokens; ``all_objects``: the every-object baseline (needs ground truth)."""
     tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     num_frames = args.num_frames or BENCHMARKS[args.benchmark].num_frames  # the benchmark's protocol, if it has one
     if args.predictor == "blind":
         from baselines.blind import BlindPredictor
 
         return BlindPredictor(args.model, device, args.dtype, options_only=args.options_only, **tokens)
+    if args.predictor == "swapped_geometry":
+        from baselines.swapped_geometry import SwappedGeometryPredictor
+
+        return SwappedGeometryPredictor(
+            args.model, dataset, num_frames, device, args.dtype, options_only=args.options_only, **tokens
+        )
     if args.predictor == "unigr" and BENCHMARKS[args.benchmark].predicts == "text":
         from evaluation.answer_predictor import UniGRAnswerPredictor
 
@@ -69,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_benchmark_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="prediction store folder")
     parser.add_argument("--predictor", choices=PREDICTORS, default="unigr")
-    parser.add_argument("--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr and blind")
+    parser.add_argument(
+        "--model", help="UniGR folder (save_pretrained output); needed for --predictor unigr, blind, swapped_geometry"
+    )
     parser.add_argument(
         "--num-frames", type=int, default=None, help="frames the LLM sees (default: what the model was trained with)"
     )
@@ -89,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "is no answer and for models trained to answer with an option's words",
     )
     args = parser.parse_args(argv)
-    if args.predictor in ("unigr", "blind") and not args.model:
+    if args.predictor in ("unigr", "blind", "swapped_geometry") and not args.model:
         parser.error(f"--predictor {args.predictor} needs --model")
     predicts = BENCHMARKS[args.benchmark].predicts
     if PREDICTS.get(args.predictor, predicts) != predicts:

@@ -434,3 +434,47 @@ def test_token_codes_tell_cells_and_moments_apart(positioned_gsm_model) -> None:
     slower = encoder.token_codes([2, 4, 6], seconds_per_slot=1.0)
     torch.testing.assert_close(slower[:6], codes[:6])
     assert not torch.allclose(slower[6:], codes[6:])  # the second slot starts at 1 s instead of 0.5 s
+
+
+def test_the_swapped_geometry_control_reads_another_videos_geometry_and_the_samples_own_video(
+    gsm_model, tmp_path: Path
+) -> None:
+    from baselines.swapped_geometry import SwappedGeometryPredictor, donor_indices
+    from evaluation.answer_predictor import UniGRAnswerPredictor
+    from evaluation.benchmarks import build_benchmark_dataset
+    from utils.data.dsr_bench import VIDEO_FOLDER
+    from utils.synthetic.dynamic_bench_files import write_dsr_bench
+    from utils.video.encode import write_video
+
+    assert donor_indices(["a", "a", "b", "c", "c"]) == [2, 2, 3, 0, 0]
+    with pytest.raises(ValueError, match="two videos"):
+        donor_indices(["a", "a"])
+    options = ["(A) 1.0 m", "(B) 2.0 m", "(C) 3.0 m", "(D) 4.0 m"]
+    rows = [
+        {"videoID": video, "question": f"How far is the square from the camera ({k})?", "options": options}
+        for k, video in enumerate(["clip_a", "clip_a", "clip_b"])
+    ]
+    write_dsr_bench(tmp_path / "dsr", [{**row, "answer": "B"} for row in rows], num_frames=4)
+    clip_b = tmp_path / "dsr" / VIDEO_FOLDER / "clip_b.mp4"
+    write_video(clip_b, _video(3, num_frames=4, size=64).frames, fps=10.0)  # another size than clip_a's 32 x 48
+    dataset, _ = build_benchmark_dataset("dsr_bench", tmp_path / "dsr", num_frames=4)
+    model, processor = gsm_model
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    swapped = SwappedGeometryPredictor(tmp_path / "model", dataset, 4, max_new_tokens=3, options_only="texts")
+    own = UniGRAnswerPredictor(tmp_path / "model", 4, max_new_tokens=3, options_only="texts")
+    assert [swapped.donors[sample_id] for sample_id in dataset.sample_ids()] == [2, 2, 0]
+    sample = dataset[0]
+    with pytest.raises(ValueError, match="dsr_bench/test/0: its donor dsr_bench/test/2 has the video grid"):
+        swapped.llm_inputs(sample)
+    noise = np.random.default_rng(0).integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    write_video(clip_b, noise, fps=10.0)  # clip_a's size, other content
+    inputs, _ = swapped.llm_inputs(sample)
+    own_inputs, _ = own.llm_inputs(sample)
+    donor_inputs, _ = own.llm_inputs(dataset[2])
+    assert torch.equal(inputs["geometry_frames"][0], donor_inputs["geometry_frames"][0])
+    assert not torch.equal(inputs["geometry_frames"][0], own_inputs["geometry_frames"][0])
+    for key in ("input_ids", "pixel_values_videos", "video_grid_thw", "question_mask"):  # the rest is the sample's
+        assert torch.equal(inputs[key], own_inputs[key])
+    _, answer = swapped.predict(sample)
+    assert answer in {option[4:] for option in options}
