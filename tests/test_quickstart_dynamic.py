@@ -21,12 +21,14 @@ def test_the_prior_picks_the_option_nearest_the_typical_training_value_or_the_mo
 
 def test_the_table_says_whether_the_gsm_model_beats_every_baseline() -> None:
     rows = {
-        "abs_dis": {"questions": 8, "gsm": 0.5, "no_gsm": 0.25, "blind": 0.375, "prior": 0.25},
-        "overall": {"questions": 8, "gsm": 0.5, "no_gsm": 0.5, "blind": 0.375, "prior": 0.25},
+        "abs_dis": {"questions": 8, "gsm": 0.5, "no_gsm": 0.25, "swapped": 0.25, "blind": 0.375, "prior": 0.25},
+        "abs_dir": {"questions": 8, "gsm": 0.5, "no_gsm": 0.25, "swapped": 0.5, "blind": 0.375, "prior": 0.25},
+        "overall": {"questions": 8, "gsm": 0.5, "no_gsm": 0.5, "swapped": 0.25, "blind": 0.375, "prior": 0.25},
     }
     lines = quickstart_dynamic.results_table(rows).splitlines()
-    assert lines[2] == "| abs_dis | 8 | 0.500 | 0.250 | 0.375 | 0.250 | 0.250 | yes |"
-    assert lines[3] == "| **overall** | 8 | 0.500 | 0.500 | 0.375 | 0.250 | 0.250 | no |"
+    assert lines[2] == "| abs_dis | 8 | 0.500 | 0.250 | 0.250 | 0.375 | 0.250 | 0.250 | yes |"
+    assert lines[3] == "| abs_dir | 8 | 0.500 | 0.250 | 0.500 | 0.375 | 0.250 | 0.250 | no |"  # ties its control
+    assert lines[4] == "| **overall** | 8 | 0.500 | 0.500 | 0.250 | 0.375 | 0.250 | 0.250 | no |"
 
 
 def test_quickstart_dynamic_trains_with_and_without_the_gsm_and_scores_both_against_blind_and_chance(
@@ -42,7 +44,13 @@ def test_quickstart_dynamic_trains_with_and_without_the_gsm_and_scores_both_agai
     assert "geometry" not in without and set(with_gsm) - {"geometry"} == set(without)
     assert (tmp_path / "data" / "synthetic_dynamic_seed5" / "eval" / "benchmark.parquet").is_file()
     assert rows["overall"]["questions"] == sum(row["questions"] for name, row in rows.items() if name != "overall")
-    for model in ("gsm", "no_gsm", "blind", "prior"):  # every question predicted and scored by the real scripts
+    for model in (
+        "gsm",
+        "no_gsm",
+        "swapped",
+        "blind",
+        "prior",
+    ):  # every question predicted and scored by the real scripts
         metrics = json.loads((work / "eval" / model / "metrics.json").read_text())
         assert metrics["overall"]["count"] == rows["overall"]["questions"]
         assert all(0 <= row[model] <= 1 for row in rows.values())
