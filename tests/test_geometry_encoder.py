@@ -478,3 +478,33 @@ def test_the_swapped_geometry_control_reads_another_videos_geometry_and_the_samp
         assert torch.equal(inputs[key], own_inputs[key])
     _, answer = swapped.predict(sample)
     assert answer in {option[4:] for option in options}
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_centred_pi3_features_keep_only_what_tells_the_samples_patches_apart(
+    center: bool, gsm_model, pi3_checkpoint: Path, monkeypatch
+) -> None:
+    from model.encoders import geometry
+
+    model, processor = gsm_model
+    options = {"pi3_checkpoint": str(pi3_checkpoint), "pi3_config": PI3_TINY, "center_tokens": center}
+    options |= {"num_queries": NUM_QUERIES, "qformer_layers": 1, "qformer_heads": 2, "qformer_hidden_size": 16}
+    encoder = GeometryEncoder.from_options(
+        options, model.config.backbone_config.get_text_config().hidden_size, model.config.backbone_config
+    )
+    encoder.reset_new_parameters(0.02)
+    seen = []
+    original = geometry.group_like_qwen
+    monkeypatch.setattr(
+        geometry, "group_like_qwen", lambda tokens, *args: seen.append(tokens) or original(tokens, *args)
+    )
+    (frames,) = SampleCollator.for_model(model, processor)([_video(0)])["geometry_frames"]
+    with torch.no_grad():
+        encoder.geometry_tokens(frames)
+    (patches,) = seen
+    channel_means = patches.mean(dim=(0, 1, 2)).abs().max()
+    assert channel_means < 1e-5 if center else channel_means > 1e-2
+    # the Q-Formers' attention starts from PyTorch's Xavier init (std 0.02 gives near-uniform attention)
+    in_proj = encoder.geometry_qformer.layers[0].cross_attention.in_proj_weight.detach()
+    xavier = (2.0 / sum(in_proj.shape)) ** 0.5
+    assert abs(float(in_proj.std()) - xavier) < 0.2 * xavier
