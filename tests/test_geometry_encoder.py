@@ -478,6 +478,28 @@ def test_the_swapped_geometry_control_reads_another_videos_geometry_and_the_samp
         assert torch.equal(inputs[key], own_inputs[key])
     _, answer = swapped.predict(sample)
     assert answer in {option[4:] for option in options}
+    from scripts import inspect_gsm
+
+    spread = inspect_gsm.main(
+        ["--model", str(tmp_path / "model"), "--data-root", str(tmp_path / "dsr"), "--samples", "3"]
+    )
+    assert spread["samples"] == 3 and spread["norm"] > 0 and spread["sample_spread"] > 0  # clip_b's tokens differ
+
+
+def test_token_spread_measures_how_the_appended_tokens_differ_between_queries_and_samples() -> None:
+    from scripts.inspect_gsm import token_spread
+
+    same = torch.ones(3, 2, 4)  # every sample and query the same token, norm 2
+    assert token_spread(same) == {
+        "norm": 2.0,
+        "query_spread": 0.0,
+        "sample_spread": 0.0,
+        "relative_query_spread": 0.0,
+        "relative_sample_spread": 0.0,
+    }
+    varied = same.clone()
+    varied[0] += 1.0  # the first sample differs
+    assert token_spread(varied)["sample_spread"] > 0 and token_spread(varied)["query_spread"] == 0.0
 
 
 @pytest.mark.parametrize("center", [False, True])
