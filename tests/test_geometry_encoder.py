@@ -42,36 +42,28 @@ def pi3_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+TINY_GSM = dict(num_queries=NUM_QUERIES, qformer_layers=1, qformer_heads=2, qformer_hidden_size=16)
+"""The tiny Q-Formers' options of every test GSM."""
+
+
+def _gsm_model(backbone, **options) -> tuple:
+    """A tiny UniGR with a tiny GSM of ``options`` (the Pi3 checkpoint and config, and anything else), in eval mode."""
+    torch.manual_seed(0)
+    model, processor = build_unigr(backbone, None, encoders={"geometry": {**TINY_GSM, **options}})
+    return model.eval(), processor
+
+
 @pytest.fixture(scope="module")
 def gsm_model(tiny_parts, pi3_checkpoint: Path):
-    options = dict(
-        pi3_checkpoint=str(pi3_checkpoint),
-        pi3_config=PI3_TINY,
-        num_queries=NUM_QUERIES,
-        qformer_layers=1,
-        qformer_heads=2,
-        qformer_hidden_size=16,
-    )
-    torch.manual_seed(0)
-    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
-    return model.eval(), processor
+    return _gsm_model(tiny_parts["backbone"], pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY)
 
 
 @pytest.fixture(scope="module")
 def positioned_gsm_model(tiny_parts, pi3_checkpoint: Path):
     """The GSM whose geometry tokens carry their place and time (``token_positions``)."""
-    options = dict(
-        pi3_checkpoint=str(pi3_checkpoint),
-        pi3_config=PI3_TINY,
-        num_queries=NUM_QUERIES,
-        qformer_layers=1,
-        qformer_heads=2,
-        qformer_hidden_size=16,
-        token_positions=True,
+    return _gsm_model(
+        tiny_parts["backbone"], pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY, token_positions=True
     )
-    torch.manual_seed(0)
-    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
-    return model.eval(), processor
 
 
 def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
@@ -316,18 +308,7 @@ def full_pi3_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def decoder_gsm_model(tiny_parts, full_pi3_checkpoint):
     path, config = full_pi3_checkpoint
-    options = dict(
-        pi3_checkpoint=str(path),
-        pi3_config=config,
-        pi3_features="decoder",
-        num_queries=NUM_QUERIES,
-        qformer_layers=1,
-        qformer_heads=2,
-        qformer_hidden_size=16,
-    )
-    torch.manual_seed(0)
-    model, processor = build_unigr(tiny_parts["backbone"], None, encoders={"geometry": options})
-    return model.eval(), processor
+    return _gsm_model(tiny_parts["backbone"], pi3_checkpoint=str(path), pi3_config=config, pi3_features="decoder")
 
 
 def test_decoder_features_load_the_whole_pi3_strictly_and_frozen(decoder_gsm_model, full_pi3_checkpoint) -> None:
@@ -509,8 +490,7 @@ def test_centred_pi3_features_keep_only_what_tells_the_samples_patches_apart(
     from model.encoders import geometry
 
     model, processor = gsm_model
-    options = {"pi3_checkpoint": str(pi3_checkpoint), "pi3_config": PI3_TINY, "center_tokens": center}
-    options |= {"num_queries": NUM_QUERIES, "qformer_layers": 1, "qformer_heads": 2, "qformer_hidden_size": 16}
+    options = {"pi3_checkpoint": str(pi3_checkpoint), "pi3_config": PI3_TINY, "center_tokens": center, **TINY_GSM}
     encoder = GeometryEncoder.from_options(
         options, model.config.backbone_config.get_text_config().hidden_size, model.config.backbone_config
     )
