@@ -33,15 +33,7 @@ def appended_tokens(predictor: UniGRAnswerPredictor, sample) -> torch.Tensor:
     """``(num_queries, D)``: what the model's input assembly writes into ``sample``'s ``<geometry>`` placeholders."""
     model = predictor.model
     inputs, _ = predictor.llm_inputs(sample)
-    embeds = model.input_assembly(
-        model.backbone.model,
-        inputs["input_ids"],
-        attention_mask=inputs.get("attention_mask"),
-        pixel_values_videos=inputs.get("pixel_values_videos"),
-        video_grid_thw=inputs.get("video_grid_thw"),
-        batch=inputs,
-        token_ids=model.placeholder_token_ids(),
-    )
+    embeds, _ = model.assemble(inputs["input_ids"], inputs)  # (1, L, D)
     return embeds[0, inputs["input_ids"][0] == model.placeholder_token_ids()[GEOMETRY_PLACEHOLDER]].float()
 
 
