@@ -22,7 +22,16 @@ from utils.dynamic.qa_templates import (
     ratio_bin,
 )
 from utils.scene3d.geometry import depth_to_points
-from utils.synthetic.dynamic_formats import DSR_BENCH_SCHEMA, TRAINING_FILE, TRAINING_SUBSET, generate_split
+from utils.synthetic.dynamic_formats import (
+    DSR_BENCH_SCHEMA,
+    TRAINING_FILE,
+    TRAINING_SUBSET,
+    generate_split,
+    read_world,
+    split_queries,
+    write_world,
+)
+from utils.synthetic.dynamic_selection import query_cells, query_frames
 from utils.synthetic.dynamic_world import (
     ARENA_RADIUS,
     OBJECT_GAP,
@@ -295,3 +304,62 @@ def test_questions_about_one_video_are_asked_in_turn_in_one_sample(tmp_path):
     assert sorted(asked) == list(range(len(single)))  # every question once
     with pytest.raises(ValueError, match="questions_per_sample"):
         LLaVAVideoDataset(tmp_path, num_frames=4, sources=("dsr_synthetic",), questions_per_sample=0)
+
+
+def test_a_written_world_reads_back_field_for_field(tmp_path):
+    world = make_world(5, "eval", 0, CONFIG)
+    write_world(tmp_path / f"{world.video_id}.npz", world)
+    read = read_world(tmp_path / f"{world.video_id}.npz")
+    assert (read.video_id, read.kinds, read.colours, read.num_video_frames) == (
+        world.video_id,
+        world.kinds,
+        world.colours,
+        world.num_video_frames,
+    )
+    for name in ("radii", "positions", "yaws", "camera_poses", "intrinsics", "timestamps"):
+        np.testing.assert_array_equal(getattr(read, name), getattr(world, name))
+
+
+def test_split_queries_recover_what_every_written_question_is_about(tmp_path):
+    generate_split(tmp_path, "eval", 2, seed=11)
+    queries = split_queries("eval", 11, 2)
+    rows = pq.read_table(tmp_path / "benchmark.parquet").to_pylist()
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    for row, record in zip(rows, truth, strict=True):
+        query = queries[(row["videoID"], row["question"])]
+        assert query.question_type == row["task_type"]
+        assert (list(query.targets), list(query.frames), query.observer) == (
+            record["targets"],
+            record["frames"],
+            record["observer"],
+        )
+
+
+def test_query_cells_are_the_tokens_that_show_the_asked_objects(rendered_worlds):
+    checked = 0
+    for world, frames in rendered_worlds:
+        questions, _ = generate_questions(world.scene(), room_rng(5, "eval", 0, 2))
+        height, width = frames.colors.shape[1:3]
+        rows, columns = 4, 5  # a merged grid of 4 x 5 tokens over the frame
+        for question in questions:
+            query = question.query
+            cells = query_cells(world, query, (height, width), (CONFIG.num_frames // 2, rows, columns))
+            objects = {*query.targets, *([query.observer] if query.observer is not None else [])}
+            frames_asked = query_frames(query, world.num_video_frames)
+            assert cells and all(cell // (rows * columns) in {f // 2 for f in frames_asked} for cell in cells)
+            for cell in cells:  # each cell shows a pixel of an asked object in one of its slot's asked frames
+                slot, row, column = cell // (rows * columns), cell // columns % rows, cell % columns
+                block = (
+                    slice(row * height // rows, (row + 1) * height // rows),
+                    slice(column * width // columns, (column + 1) * width // columns),
+                )
+                shown = {
+                    int(k) % len(world.kinds)
+                    for f in frames_asked
+                    if f // 2 == slot
+                    for k in np.unique(frames.instances[f][block])
+                    if k >= 0
+                }
+                assert shown & objects, (question.question, cell)
+                checked += 1
+    assert checked > 20

@@ -510,3 +510,24 @@ def test_centred_pi3_features_keep_only_what_tells_the_samples_patches_apart(
     in_proj = encoder.geometry_qformer.layers[0].cross_attention.in_proj_weight.detach()
     xavier = (2.0 / sum(in_proj.shape)) ** 0.5
     assert abs(float(in_proj.std()) - xavier) < 0.2 * xavier
+
+
+def test_a_batch_of_padded_questions_selects_what_each_sample_selects_alone(positioned_gsm_model) -> None:
+    """``select_batch`` (the GSM probe's batched path) reads only each question's real tokens: padding changes nothing,
+    and its attention over the geometry tokens is a distribution per query."""
+    torch.manual_seed(0)
+    encoder = positioned_gsm_model[0].input_assembly.encoders["geometry"]
+    width = positioned_gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    questions = [torch.randn(5, width), torch.randn(3, width)]
+    geometry = torch.randn(2, 12, width)
+    codes = encoder.token_codes([2, 4, 6], seconds_per_slot=0.5)
+    padded = torch.zeros(2, 5, width)
+    padded[0], padded[1, :3] = questions[0], questions[1]
+    padded[1, 3:] = 100.0  # padding that would change the answer if it were read
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    with torch.no_grad():
+        tokens, attention = encoder.select_batch(padded, geometry, codes, mask)
+        for sample, question in enumerate(questions):
+            torch.testing.assert_close(tokens[sample], encoder.select(question, geometry[sample], codes))
+    assert tokens.shape == (2, NUM_QUERIES, width) and attention.shape == (2, NUM_QUERIES, 12)
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, NUM_QUERIES))

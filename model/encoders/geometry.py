@@ -80,13 +80,18 @@ class QFormerLayer(nn.Module):
             nn.Linear(hidden_size, mlp_ratio * hidden_size), nn.GELU(), nn.Linear(mlp_ratio * hidden_size, hidden_size)
         )
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """``(B, N, H)`` queries, ``(B, M, H)`` memory -> ``(B, N, H)``."""
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N, H)`` queries, ``(B, M, H)`` memory (``memory_mask`` ``(B, M)`` bool: the entries to read, default
+        all) -> ``(B, N, H)`` queries and ``(B, N, M)`` their cross-attention weights (mean over heads)."""
         normed = self.self_norm(queries)
         queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
         memory = self.memory_norm(memory)
-        queries = queries + self.cross_attention(self.cross_norm(queries), memory, memory, need_weights=False)[0]
-        return queries + self.mlp(self.mlp_norm(queries))
+        ignored = None if memory_mask is None else ~memory_mask
+        read, weights = self.cross_attention(self.cross_norm(queries), memory, memory, key_padding_mask=ignored)
+        queries = queries + read
+        return queries + self.mlp(self.mlp_norm(queries)), weights
 
 
 class QFormer(nn.Module):
@@ -98,11 +103,14 @@ class QFormer(nn.Module):
             raise ValueError(f"a Q-Former needs at least one layer, got {num_layers}")
         self.layers = nn.ModuleList(QFormerLayer(hidden_size, num_heads) for _ in range(num_layers))
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """``(B, N, H)`` queries, ``(B, M, H)`` memory -> ``(B, N, H)``."""
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N, H)`` queries, ``(B, M, H)`` memory, optional ``(B, M)`` mask of the entries to read ->
+        ``(B, N, H)`` queries and the last layer's ``(B, N, M)`` cross-attention weights."""
         for layer in self.layers:
-            queries = layer(queries, memory)
-        return queries
+            queries, weights = layer(queries, memory, memory_mask)
+        return queries, weights
 
 
 @register_encoder("geometry")
@@ -205,18 +213,25 @@ class GeometryEncoder(InputEncoder):
     def geometry_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """``(T, 3, h * 14, w * 14)`` frames in ``[0, 1]`` -> ``(ceil(T / 2) * h / 2 * w / 2, D)`` geometry tokens,
         one per Qwen merged video token, in Qwen's order."""
-        with torch.no_grad():
-            if self.pi3_features == "decoder":
-                patches = self.pi3.decoder_tokens(frames[None])[0]  # (T, h, w, 2C), every frame seeing the others
-            else:
-                patches = encode_frames(self.pi3, frames)  # (T, h, w, C)
+        return self.merge_groups(self.pi3_groups(frames))
+
+    @torch.no_grad()
+    def pi3_groups(self, frames: torch.Tensor) -> torch.Tensor:
+        """The frozen half of :meth:`geometry_tokens`: ``(T, 3, h * 14, w * 14)`` frames -> Pi3's patch features
+        (centred with ``center_tokens``) grouped like Qwen's merged video tokens, ``(N, 8, C)``."""
+        if self.pi3_features == "decoder":
+            patches = self.pi3.decoder_tokens(frames[None])[0]  # (T, h, w, 2C), every frame seeing the others
+        else:
+            patches = encode_frames(self.pi3, frames)  # (T, h, w, C)
         if self.center_tokens:  # what tells this sample's tokens apart, without the component they all share
             patches = patches - patches.mean(dim=(0, 1, 2), keepdim=True)
-        groups = group_like_qwen(
-            patches, self.visual_tokens.temporal_patch_size, self.visual_tokens.spatial_merge_size
-        )  # (N, 8, C)
+        return group_like_qwen(patches, self.visual_tokens.temporal_patch_size, self.visual_tokens.spatial_merge_size)
+
+    def merge_groups(self, groups: torch.Tensor) -> torch.Tensor:
+        """The trained half of :meth:`geometry_tokens`: ``(..., N, 8, C)`` :meth:`pi3_groups` -> ``(..., N, D)``
+        geometry tokens through the spatial merger."""
         groups = self.patch_norm(groups.to(self.patch_norm.weight.dtype))
-        return self.spatial_merger(groups.flatten(1))  # (N, D)
+        return self.spatial_merger(groups.flatten(-2))
 
     def token_codes(self, grid: list[int], seconds_per_slot: float) -> torch.Tensor:
         """``(N, H)`` parameter-free codes of the geometry tokens of a video grid ``(slots, h, w)`` (``h``, ``w``
@@ -244,17 +259,31 @@ class GeometryEncoder(InputEncoder):
     def select(self, question: torch.Tensor, geometry: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
         """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens (and, with ``token_positions``, their ``(N, H)``
         :meth:`token_codes`) -> ``(num_queries, D)`` appended tokens."""
+        return self.select_batch(question[None], geometry[None], codes)[0][0]
+
+    def select_batch(
+        self,
+        question: torch.Tensor,
+        geometry: torch.Tensor,
+        codes: torch.Tensor | None = None,
+        question_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`select` for ``B`` samples of one video grid: ``(B, Q, D)`` question embeddings (``question_mask``
+        ``(B, Q)``: the real tokens of padded questions), ``(B, N, D)`` geometry tokens, their ``(N, H)`` codes ->
+        ``(B, num_queries, D)`` appended tokens and Q-Former 2's last ``(B, num_queries, N)`` attention over the
+        geometry tokens (what the queries selected)."""
         dtype = self.queries.dtype
-        question = self.question_proj(question.to(dtype))[None]  # (1, Q, H)
-        geometry = self.geometry_proj(geometry.to(dtype))[None]  # (1, N, H)
+        question = self.question_proj(question.to(dtype))  # (B, Q, H)
+        geometry = self.geometry_proj(geometry.to(dtype))  # (B, N, H)
         if self.position_proj is not None:
             if codes is None:
                 raise ValueError("a GSM with token_positions needs the geometry tokens' codes")
             geometry = geometry + self.position_proj(codes.to(dtype))[None]
             question = question + self.question_position_proj(self.question_codes(question.shape[1]).to(dtype))[None]
-        asked = self.question_qformer(self.queries[None], question)  # (1, num_queries, H)
-        selected = self.geometry_qformer(asked, geometry)  # (1, num_queries, H)
-        return self.output_proj(self.output_norm(selected[0]))
+        queries = self.queries[None].expand(len(question), -1, -1)
+        asked, _ = self.question_qformer(queries, question, question_mask)  # (B, num_queries, H)
+        selected, attention = self.geometry_qformer(asked, geometry)  # (B, num_queries, H), (B, num_queries, N)
+        return self.output_proj(self.output_norm(selected)), attention
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
         placeholder = context.token_ids[self.placeholder]

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from utils.dynamic.qa_templates import Question, balance_types, generate_questions
+from utils.dynamic.qa_templates import Query, Question, balance_types, generate_questions
 from utils.synthetic.dynamic_world import DynamicWorld, DynamicWorldConfig, make_world, render_world
 from utils.synthetic.rooms import room_rng
 from utils.video.encode import write_video
@@ -92,6 +92,35 @@ def write_world(path: Path, world: DynamicWorld) -> None:
         timestamps=world.timestamps,
         num_video_frames=world.num_video_frames,
     )
+
+
+def read_world(path: Path) -> DynamicWorld:
+    """A world written by :func:`write_world`."""
+    with np.load(path) as saved:
+        return DynamicWorld(
+            video_id=Path(path).stem,
+            kinds=[str(kind) for kind in saved["kinds"]],
+            colours=[str(colour) for colour in saved["colours"]],
+            radii=saved["radii"],
+            positions=saved["positions"],
+            yaws=saved["yaws"],
+            camera_poses=saved["camera_poses"],
+            intrinsics=saved["intrinsics"],
+            timestamps=saved["timestamps"],
+            num_video_frames=int(saved["num_video_frames"]),
+        )
+
+
+def split_queries(split: str, seed: int, count: int, questions_per_type: int = 1) -> dict[tuple[str, str], Query]:
+    """``{(video_id, question text): Query}`` of every question :func:`generate_split` asks about the ``count`` worlds
+    of ``split`` at generation seed ``seed``, recomputed from the worlds alone (nothing is rendered): what each
+    question is about, which the training conversations do not carry."""
+    queries = {}
+    for index in range(count):
+        world = make_world(seed, split, index)
+        questions, _ = generate_questions(world.scene(), room_rng(seed, split, index, 2), questions_per_type)
+        queries.update({(world.video_id, question.question): question.query for question in questions})
+    return queries
 
 
 def _ground_truth(video_id: str, question: Question) -> dict:
