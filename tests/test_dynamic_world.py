@@ -28,7 +28,7 @@ from utils.synthetic.dynamic_formats import (
     TRAINING_SUBSET,
     generate_split,
     read_world,
-    split_queries,
+    split_questions,
     write_world,
 )
 from utils.synthetic.dynamic_selection import query_cells, query_frames
@@ -320,14 +320,16 @@ def test_a_written_world_reads_back_field_for_field(tmp_path):
         np.testing.assert_array_equal(getattr(read, name), getattr(world, name))
 
 
-def test_split_queries_recover_what_every_written_question_is_about(tmp_path):
+def test_split_questions_recover_what_every_written_question_is_about_and_its_value(tmp_path):
     generate_split(tmp_path, "eval", 2, seed=11)
-    queries = split_queries("eval", 11, 2)
+    questions = split_questions("eval", 11, 2)
     rows = pq.read_table(tmp_path / "benchmark.parquet").to_pylist()
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
     for row, record in zip(rows, truth, strict=True):
-        query = queries[(row["videoID"], row["question"])]
-        assert query.question_type == row["task_type"]
+        question = questions[(row["videoID"], row["question"])]
+        query = question.query
+        assert query.question_type == row["task_type"] and question.answer == row["answer"]
+        assert question.value == record["value"]
         assert (list(query.targets), list(query.frames), query.observer) == (
             record["targets"],
             record["frames"],

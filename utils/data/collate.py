@@ -323,11 +323,16 @@ def geometry_step(collator: SampleCollator, samples: list[Sample], batch: dict) 
         if grid is None:
             frames.append(None)
             continue
-        video = torch.from_numpy(np.ascontiguousarray(sample.frames)).permute(0, 3, 1, 2).float() / 255.0
-        size = (grid[1] * patch, grid[2] * patch)
-        resized = F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False)
-        frames.append(resized.clamp(0.0, 1.0))
+        frames.append(resize_geometry_frames(sample.frames, grid, patch))
     batch["geometry_frames"] = frames
+
+
+def resize_geometry_frames(frames: np.ndarray, grid: list[int], patch: int) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, grid_h * patch, grid_w * patch)`` float in ``[0, 1]`` (bilinear,
+    antialiased): a video's frames as the geometry encoder reads them for its Qwen grid ``(t, h, w)``."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    size = (grid[1] * patch, grid[2] * patch)
+    return F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0.0, 1.0)
 
 
 def question_mask(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:

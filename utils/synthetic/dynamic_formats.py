@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from utils.dynamic.qa_templates import Query, Question, balance_types, generate_questions
+from utils.dynamic.qa_templates import Question, balance_types, generate_questions
 from utils.synthetic.dynamic_world import DynamicWorld, DynamicWorldConfig, make_world, render_world
 from utils.synthetic.rooms import room_rng
 from utils.video.encode import write_video
@@ -111,16 +111,18 @@ def read_world(path: Path) -> DynamicWorld:
         )
 
 
-def split_queries(split: str, seed: int, count: int, questions_per_type: int = 1) -> dict[tuple[str, str], Query]:
-    """``{(video_id, question text): Query}`` of every question :func:`generate_split` asks about the ``count`` worlds
-    of ``split`` at generation seed ``seed``, recomputed from the worlds alone (nothing is rendered): what each
-    question is about, which the training conversations do not carry."""
-    queries = {}
+def split_questions(
+    split: str, seed: int, count: int, questions_per_type: int = 1
+) -> dict[tuple[str, str], Question]:
+    """``{(video_id, question text): Question}`` of every question :func:`generate_split` asks about the ``count``
+    worlds of ``split`` at generation seed ``seed`` (before balancing), recomputed from the worlds alone (nothing is
+    rendered): what each question is about and its exact value, which the training conversations do not carry."""
+    questions = {}
     for index in range(count):
         world = make_world(seed, split, index)
-        questions, _ = generate_questions(world.scene(), room_rng(seed, split, index, 2), questions_per_type)
-        queries.update({(world.video_id, question.question): question.query for question in questions})
-    return queries
+        asked, _ = generate_questions(world.scene(), room_rng(seed, split, index, 2), questions_per_type)
+        questions.update({(world.video_id, question.question): question for question in asked})
+    return questions
 
 
 def _ground_truth(video_id: str, question: Question) -> dict:

@@ -1,0 +1,375 @@
+"""The GSM alone: can it answer a synthetic DSR question from Pi3's geometry and the question, with no LLM?
+
+A diagnostic for the DSR quick start (issue 16): when the GSM model scores what the same model scores with another
+video's geometry, either the GSM passes on nothing or the LLM does not read it. This script takes the LLM out. It
+builds the UniGR model of ``--config`` (its ``model.encoders.geometry`` block: the GSM and the frozen Pi3) and
+trains only the GSM, on the training split of a ``generate_synthetic_dynamic.py`` dataset, with a small head on the
+mean of its appended tokens:
+
+* ``--target answer``: the right option among the four (each option's tokens, embedded by the model's frozen input
+  embeddings, read by a GRU; a score per option from the GSM's output and the option);
+* ``--target value``: the question's exact value without the options (``Question.value``: the direction's sector
+  among :data:`~utils.dynamic.qa_templates.DIRECTIONS`, or the log of a distance, speed or speed ratio), one output
+  per question type.
+
+The question is the user turn the model reads (DSR-Bench's wording, options and instruction), embedded by the
+model's frozen input embeddings, as Q-Former 1 reads it in the model. ``--selection-weight`` adds a target for
+where Q-Former 2 looks: the cross-entropy of its last layer's attention (mean over queries) against the geometry
+tokens that show the question's objects at its frames (:func:`utils.synthetic.dynamic_selection.query_cells`,
+from the saved worlds). Pi3's grouped features are computed once per video (``<out>/pi3_<split>.pt``, reused).
+
+The evaluated split is scored with each question's own geometry and with another evaluated video's
+(:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
+what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens (own and
+swapped). Results go to ``<out>/metrics.json`` and the console; the loss curve to TensorBoard (``<out>/tb``).
+
+    python scripts/probe_gsm.py --config configs/quickstart_dynamic.yaml --data-root data/synthetic_dynamic \\
+        --out work_dirs/gsm_probe [--target answer|value] [--steps 1000] [--selection-weight 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from baselines.swapped_geometry import donor_indices  # noqa: E402
+from model.encoders.geometry import GeometryEncoder  # noqa: E402
+from train import build_model  # noqa: E402
+from utils.data.collate import resize_geometry_frames  # noqa: E402
+from utils.data.dsr_bench import dsr_questions, option_text  # noqa: E402
+from utils.data.llava_video import question_options  # noqa: E402
+from utils.data.prompts import multiple_choice_question  # noqa: E402
+from utils.dynamic.qa_templates import DIRECTIONS, QUESTION_TYPES  # noqa: E402
+from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read_world, split_questions  # noqa: E402
+from utils.synthetic.dynamic_selection import query_cells  # noqa: E402
+from utils.training.config import load_config  # noqa: E402
+from utils.video.clip import read_clip  # noqa: E402
+from utils.video.model_inputs import qwen_video  # noqa: E402
+
+TARGETS = ("answer", "value")
+HEAD_WIDTH = 256
+"""Hidden width of the answer head."""
+
+
+@dataclass
+class ProbeQuestion:
+    """One question: its video, the user turn, its options' texts, the right option, its type, exact value and the
+    geometry tokens it is about."""
+
+    video: str
+    prompt: str
+    options: list[str]
+    answer: int
+    question_type: str
+    value: float | str
+    cells: list[int]
+
+
+def video_groups(encoder: GeometryEncoder, processor, path: Path) -> tuple[torch.Tensor, list[int]]:
+    """``(N, 8, C)`` Pi3 groups of every frame of the video at ``path``, at Qwen's size, and its ``(t, h, w)`` grid."""
+    clip = read_clip(path)
+    frames = np.stack(clip.frames)
+    grid = processor.video_processor(videos=[frames], return_tensors="pt")["video_grid_thw"][0].tolist()
+    resized = resize_geometry_frames(frames, grid, processor.video_processor.patch_size)
+    return encoder.pi3_groups(resized), grid
+
+
+def pi3_cache(encoder: GeometryEncoder, processor, videos: dict[str, Path], path: Path) -> dict:
+    """``{"groups": {video: (N, 8, C)}, "grid": [t, h, w], "frame_size": [H, W], "seconds_per_slot": s}`` of ``videos``
+    (Qwen's grid and slot length, one for all), read from ``path`` when it holds them."""
+    if path.is_file():
+        cache = torch.load(path, weights_only=True)
+        if set(cache["groups"]) == set(videos):
+            return cache
+    groups, shapes = {}, set()
+    for name, video in tqdm(sorted(videos.items()), desc=f"Pi3 features -> {path.name}"):
+        clip = read_clip(video)
+        frames = np.stack(clip.frames)  # (T, H, W, 3) uint8
+        qwen = qwen_video(frames, clip.timestamps, processor.video_processor)
+        grid = qwen.video_grid_thw.tolist()
+        groups[name] = encoder.pi3_groups(resize_geometry_frames(frames, grid, processor.video_processor.patch_size))
+        shapes.add((*grid, *frames.shape[1:3], round(qwen.second_per_grid_ts, 6)))
+    if len(shapes) != 1:
+        raise ValueError(f"{path.name}: the probe needs one grid, frame size and frame rate; the videos have {shapes}")
+    shape = shapes.pop()
+    cache = {"groups": groups, "grid": list(shape[:3]), "frame_size": list(shape[3:5]), "seconds_per_slot": shape[5]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(cache, path)
+    return cache
+
+
+def split_probe_questions(root: Path, split: str, generation: dict, cache: dict, temporal: int) -> list[ProbeQuestion]:
+    """The questions of ``split`` (``train``: the training conversations, ``eval``: the DSR-Bench parquet) of the
+    dataset at ``root`` (``generation.json`` beside the splits), with their exact values and the tokens of ``cache``'s
+    grid that show what each is about."""
+    count = generation["train_videos" if split == "train" else "eval_videos"]
+    truths = split_questions(split, generation["split_seeds"][split], count, generation["questions_per_type"])
+    asked = []
+    if split == "train":
+        for item in json.loads((root / "train" / TRAINING_SUBSET / TRAINING_FILE).read_text()):
+            text = item["conversations"][0]["value"].removeprefix("<video>\n")
+            letter = item["conversations"][1]["value"].strip()
+            asked.append((Path(item["video"]).stem, text.split("\n")[0], question_options(text), letter))
+    else:
+        for row in dsr_questions(root / "eval"):
+            asked.append((row.meta["video"], row.question, list(row.options), row.answers[0]))
+    slots, height, width = cache["grid"]
+    merge = 2  # Qwen2.5-VL's spatial merge
+    worlds, questions = {}, []
+    for video, question, options, letter in asked:
+        truth = truths.get((video, question))
+        if truth is None:
+            raise ValueError(f"{root / split}: {video} asks {question!r}, which its world does not generate")
+        if video not in worlds:
+            worlds[video] = read_world(root / split / "worlds" / f"{video}.npz")
+        grid = (slots, height // merge, width // merge)
+        cells = query_cells(worlds[video], truth.query, tuple(cache["frame_size"]), grid, temporal)
+        questions.append(
+            ProbeQuestion(
+                video=video,
+                prompt=multiple_choice_question(question, options),
+                options=[option_text(option) for option in options],
+                answer=ord(letter) - ord("A"),
+                question_type=truth.question_type,
+                value=truth.value,
+                cells=cells,
+            )
+        )
+    return questions
+
+
+class ProbeHead(nn.Module):
+    """What the probe reads off the GSM's mean appended token ``(B, D)``: option scores ``(B, 4)`` (``answer``) or
+    per question type 8 direction logits and one log value ``(B, types, 9)`` (``value``)."""
+
+    def __init__(self, target: str, width: int, embeddings: nn.Embedding):
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.target, self.embeddings = target, embeddings
+        self.option_reader = nn.GRU(width, width, batch_first=True) if target == "answer" else None
+        self.scorer = (
+            nn.Sequential(nn.Linear(3 * width, HEAD_WIDTH), nn.GELU(), nn.Linear(HEAD_WIDTH, 1))
+            if target == "answer"
+            else nn.Linear(width, len(QUESTION_TYPES) * (len(DIRECTIONS) + 1))
+        )
+
+    def forward(self, gsm: torch.Tensor, options: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if self.target == "value":
+            return self.scorer(gsm).view(len(gsm), len(QUESTION_TYPES), len(DIRECTIONS) + 1)
+        ids, lengths = options  # (B * 4, L) padded option tokens, (B * 4,) lengths
+        read, _ = self.option_reader(self.embeddings(ids))
+        option = read[torch.arange(len(ids)), lengths - 1].view(len(gsm), 4, -1)  # each option's last state
+        gsm = gsm[:, None].expand_as(option)
+        return self.scorer(torch.cat([gsm, option, gsm * option], dim=-1))[..., 0]
+
+
+def value_loss(outputs: torch.Tensor, questions: list[ProbeQuestion]) -> torch.Tensor:
+    """Mean over the questions: the direction's cross-entropy, or the squared error of the log value."""
+    terms = []
+    for output, question in zip(outputs, questions):
+        row = output[QUESTION_TYPES.index(question.question_type)]
+        if isinstance(question.value, str):
+            terms.append(F.cross_entropy(row[None, :-1], torch.tensor([DIRECTIONS.index(question.value)])))
+        else:
+            terms.append((row[-1] - math.log(max(question.value, 1e-3))) ** 2)
+    return torch.stack(terms).mean()
+
+
+def selection_loss(attention: torch.Tensor, questions: list[ProbeQuestion]) -> torch.Tensor | None:
+    """``-log`` of the share of Q-Former 2's attention (mean over queries) on each question's cells, averaged over the
+    questions that have cells (``None`` if none has)."""
+    terms = [
+        -torch.log(weights.mean(0)[question.cells].sum() + 1e-6)
+        for weights, question in zip(attention, questions)
+        if question.cells
+    ]
+    return torch.stack(terms).mean() if terms else None
+
+
+class GSMProbe:
+    """The GSM of a UniGR model, its frozen input embeddings and tokenizer, and a :class:`ProbeHead`."""
+
+    def __init__(self, model, processor, target: str):
+        self.encoder: GeometryEncoder = model.input_assembly.encoders["geometry"]
+        self.embeddings = model.backbone.get_input_embeddings().requires_grad_(False)
+        self.tokenizer = processor.tokenizer
+        width = self.embeddings.weight.shape[1]
+        self.head = ProbeHead(target, width, self.embeddings)
+        self._tokens: dict[str, list[int]] = {}
+
+    def parameters(self) -> list[nn.Parameter]:
+        trained = [p for name, p in self.encoder.named_parameters() if not name.startswith("pi3.")]
+        return trained + [p for name, p in self.head.named_parameters() if not name.startswith("embeddings.")]
+
+    def tokens(self, text: str) -> list[int]:
+        if text not in self._tokens:
+            self._tokens[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._tokens[text]
+
+    def padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L)`` token ids of ``texts`` (0 after each end) and the ``(B, L)`` mask of the real ones."""
+        ids = [self.tokens(text) for text in texts]
+        length = max(map(len, ids))
+        padded, mask = torch.zeros(len(ids), length, dtype=torch.long), torch.zeros(len(ids), length, dtype=torch.bool)
+        for row, tokens in enumerate(ids):
+            padded[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), True
+        return padded, mask
+
+    def __call__(
+        self, questions: list[ProbeQuestion], groups: torch.Tensor, codes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's outputs and Q-Former 2's ``(B, queries, N)`` attention for ``questions`` read with the Pi3 groups
+        ``(B, N, 8, C)``."""
+        ids, mask = self.padded([question.prompt for question in questions])
+        geometry = self.encoder.merge_groups(groups)  # (B, N, D)
+        tokens, attention = self.encoder.select_batch(self.embeddings(ids), geometry, codes, mask)
+        options = None
+        if self.head.target == "answer":
+            option_ids, option_mask = self.padded([option for question in questions for option in question.options])
+            options = (option_ids, option_mask.sum(1))
+        return self.head(tokens.mean(1), options), attention
+
+
+def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
+    """Per question type and overall: accuracy (answers, directions) or R^2 of the log value, and the attention on the
+    asked objects' tokens, each with the question's own geometry and with another video's."""
+    donors = donor_indices([question.video for question in questions])
+    results: dict[str, dict[str, list]] = {"own": defaultdict(list), "swapped": defaultdict(list)}
+    probe.encoder.eval()
+    with torch.no_grad():
+        for start in range(0, len(questions), batch_size):
+            batch = questions[start : start + batch_size]
+            for name, videos in (
+                ("own", [question.video for question in batch]),
+                ("swapped", [questions[donors[start + k]].video for k in range(len(batch))]),
+            ):
+                groups = torch.stack([cache["groups"][video] for video in videos])
+                outputs, attention = probe(batch, groups, codes)
+                for question, output, weights in zip(batch, outputs, attention):
+                    scores = results[name]
+                    if question.cells:
+                        scores["attention_on_asked"].append(float(weights.mean(0)[question.cells].sum()))
+                    scores[question.question_type].append(_score(probe.head.target, output, question))
+    probe.encoder.train()
+    return {name: _summary(scores) for name, scores in results.items()}
+
+
+def _score(target: str, output: torch.Tensor, question: ProbeQuestion):
+    if target == "answer":
+        return float(int(output.argmax()) == question.answer)
+    row = output[QUESTION_TYPES.index(question.question_type)]
+    if isinstance(question.value, str):
+        return float(DIRECTIONS[int(row[:-1].argmax())] == question.value)
+    return (float(row[-1]), math.log(max(question.value, 1e-3)))
+
+
+def _summary(scores: dict[str, list]) -> dict[str, float]:
+    summary, correct = {}, []
+    for name, values in sorted(scores.items()):
+        if values and isinstance(values[0], tuple):  # (predicted, true) log values: R^2
+            predicted, true = np.array(values).T
+            summary[f"{name}_r2"] = round(float(1 - ((predicted - true) ** 2).mean() / max(true.var(), 1e-12)), 3)
+        else:
+            summary[name] = round(float(np.mean(values)), 3)
+            correct += values if name != "attention_on_asked" else []
+    if correct:
+        summary["accuracy"] = round(float(np.mean(correct)), 3)
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart_dynamic.yaml")
+    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic_dynamic"))
+    parser.add_argument("--out", type=Path, default=Path("work_dirs/gsm_probe"))
+    parser.add_argument("--target", choices=TARGETS, default="answer")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--selection-weight", type=float, default=0.0, help="weight of the selection target (0: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a config override")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    cfg = load_config(str(args.config), args.override)
+    if not cfg.model.encoders.get("geometry"):
+        raise ValueError(f"{args.config}: model.encoders.geometry is not set; the probe trains the GSM")
+    model, processor = build_model(cfg, torch.float32)
+    probe = GSMProbe(model, processor, args.target)
+    temporal = probe.encoder.visual_tokens.temporal_patch_size
+    generation = json.loads((args.data_root / "generation.json").read_text())
+    data, caches = {}, {}
+    for split in ("train", "eval"):
+        folder = args.data_root / split / (f"{TRAINING_SUBSET}/videos" if split == "train" else "videos")
+        videos = {path.stem: path for path in folder.glob("*.mp4")}
+        caches[split] = pi3_cache(probe.encoder, processor, videos, args.out / f"pi3_{split}.pt")
+        data[split] = split_probe_questions(args.data_root, split, generation, caches[split], temporal)
+    if any(caches["eval"][key] != caches["train"][key] for key in ("grid", "seconds_per_slot")):
+        raise ValueError("the training and evaluated videos have different grids or frame rates")
+    grid, seconds = caches["train"]["grid"], caches["train"]["seconds_per_slot"]
+    codes = probe.encoder.token_codes(grid, seconds) if probe.encoder.position_proj is not None else None
+    parameters = probe.parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.03)
+    writer = SummaryWriter(args.out / "tb")
+    train = data["train"]
+    for step in (bar := tqdm(range(args.steps), desc="GSM probe")):
+        batch = rng.sample(train, args.batch_size)
+        groups = torch.stack([caches["train"]["groups"][question.video] for question in batch])
+        outputs, attention = probe(batch, groups, codes)
+        if args.target == "answer":
+            task = F.cross_entropy(outputs, torch.tensor([question.answer for question in batch]))
+        else:
+            task = value_loss(outputs, batch)
+        loss = task
+        selection = selection_loss(attention, batch) if args.selection_weight else None
+        if selection is not None:
+            loss = loss + args.selection_weight * selection
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        writer.add_scalar("loss/task", task.item(), step)
+        if selection is not None:
+            writer.add_scalar("loss/selection", selection.item(), step)
+        bar.set_postfix(task=f"{task.item():.3f}")
+    writer.close()
+    results = evaluate(probe, data["eval"], caches["eval"], codes, args.batch_size)
+    metrics = {"target": args.target, "steps": args.steps, "selection_weight": args.selection_weight, **results}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    print(_table(results))
+    return metrics
+
+
+def _table(results: dict) -> str:
+    lines = ["| | own geometry | another video's geometry |", "|---|---:|---:|"]
+    for name in results["own"]:
+        lines.append(f"| {name} | {results['own'][name]:.3f} | {results['swapped'][name]:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

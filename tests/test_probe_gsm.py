@@ -1,0 +1,55 @@
+"""The GSM probe trains the GSM alone on a synthetic DSR split and scores it with its own and another video's
+geometry (tiny budget here; the measured runs are in the README's "Dynamic spatial reasoning")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scripts import probe_gsm
+from scripts.generate_synthetic_dynamic import main as generate_main
+from utils.dynamic.qa_templates import QUESTION_TYPES
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("probe") / "data"
+    generate_main(["--out", str(root), "--train-videos", "3", "--eval-videos", "2", "--seed", "4"])
+    return root
+
+
+@pytest.mark.parametrize("target", probe_gsm.TARGETS)
+def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(dataset, tmp_path, target) -> None:
+    out = tmp_path / "out"
+    args = ["--data-root", str(dataset), "--out", str(out), "--steps", "2", "--batch-size", "4", "--target", target]
+    metrics = probe_gsm.main([*args, "--selection-weight", "1.0"])
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert set(metrics) >= {"own", "swapped"} and metrics["target"] == target
+    for scores in (metrics["own"], metrics["swapped"]):
+        assert 0.0 <= scores["attention_on_asked"] <= 1.0 and 0.0 <= scores["accuracy"] <= 1.0
+        asked = {name.removesuffix("_r2") for name in scores} & set(QUESTION_TYPES)
+        assert asked and all(name in QUESTION_TYPES for name in asked)
+    assert (out / "pi3_train.pt").is_file() and any((out / "tb").iterdir())
+    cache = torch.load(out / "pi3_eval.pt", weights_only=True)
+    assert cache["grid"] == [8, 8, 10] and cache["frame_size"] == [96, 128] and cache["seconds_per_slot"] == 0.5
+
+
+def test_every_probe_question_knows_its_value_and_the_tokens_that_show_its_objects(dataset, tmp_path) -> None:
+    cache = {"grid": [8, 8, 10], "frame_size": [96, 128]}
+    generation = json.loads((dataset / "generation.json").read_text())
+    questions = probe_gsm.split_probe_questions(dataset, "eval", generation, cache, temporal=2)
+    assert questions and all(question.question_type in QUESTION_TYPES for question in questions)
+    assert all(question.cells and max(question.cells) < 8 * 4 * 5 for question in questions)
+    assert all(question.prompt.count("\n(") == 4 and len(question.options) == 4 for question in questions)
+
+
+def test_a_selection_loss_is_low_where_the_attention_is_on_the_asked_tokens() -> None:
+    question = probe_gsm.ProbeQuestion("v", "q", ["a", "b", "c", "d"], 0, "abs_dis", 1.0, cells=[2, 3])
+    on = torch.zeros(1, 2, 6)
+    on[..., 2] = on[..., 3] = 0.5
+    spread = torch.full((1, 2, 6), 1 / 6)
+    assert probe_gsm.selection_loss(on, [question]) < 1e-4 < probe_gsm.selection_loss(spread, [question])
+    assert probe_gsm.selection_loss(spread, [probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [])]) is None
