@@ -3,11 +3,14 @@
 A diagnostic for the DSR quick start (issue 16): when the GSM model scores what the same model scores with another
 video's geometry, either the GSM passes on nothing or the LLM does not read it. This script takes the LLM out. It
 builds the UniGR model of ``--config`` (its ``model.encoders.geometry`` block: the GSM and the frozen Pi3) and
-trains only the GSM, on the training split of a ``generate_synthetic_dynamic.py`` dataset, with a small head on the
-mean of its appended tokens:
+trains only the GSM, on the training split of a ``generate_synthetic_dynamic.py`` dataset, with a small head on its
+appended tokens (each apart, as the LLM reads them):
 
 * ``--target answer``: the right option among the four (each option's tokens, embedded by the model's frozen input
   embeddings, read by a GRU; a score per option from the GSM's output and the option);
+* ``--target position``: where the question's first target object is, seen from the camera, at the first and the
+  last of its frames (:func:`~utils.synthetic.dynamic_selection.asked_position`: image direction and log depth), what
+  every answer is computed from;
 * ``--target value``: the question's exact value without the options (``Question.value``: the direction's sector
   among :data:`~utils.dynamic.qa_templates.DIRECTIONS`, or the log of a distance, speed or speed ratio), one output
   per question type.
@@ -41,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -57,12 +61,14 @@ from utils.data.llava_video import question_options  # noqa: E402
 from utils.data.prompts import multiple_choice_question  # noqa: E402
 from utils.dynamic.qa_templates import DIRECTIONS, QUESTION_TYPES  # noqa: E402
 from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read_world, split_questions  # noqa: E402
-from utils.synthetic.dynamic_selection import query_cells  # noqa: E402
+from utils.synthetic.dynamic_selection import asked_position, query_cells  # noqa: E402
 from utils.training.config import load_config  # noqa: E402
 from utils.video.clip import read_clip  # noqa: E402
 from utils.video.model_inputs import qwen_video  # noqa: E402
 
-TARGETS = ("answer", "value")
+TARGETS = ("answer", "value", "position")
+POSITION_FIELDS = ("x/z first", "y/z first", "log depth first", "x/z last", "y/z last", "log depth last")
+"""The ``position`` target: :func:`~utils.synthetic.dynamic_selection.asked_position`."""
 HEAD_WIDTH = 256
 """Hidden width of the answer head."""
 
@@ -79,6 +85,7 @@ class ProbeQuestion:
     question_type: str
     value: float | str
     cells: list[int]
+    position: list[float]
 
 
 def video_groups(encoder: GeometryEncoder, processor, path: Path) -> tuple[torch.Tensor, list[int]]:
@@ -149,30 +156,37 @@ def split_probe_questions(root: Path, split: str, generation: dict, cache: dict,
                 question_type=truth.question_type,
                 value=truth.value,
                 cells=cells,
+                position=asked_position(worlds[video], truth.query),
             )
         )
     return questions
 
 
 class ProbeHead(nn.Module):
-    """What the probe reads off the GSM's mean appended token ``(B, D)``: option scores ``(B, 4)`` (``answer``) or
-    per question type 8 direction logits and one log value ``(B, types, 9)`` (``value``)."""
+    """What the probe reads off the GSM's appended tokens ``(B, num_queries, D)``, each apart, as the LLM sees them
+    (a linear map of their concatenation): option scores ``(B, 4)`` (``answer``), per question type 8 direction
+    logits and one log value ``(B, types, 9)`` (``value``), or the asked object's place ``(B, 6)`` (``position``)."""
 
-    def __init__(self, target: str, width: int, embeddings: nn.Embedding):
+    def __init__(self, target: str, num_queries: int, width: int, embeddings: nn.Embedding):
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target, self.embeddings = target, embeddings
-        self.option_reader = nn.GRU(width, width, batch_first=True) if target == "answer" else None
+        self.reader = nn.Sequential(nn.Linear(num_queries * width, HEAD_WIDTH), nn.GELU())
+        self.option_reader = nn.GRU(width, HEAD_WIDTH, batch_first=True) if target == "answer" else None
+        outputs = {"value": len(QUESTION_TYPES) * (len(DIRECTIONS) + 1), "position": len(POSITION_FIELDS)}
         self.scorer = (
-            nn.Sequential(nn.Linear(3 * width, HEAD_WIDTH), nn.GELU(), nn.Linear(HEAD_WIDTH, 1))
+            nn.Sequential(nn.Linear(3 * HEAD_WIDTH, HEAD_WIDTH), nn.GELU(), nn.Linear(HEAD_WIDTH, 1))
             if target == "answer"
-            else nn.Linear(width, len(QUESTION_TYPES) * (len(DIRECTIONS) + 1))
+            else nn.Linear(HEAD_WIDTH, outputs[target])
         )
 
-    def forward(self, gsm: torch.Tensor, options: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, options: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        gsm = self.reader(tokens.flatten(1))  # (B, HEAD_WIDTH)
         if self.target == "value":
             return self.scorer(gsm).view(len(gsm), len(QUESTION_TYPES), len(DIRECTIONS) + 1)
+        if self.target == "position":
+            return self.scorer(gsm)
         ids, lengths = options  # (B * 4, L) padded option tokens, (B * 4,) lengths
         read, _ = self.option_reader(self.embeddings(ids))
         option = read[torch.arange(len(ids)), lengths - 1].view(len(gsm), 4, -1)  # each option's last state
@@ -211,7 +225,7 @@ class GSMProbe:
         self.embeddings = model.backbone.get_input_embeddings().requires_grad_(False)
         self.tokenizer = processor.tokenizer
         width = self.embeddings.weight.shape[1]
-        self.head = ProbeHead(target, width, self.embeddings)
+        self.head = ProbeHead(target, self.encoder.num_appended, width, self.embeddings)
         self._tokens: dict[str, list[int]] = {}
 
     def parameters(self) -> list[nn.Parameter]:
@@ -244,7 +258,7 @@ class GSMProbe:
         if self.head.target == "answer":
             option_ids, option_mask = self.padded([option for question in questions for option in question.options])
             options = (option_ids, option_mask.sum(1))
-        return self.head(tokens.mean(1), options), attention
+        return self.head(tokens, options), attention
 
 
 def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
@@ -266,7 +280,11 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                     scores = results[name]
                     if question.cells:
                         scores["attention_on_asked"].append(float(weights.mean(0)[question.cells].sum()))
-                    scores[question.question_type].append(_score(probe.head.target, output, question))
+                    if probe.head.target == "position":
+                        for field, predicted, true in zip(POSITION_FIELDS, output.tolist(), question.position):
+                            scores[field].append((predicted, true))
+                    else:
+                        scores[question.question_type].append(_score(probe.head.target, output, question))
     probe.encoder.train()
     return {name: _summary(scores) for name, scores in results.items()}
 
@@ -283,7 +301,7 @@ def _score(target: str, output: torch.Tensor, question: ProbeQuestion):
 def _summary(scores: dict[str, list]) -> dict[str, float]:
     summary, correct = {}, []
     for name, values in sorted(scores.items()):
-        if values and isinstance(values[0], tuple):  # (predicted, true) log values: R^2
+        if values and isinstance(values[0], tuple):  # (predicted, true) log values or positions: R^2
             predicted, true = np.array(values).T
             summary[f"{name}_r2"] = round(float(1 - ((predicted - true) ** 2).mean() / max(true.var(), 1e-12)), 3)
         else:
@@ -305,6 +323,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--selection-weight", type=float, default=0.0, help="weight of the selection target (0: off)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write the trained GSM to <out>/gsm.safetensors (model.encoders.geometry.gsm_checkpoint)",
+    )
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     return parser.parse_args(argv)
 
@@ -341,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
         outputs, attention = probe(batch, groups, codes)
         if args.target == "answer":
             task = F.cross_entropy(outputs, torch.tensor([question.answer for question in batch]))
+        elif args.target == "position":
+            task = F.mse_loss(outputs, torch.tensor([question.position for question in batch]))
         else:
             task = value_loss(outputs, batch)
         loss = task
@@ -357,6 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
             writer.add_scalar("loss/selection", selection.item(), step)
         bar.set_postfix(task=f"{task.item():.3f}")
     writer.close()
+    if args.save:
+        save_file(probe.encoder.gsm_state_dict(), str(args.out / "gsm.safetensors"))
     results = evaluate(probe, data["eval"], caches["eval"], codes, args.batch_size)
     metrics = {"target": args.target, "steps": args.steps, "selection_weight": args.selection_weight, **results}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

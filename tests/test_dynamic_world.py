@@ -31,7 +31,7 @@ from utils.synthetic.dynamic_formats import (
     split_questions,
     write_world,
 )
-from utils.synthetic.dynamic_selection import query_cells, query_frames
+from utils.synthetic.dynamic_selection import asked_position, query_cells, query_frames
 from utils.synthetic.dynamic_world import (
     ARENA_RADIUS,
     OBJECT_GAP,
@@ -365,3 +365,25 @@ def test_query_cells_are_the_tokens_that_show_the_asked_objects(rendered_worlds)
                 assert shown & objects, (question.question, cell)
                 checked += 1
     assert checked > 20
+
+
+def test_the_asked_position_is_where_the_rendered_target_is_seen(rendered_worlds):
+    seen = []
+    for world, frames in rendered_worlds:
+        questions, _ = generate_questions(world.scene(), room_rng(5, "eval", 0, 2))
+        focal, (cx, cy) = frames.intrinsics[0, 0], frames.intrinsics[:2, 2]
+        for question in questions:
+            query = question.query
+            position = asked_position(world, query)
+            for frame, (ratio_x, ratio_y, log_depth) in zip(
+                (query.frames[0], query.frames[-1]), np.reshape(position, (2, 3))
+            ):
+                frame = min(frame, world.num_video_frames - 1)
+                u, v = round(focal * ratio_x + cx), round(focal * ratio_y + cy)
+                if not (0 <= v < frames.depths.shape[1] and 0 <= u < frames.depths.shape[2]):
+                    continue
+                target = query.targets[0]
+                shown = frames.instances[frame, v, u] == target
+                radius = world.radii[target]
+                seen.append(shown and abs(frames.depths[frame, v, u] - (np.exp(log_depth) - radius)) < 0.6 * radius)
+    assert len(seen) > 20 and np.mean(seen) > 0.8  # the rest: hidden behind another object

@@ -531,3 +531,28 @@ def test_a_batch_of_padded_questions_selects_what_each_sample_selects_alone(posi
             torch.testing.assert_close(tokens[sample], encoder.select(question, geometry[sample], codes))
     assert tokens.shape == (2, NUM_QUERIES, width) and attention.shape == (2, NUM_QUERIES, 12)
     torch.testing.assert_close(attention.sum(-1), torch.ones(2, NUM_QUERIES))
+
+
+def test_a_new_gsm_starts_from_a_gsm_checkpoint_and_its_saved_model_loads_without_it(
+    tiny_parts, pi3_checkpoint, tmp_path
+) -> None:
+    """``gsm_checkpoint`` (what ``scripts/probe_gsm.py --save`` writes) sets every GSM weight of a newly added GSM; the
+    saved UniGR model then brings its own weights, so it loads with the file gone; a GSM of other sizes is refused."""
+    options = dict(pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY)
+    trained = _gsm_model(tiny_parts["backbone"], **options)[0].input_assembly.encoders["geometry"]
+    state = {name: torch.randn_like(tensor) for name, tensor in trained.gsm_state_dict().items()}
+    checkpoint = tmp_path / "gsm.safetensors"
+    save_file(state, str(checkpoint))
+    model, processor = _gsm_model(tiny_parts["backbone"], **options, gsm_checkpoint=str(checkpoint))
+    started = model.input_assembly.encoders["geometry"]
+    for name, tensor in started.gsm_state_dict().items():
+        torch.testing.assert_close(tensor, state[name], msg=name)
+    model.save_pretrained(tmp_path / "saved")
+    processor.save_pretrained(tmp_path / "saved")
+    checkpoint.rename(tmp_path / "gone.safetensors")
+    loaded, _ = load_unigr(tmp_path / "saved")
+    for name, tensor in loaded.input_assembly.encoders["geometry"].gsm_state_dict().items():
+        torch.testing.assert_close(tensor, state[name], msg=name)
+    save_file({name: tensor for name, tensor in state.items() if name != "queries"}, str(checkpoint))
+    with pytest.raises(ValueError, match="missing \\['queries'\\]"):
+        _gsm_model(tiny_parts["backbone"], **options, gsm_checkpoint=str(checkpoint))

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import Dinov2WithRegistersModel
 
@@ -136,6 +137,8 @@ class GeometryEncoder(InputEncoder):
         qformer_hidden_size: H, the Q-Formers' width; question and geometry tokens are projected from D to H
             (unless H = D) and the outputs back to D. At Qwen2.5-VL-7B's D = 3584 and the defaults the GSM has
             175 M parameters (spatial merger 97 M, Q-Formers 67 M); H = D would give 932 M.
+        gsm_checkpoint: a safetensors file of the GSM's own weights (:meth:`gsm_state_dict`) that a new GSM starts
+            from instead of random ones (``scripts/probe_gsm.py --save`` writes one: the GSM trained alone first).
     """
 
     kind = "append"
@@ -159,8 +162,10 @@ class GeometryEncoder(InputEncoder):
         pi3_features: str = "encoder",
         token_positions: bool = False,
         center_tokens: bool = False,
+        gsm_checkpoint: str | None = None,
     ):
         super().__init__()
+        self.gsm_checkpoint = gsm_checkpoint
         if num_queries < 1:
             raise ValueError(f"num_queries must be positive, got {num_queries}")
         if pi3_features not in PI3_FEATURES:
@@ -209,6 +214,31 @@ class GeometryEncoder(InputEncoder):
             elif isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
         nn.init.normal_(self.queries, std=std)
+        if self.gsm_checkpoint is not None:
+            self.load_gsm(self.gsm_checkpoint)
+
+    def gsm_state_dict(self) -> dict[str, torch.Tensor]:
+        """The GSM's own weights (everything but the frozen Pi3), as :meth:`load_gsm` reads them."""
+        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("pi3.")}
+
+    def load_gsm(self, path: str) -> None:
+        """Load the GSM's weights (:meth:`gsm_state_dict`, e.g. from ``scripts/probe_gsm.py --save``) strictly from the
+        safetensors file ``path``; a missing, unexpected or misshapen key is an error naming it."""
+        state = load_file(path)
+        own = self.gsm_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = sorted(name for name in set(own) & set(state) if own[name].shape != state[name].shape)
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{path} does not fit this GSM: missing {missing}, unexpected {unexpected}, shapes {wrong}"
+            )
+        with torch.no_grad():
+            for name, tensor in self.named_parameters():
+                if name in state:
+                    tensor.copy_(state[name])
+            for name, buffer in self.named_buffers():
+                if name in state:
+                    buffer.copy_(state[name])
 
     def geometry_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """``(T, 3, h * 14, w * 14)`` frames in ``[0, 1]`` -> ``(ceil(T / 2) * h / 2 * w / 2, D)`` geometry tokens,

@@ -46,3 +46,16 @@ def query_cells(
             if slot < slots:
                 cells.add((slot * rows + int(v / height * rows)) * columns + int(u / width * columns))
     return sorted(cells)
+
+
+def asked_position(world: DynamicWorld, query: Query) -> list[float]:
+    """Where ``query``'s first target is, seen from the camera, at the first and the last of its frames (clipped to the
+    video): per frame its centre's ``x / z``, ``y / z`` (the image direction, OpenCV axes) and ``log z`` (depth in
+    metres), 6 numbers."""
+    position = []
+    for frame in (query.frames[0], query.frames[-1]):
+        frame = min(frame, world.num_video_frames - 1)
+        world_to_camera = np.linalg.inv(world.camera_poses[frame])
+        x, y, z = world_to_camera[:3, :3] @ world.positions[query.targets[0], frame] + world_to_camera[:3, 3]
+        position += [float(x / z), float(y / z), float(np.log(z))]
+    return position
