@@ -19,7 +19,9 @@ The question is the user turn the model reads (DSR-Bench's wording, options and 
 model's frozen input embeddings, as Q-Former 1 reads it in the model. ``--selection-weight`` adds a target for
 where Q-Former 2 looks: the cross-entropy of its last layer's attention (mean over queries) against the geometry
 tokens that show the question's objects at its frames (:func:`utils.synthetic.dynamic_selection.query_cells`,
-from the saved worlds). Pi3's grouped features are computed once per video (``<out>/pi3_<split>.pt``, reused).
+from the saved worlds). ``--oracle-selection`` instead imposes that selection on Q-Former 2's last layer (every query
+reads the asked tokens evenly): what the GSM passes on when it looks where it should. Pi3's grouped features are
+computed once per video (``<out>/pi3_<split>.pt``, reused).
 
 The evaluated split is scored with each question's own geometry and with another evaluated video's
 (:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
@@ -217,16 +219,27 @@ def selection_loss(attention: torch.Tensor, questions: list[ProbeQuestion]) -> t
     return torch.stack(terms).mean() if terms else None
 
 
+def oracle_selection(questions: list[ProbeQuestion], tokens: int) -> torch.Tensor:
+    """``(B, tokens)``: per question, attention spread evenly over its cells (over every token if it has none)."""
+    selection = torch.full((len(questions), tokens), 1.0 / tokens)
+    for row, question in enumerate(questions):
+        if question.cells:
+            selection[row] = 0.0
+            selection[row, question.cells] = 1.0 / len(question.cells)
+    return selection
+
+
 class GSMProbe:
     """The GSM of a UniGR model, its frozen input embeddings and tokenizer, and a :class:`ProbeHead`."""
 
-    def __init__(self, model, processor, target: str):
+    def __init__(self, model, processor, target: str, oracle: bool = False):
         self.encoder: GeometryEncoder = model.input_assembly.encoders["geometry"]
         self.embeddings = model.backbone.get_input_embeddings().requires_grad_(False)
         self.tokenizer = processor.tokenizer
         width = self.embeddings.weight.shape[1]
         self.head = ProbeHead(target, self.encoder.num_appended, width, self.embeddings)
         self._tokens: dict[str, list[int]] = {}
+        self.oracle_selection = oracle
 
     def parameters(self) -> list[nn.Parameter]:
         trained = [p for name, p in self.encoder.named_parameters() if not name.startswith("pi3.")]
@@ -253,7 +266,8 @@ class GSMProbe:
         ``(B, N, 8, C)``."""
         ids, mask = self.padded([question.prompt for question in questions])
         geometry = self.encoder.merge_groups(groups)  # (B, N, D)
-        tokens, attention = self.encoder.select_batch(self.embeddings(ids), geometry, codes, mask)
+        selection = oracle_selection(questions, geometry.shape[1]) if self.oracle_selection else None
+        tokens, attention = self.encoder.select_batch(self.embeddings(ids), geometry, codes, mask, selection)
         options = None
         if self.head.target == "answer":
             option_ids, option_mask = self.padded([option for question in questions for option in question.options])
@@ -322,6 +336,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--selection-weight", type=float, default=0.0, help="weight of the selection target (0: off)")
+    parser.add_argument(
+        "--oracle-selection",
+        action="store_true",
+        help="Q-Former 2's last layer reads the asked objects' tokens evenly instead of where it looks (in training "
+        "and evaluation, own and another video's geometry alike): what the GSM passes on where it looks right",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--save",
@@ -340,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not cfg.model.encoders.get("geometry"):
         raise ValueError(f"{args.config}: model.encoders.geometry is not set; the probe trains the GSM")
     model, processor = build_model(cfg, torch.float32)
-    probe = GSMProbe(model, processor, args.target)
+    probe = GSMProbe(model, processor, args.target, args.oracle_selection)
     temporal = probe.encoder.visual_tokens.temporal_patch_size
     generation = json.loads((args.data_root / "generation.json").read_text())
     data, caches = {}, {}
@@ -385,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.save:
         save_file(probe.encoder.gsm_state_dict(), str(args.out / "gsm.safetensors"))
     results = evaluate(probe, data["eval"], caches["eval"], codes, args.batch_size)
-    metrics = {"target": args.target, "steps": args.steps, "selection_weight": args.selection_weight, **results}
+    metrics = {"target": args.target, "steps": args.steps, "selection_weight": args.selection_weight}
+    metrics.update(oracle_selection=args.oracle_selection, **results)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(_table(results))
     return metrics

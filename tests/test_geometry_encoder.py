@@ -556,3 +556,24 @@ def test_a_new_gsm_starts_from_a_gsm_checkpoint_and_its_saved_model_loads_withou
     save_file({name: tensor for name, tensor in state.items() if name != "queries"}, str(checkpoint))
     with pytest.raises(ValueError, match="missing \\['queries'\\]"):
         _gsm_model(tiny_parts["backbone"], **options, gsm_checkpoint=str(checkpoint))
+
+
+def test_an_imposed_selection_reads_only_the_selected_geometry_tokens(positioned_gsm_model) -> None:
+    """With ``selection`` (the GSM probe's ``--oracle-selection``) Q-Former 2's last layer reads the tokens it is given:
+    changing any other geometry token changes nothing, changing a selected one changes the output."""
+    torch.manual_seed(0)
+    encoder = positioned_gsm_model[0].input_assembly.encoders["geometry"]
+    assert len(encoder.geometry_qformer.layers) == 1  # the imposed layer is the only one: nothing else reads
+    width = positioned_gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    question, geometry = torch.randn(1, 5, width), torch.randn(1, 12, width)
+    codes = encoder.token_codes([2, 4, 6], seconds_per_slot=0.5)
+    selection = torch.zeros(1, 12)
+    selection[0, [3, 7]] = 0.5
+    others, chosen = geometry.clone(), geometry.clone()
+    others[0, [0, 5, 11]] += 3.0
+    chosen[0, 7] += 3.0
+    with torch.no_grad():
+        tokens, attention = encoder.select_batch(question, geometry, codes, None, selection)
+        torch.testing.assert_close(encoder.select_batch(question, others, codes, None, selection)[0], tokens)
+        assert not torch.allclose(encoder.select_batch(question, chosen, codes, None, selection)[0], tokens, atol=1e-4)
+    torch.testing.assert_close(attention, selection[:, None].expand(-1, NUM_QUERIES, -1))

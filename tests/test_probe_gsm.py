@@ -58,3 +58,15 @@ def test_a_selection_loss_is_low_where_the_attention_is_on_the_asked_tokens() ->
         probe_gsm.selection_loss(spread, [probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [], [0.0] * 6)])
         is None
     )
+
+
+def test_the_oracle_selection_spreads_evenly_over_the_asked_tokens_and_the_probe_runs_with_it(
+    dataset, tmp_path
+) -> None:
+    asked = probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [1, 4], [0.0] * 6)
+    unknown = probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [], [0.0] * 6)
+    selection = probe_gsm.oracle_selection([asked, unknown], 5)
+    torch.testing.assert_close(selection, torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.5], [0.2] * 5]))
+    args = ["--data-root", str(dataset), "--out", str(tmp_path), "--steps", "2", "--batch-size", "4"]
+    metrics = probe_gsm.main([*args, "--target", "position", "--oracle-selection"])
+    assert metrics["oracle_selection"] and metrics["own"]["attention_on_asked"] == pytest.approx(1.0)

@@ -82,15 +82,29 @@ class QFormerLayer(nn.Module):
         )
 
     def forward(
-        self, queries: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory (``memory_mask`` ``(B, M)`` bool: the entries to read, default
-        all) -> ``(B, N, H)`` queries and ``(B, N, M)`` their cross-attention weights (mean over heads)."""
+        all) -> ``(B, N, H)`` queries and ``(B, N, M)`` their cross-attention weights (mean over heads).
+
+        ``attention`` ``(B, N, M)``: weights that replace the cross-attention's own (every head reads the memory's
+        values with them), a diagnostic of what the layer passes on when it looks where it should.
+        """
         normed = self.self_norm(queries)
         queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
         memory = self.memory_norm(memory)
-        ignored = None if memory_mask is None else ~memory_mask
-        read, weights = self.cross_attention(self.cross_norm(queries), memory, memory, key_padding_mask=ignored)
+        if attention is None:
+            ignored = None if memory_mask is None else ~memory_mask
+            read, weights = self.cross_attention(self.cross_norm(queries), memory, memory, key_padding_mask=ignored)
+        else:
+            width = memory.shape[-1]
+            attend = self.cross_attention
+            values = memory @ attend.in_proj_weight[2 * width :].T + attend.in_proj_bias[2 * width :]  # (B, M, H)
+            read, weights = attend.out_proj(attention.to(values.dtype) @ values), attention
         queries = queries + read
         return queries + self.mlp(self.mlp_norm(queries)), weights
 
@@ -105,12 +119,18 @@ class QFormer(nn.Module):
         self.layers = nn.ModuleList(QFormerLayer(hidden_size, num_heads) for _ in range(num_layers))
 
     def forward(
-        self, queries: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        last_attention: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory, optional ``(B, M)`` mask of the entries to read ->
-        ``(B, N, H)`` queries and the last layer's ``(B, N, M)`` cross-attention weights."""
-        for layer in self.layers:
-            queries, weights = layer(queries, memory, memory_mask)
+        ``(B, N, H)`` queries and the last layer's ``(B, N, M)`` cross-attention weights (``last_attention``: imposed
+        on the last layer, see :meth:`QFormerLayer.forward`)."""
+        for index, layer in enumerate(self.layers):
+            imposed = last_attention if index == len(self.layers) - 1 else None
+            queries, weights = layer(queries, memory, memory_mask, imposed)
         return queries, weights
 
 
@@ -297,11 +317,14 @@ class GeometryEncoder(InputEncoder):
         geometry: torch.Tensor,
         codes: torch.Tensor | None = None,
         question_mask: torch.Tensor | None = None,
+        selection: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`select` for ``B`` samples of one video grid: ``(B, Q, D)`` question embeddings (``question_mask``
         ``(B, Q)``: the real tokens of padded questions), ``(B, N, D)`` geometry tokens, their ``(N, H)`` codes ->
         ``(B, num_queries, D)`` appended tokens and Q-Former 2's last ``(B, num_queries, N)`` attention over the
-        geometry tokens (what the queries selected)."""
+        geometry tokens (what the queries selected). ``selection`` ``(B, N)``: a distribution over the geometry tokens
+        that every query of Q-Former 2's last layer reads with instead of its own attention (a diagnostic:
+        ``scripts/probe_gsm.py --oracle-selection``)."""
         dtype = self.queries.dtype
         question = self.question_proj(question.to(dtype))  # (B, Q, H)
         geometry = self.geometry_proj(geometry.to(dtype))  # (B, N, H)
@@ -312,7 +335,8 @@ class GeometryEncoder(InputEncoder):
             question = question + self.question_position_proj(self.question_codes(question.shape[1]).to(dtype))[None]
         queries = self.queries[None].expand(len(question), -1, -1)
         asked, _ = self.question_qformer(queries, question, question_mask)  # (B, num_queries, H)
-        selected, attention = self.geometry_qformer(asked, geometry)  # (B, num_queries, H), (B, num_queries, N)
+        imposed = None if selection is None else selection[:, None].expand(-1, len(self.queries), -1)
+        selected, attention = self.geometry_qformer(asked, geometry, None, imposed)  # (B, n, H), (B, n, N)
         return self.output_proj(self.output_norm(selected)), attention
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
