@@ -90,15 +90,6 @@ class ProbeQuestion:
     position: list[float]
 
 
-def video_groups(encoder: GeometryEncoder, processor, path: Path) -> tuple[torch.Tensor, list[int]]:
-    """``(N, 8, C)`` Pi3 groups of every frame of the video at ``path``, at Qwen's size, and its ``(t, h, w)`` grid."""
-    clip = read_clip(path)
-    frames = np.stack(clip.frames)
-    grid = processor.video_processor(videos=[frames], return_tensors="pt")["video_grid_thw"][0].tolist()
-    resized = resize_geometry_frames(frames, grid, processor.video_processor.patch_size)
-    return encoder.pi3_groups(resized), grid
-
-
 def pi3_cache(encoder: GeometryEncoder, processor, videos: dict[str, Path], path: Path) -> dict:
     """``{"groups": {video: (N, 8, C)}, "grid": [t, h, w], "frame_size": [H, W], "seconds_per_slot": s}`` of ``videos``
     (Qwen's grid and slot length, one for all), read from ``path`` when it holds them."""
@@ -123,10 +114,12 @@ def pi3_cache(encoder: GeometryEncoder, processor, videos: dict[str, Path], path
     return cache
 
 
-def split_probe_questions(root: Path, split: str, generation: dict, cache: dict, temporal: int) -> list[ProbeQuestion]:
+def split_probe_questions(
+    root: Path, split: str, generation: dict, cache: dict, temporal: int, merge: int
+) -> list[ProbeQuestion]:
     """The questions of ``split`` (``train``: the training conversations, ``eval``: the DSR-Bench parquet) of the
     dataset at ``root`` (``generation.json`` beside the splits), with their exact values and the tokens of ``cache``'s
-    grid that show what each is about."""
+    grid that show what each is about (``temporal`` frames per slot, ``merge`` x ``merge`` patches per token)."""
     count = generation["train_videos" if split == "train" else "eval_videos"]
     truths = split_questions(split, generation["split_seeds"][split], count, generation["questions_per_type"])
     asked = []
@@ -139,7 +132,6 @@ def split_probe_questions(root: Path, split: str, generation: dict, cache: dict,
         for row in dsr_questions(root / "eval"):
             asked.append((row.meta["video"], row.question, list(row.options), row.answers[0]))
     slots, height, width = cache["grid"]
-    merge = 2  # Qwen2.5-VL's spatial merge
     worlds, questions = {}, []
     for video, question, options, letter in asked:
         truth = truths.get((video, question))
@@ -196,6 +188,11 @@ class ProbeHead(nn.Module):
         return self.scorer(torch.cat([gsm, option, gsm * option], dim=-1))[..., 0]
 
 
+def log_value(question: ProbeQuestion) -> float:
+    """The log of a numeric exact value (metres, metres per second or a speed ratio; at least 1e-3)."""
+    return math.log(max(question.value, 1e-3))
+
+
 def value_loss(outputs: torch.Tensor, questions: list[ProbeQuestion]) -> torch.Tensor:
     """Mean over the questions: the direction's cross-entropy, or the squared error of the log value."""
     terms = []
@@ -204,7 +201,7 @@ def value_loss(outputs: torch.Tensor, questions: list[ProbeQuestion]) -> torch.T
         if isinstance(question.value, str):
             terms.append(F.cross_entropy(row[None, :-1], torch.tensor([DIRECTIONS.index(question.value)])))
         else:
-            terms.append((row[-1] - math.log(max(question.value, 1e-3))) ** 2)
+            terms.append((row[-1] - log_value(question)) ** 2)
     return torch.stack(terms).mean()
 
 
@@ -309,7 +306,7 @@ def _score(target: str, output: torch.Tensor, question: ProbeQuestion):
     row = output[QUESTION_TYPES.index(question.question_type)]
     if isinstance(question.value, str):
         return float(DIRECTIONS[int(row[:-1].argmax())] == question.value)
-    return (float(row[-1]), math.log(max(question.value, 1e-3)))
+    return (float(row[-1]), log_value(question))
 
 
 def _summary(scores: dict[str, list]) -> dict[str, float]:
@@ -362,13 +359,14 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = build_model(cfg, torch.float32)
     probe = GSMProbe(model, processor, args.target, args.oracle_selection)
     temporal = probe.encoder.visual_tokens.temporal_patch_size
+    merge = probe.encoder.visual_tokens.spatial_merge_size
     generation = json.loads((args.data_root / "generation.json").read_text())
     data, caches = {}, {}
     for split in ("train", "eval"):
         folder = args.data_root / split / (f"{TRAINING_SUBSET}/videos" if split == "train" else "videos")
         videos = {path.stem: path for path in folder.glob("*.mp4")}
         caches[split] = pi3_cache(probe.encoder, processor, videos, args.out / f"pi3_{split}.pt")
-        data[split] = split_probe_questions(args.data_root, split, generation, caches[split], temporal)
+        data[split] = split_probe_questions(args.data_root, split, generation, caches[split], temporal, merge)
     if any(caches["eval"][key] != caches["train"][key] for key in ("grid", "seconds_per_slot")):
         raise ValueError("the training and evaluated videos have different grids or frame rates")
     grid, seconds = caches["train"]["grid"], caches["train"]["seconds_per_slot"]

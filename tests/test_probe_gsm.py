@@ -41,7 +41,7 @@ def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(d
 def test_every_probe_question_knows_its_value_and_the_tokens_that_show_its_objects(dataset, tmp_path) -> None:
     cache = {"grid": [8, 8, 10], "frame_size": [96, 128]}
     generation = json.loads((dataset / "generation.json").read_text())
-    questions = probe_gsm.split_probe_questions(dataset, "eval", generation, cache, temporal=2)
+    questions = probe_gsm.split_probe_questions(dataset, "eval", generation, cache, temporal=2, merge=2)
     assert questions and all(question.question_type in QUESTION_TYPES for question in questions)
     assert all(question.cells and max(question.cells) < 8 * 4 * 5 for question in questions)
     assert all(question.prompt.count("\n(") == 4 and len(question.options) == 4 for question in questions)

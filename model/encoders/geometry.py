@@ -252,13 +252,7 @@ class GeometryEncoder(InputEncoder):
             raise ValueError(
                 f"{path} does not fit this GSM: missing {missing}, unexpected {unexpected}, shapes {wrong}"
             )
-        with torch.no_grad():
-            for name, tensor in self.named_parameters():
-                if name in state:
-                    tensor.copy_(state[name])
-            for name, buffer in self.named_buffers():
-                if name in state:
-                    buffer.copy_(state[name])
+        self.load_state_dict(state, strict=False)  # every GSM key is there (checked); Pi3 keeps its weights
 
     def geometry_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """``(T, 3, h * 14, w * 14)`` frames in ``[0, 1]`` -> ``(ceil(T / 2) * h / 2 * w / 2, D)`` geometry tokens,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from utils.dynamic.qa_templates import Query
+from utils.scene3d.geometry import project_points, transform
 from utils.synthetic.dynamic_world import DynamicWorld
 
 
@@ -34,16 +35,12 @@ def query_cells(
     objects = [*query.targets, *([query.observer] if query.observer is not None else [])]
     cells = set()
     for frame in query_frames(query, world.num_video_frames):
-        world_to_camera = np.linalg.inv(world.camera_poses[frame])
-        for index in objects:
-            point = world_to_camera[:3, :3] @ world.positions[index, frame] + world_to_camera[:3, 3]
-            if point[2] <= 0:
-                continue
-            u, v = (world.intrinsics @ point)[:2] / point[2]
-            if not (0 <= u < width and 0 <= v < height):
-                continue
-            slot = frame // temporal_patch
-            if slot < slots:
+        slot = frame // temporal_patch
+        if slot >= slots:
+            continue
+        pixels, depths = project_points(world.positions[objects, frame], world.intrinsics, world.camera_poses[frame])
+        for (u, v), depth in zip(pixels, depths):
+            if depth > 0 and 0 <= u < width and 0 <= v < height:
                 cells.add((slot * rows + int(v / height * rows)) * columns + int(u / width * columns))
     return sorted(cells)
 
@@ -55,7 +52,6 @@ def asked_position(world: DynamicWorld, query: Query) -> list[float]:
     position = []
     for frame in (query.frames[0], query.frames[-1]):
         frame = min(frame, world.num_video_frames - 1)
-        world_to_camera = np.linalg.inv(world.camera_poses[frame])
-        x, y, z = world_to_camera[:3, :3] @ world.positions[query.targets[0], frame] + world_to_camera[:3, 3]
+        x, y, z = transform(world.positions[query.targets[0], frame], np.linalg.inv(world.camera_poses[frame]))
         position += [float(x / z), float(y / z), float(np.log(z))]
     return position
