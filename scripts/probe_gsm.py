@@ -66,7 +66,7 @@ from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read
 from utils.synthetic.dynamic_selection import asked_position, query_cells  # noqa: E402
 from utils.training.config import load_config  # noqa: E402
 from utils.video.clip import read_clip  # noqa: E402
-from utils.video.model_inputs import qwen_video  # noqa: E402
+from utils.video.model_inputs import QwenVideo, qwen_video  # noqa: E402
 
 TARGETS = ("answer", "value", "position")
 POSITION_FIELDS = ("x/z first", "y/z first", "log depth first", "x/z last", "y/z last", "log depth last")
@@ -90,28 +90,53 @@ class ProbeQuestion:
     position: list[float]
 
 
-def pi3_cache(encoder: GeometryEncoder, processor, videos: dict[str, Path], path: Path) -> dict:
+def pi3_cache(model, processor, videos: dict[str, Path], path: Path) -> dict:
     """``{"groups": {video: (N, 8, C)}, "grid": [t, h, w], "frame_size": [H, W], "seconds_per_slot": s}`` of ``videos``
-    (Qwen's grid and slot length, one for all), read from ``path`` when it holds them."""
+    (Qwen's grid and slot length, one for all), read from ``path`` when it holds them; with the GSM's
+    ``appearance_keys``, also ``"appearance": {video: (N, D)}``, the model's (frozen) video tokens."""
+    encoder: GeometryEncoder = model.input_assembly.encoders["geometry"]
+    appearance = encoder.appearance_proj is not None
     if path.is_file():
         cache = torch.load(path, weights_only=True)
-        if set(cache["groups"]) == set(videos):
+        if set(cache["groups"]) == set(videos) and (not appearance or "appearance" in cache):
             return cache
-    groups, shapes = {}, set()
+    groups, looks, shapes = {}, {}, set()
     for name, video in tqdm(sorted(videos.items()), desc=f"Pi3 features -> {path.name}"):
         clip = read_clip(video)
         frames = np.stack(clip.frames)  # (T, H, W, 3) uint8
         qwen = qwen_video(frames, clip.timestamps, processor.video_processor)
         grid = qwen.video_grid_thw.tolist()
         groups[name] = encoder.pi3_groups(resize_geometry_frames(frames, grid, processor.video_processor.patch_size))
+        if appearance:
+            looks[name] = video_tokens(model, processor, qwen)
         shapes.add((*grid, *frames.shape[1:3], round(qwen.second_per_grid_ts, 6)))
     if len(shapes) != 1:
         raise ValueError(f"{path.name}: the probe needs one grid, frame size and frame rate; the videos have {shapes}")
     shape = shapes.pop()
     cache = {"groups": groups, "grid": list(shape[:3]), "frame_size": list(shape[3:5]), "seconds_per_slot": shape[5]}
+    if appearance:
+        cache["appearance"] = looks
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cache, path)
     return cache
+
+
+@torch.no_grad()
+def video_tokens(model, processor, video: QwenVideo) -> torch.Tensor:
+    """The model's ``(N, D)`` merged video tokens of one video (Qwen's vision tower and merger, as the LLM gets them
+    before the input encoders add to them)."""
+    pixels = processor.video_processor(
+        videos=[video.frames],
+        video_metadata=[video.metadata],
+        do_sample_frames=False,
+        do_resize=False,
+        cap_pixels_per_frame=True,
+        return_tensors="pt",
+    )
+    features = model.backbone.model.get_video_features(
+        pixels["pixel_values_videos"], pixels["video_grid_thw"], return_dict=True
+    )
+    return torch.cat(features.pooler_output)
 
 
 def split_probe_questions(
@@ -257,19 +282,33 @@ class GSMProbe:
         return padded, mask
 
     def __call__(
-        self, questions: list[ProbeQuestion], groups: torch.Tensor, codes: torch.Tensor | None
+        self,
+        questions: list[ProbeQuestion],
+        groups: torch.Tensor,
+        codes: torch.Tensor | None,
+        appearance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's outputs and Q-Former 2's ``(B, queries, N)`` attention for ``questions`` read with the Pi3 groups
-        ``(B, N, 8, C)``."""
+        ``(B, N, 8, C)`` (and, with ``appearance_keys``, the ``(B, N, D)`` video tokens of the questions' own
+        videos)."""
         ids, mask = self.padded([question.prompt for question in questions])
         geometry = self.encoder.merge_groups(groups)  # (B, N, D)
         selection = oracle_selection(questions, geometry.shape[1]) if self.oracle_selection else None
-        tokens, attention = self.encoder.select_batch(self.embeddings(ids), geometry, codes, mask, selection)
+        tokens, attention = self.encoder.select_batch(
+            self.embeddings(ids), geometry, codes, mask, selection, appearance
+        )
         options = None
         if self.head.target == "answer":
             option_ids, option_mask = self.padded([option for question in questions for option in question.options])
             options = (option_ids, option_mask.sum(1))
         return self.head(tokens, options), attention
+
+
+def appearance(cache: dict, questions: list[ProbeQuestion]) -> torch.Tensor | None:
+    """The ``(B, N, D)`` video tokens of the questions' own videos, when ``cache`` holds them (``appearance_keys``)."""
+    if "appearance" not in cache:
+        return None
+    return torch.stack([cache["appearance"][question.video] for question in questions])
 
 
 def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
@@ -286,7 +325,7 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                 ("swapped", [questions[donors[start + k]].video for k in range(len(batch))]),
             ):
                 groups = torch.stack([cache["groups"][video] for video in videos])
-                outputs, attention = probe(batch, groups, codes)
+                outputs, attention = probe(batch, groups, codes, appearance(cache, batch))
                 for question, output, weights in zip(batch, outputs, attention):
                     scores = results[name]
                     if question.cells:
@@ -365,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
     for split in ("train", "eval"):
         folder = args.data_root / split / (f"{TRAINING_SUBSET}/videos" if split == "train" else "videos")
         videos = {path.stem: path for path in folder.glob("*.mp4")}
-        caches[split] = pi3_cache(probe.encoder, processor, videos, args.out / f"pi3_{split}.pt")
+        caches[split] = pi3_cache(model, processor, videos, args.out / f"pi3_{split}.pt")
         data[split] = split_probe_questions(args.data_root, split, generation, caches[split], temporal, merge)
     if any(caches["eval"][key] != caches["train"][key] for key in ("grid", "seconds_per_slot")):
         raise ValueError("the training and evaluated videos have different grids or frame rates")
@@ -377,9 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
     writer = SummaryWriter(args.out / "tb")
     train = data["train"]
     for step in (bar := tqdm(range(args.steps), desc="GSM probe")):
-        batch = rng.sample(train, args.batch_size)
+        batch = rng.sample(train, min(args.batch_size, len(train)))  # a tiny split: all of it
         groups = torch.stack([caches["train"]["groups"][question.video] for question in batch])
-        outputs, attention = probe(batch, groups, codes)
+        outputs, attention = probe(batch, groups, codes, appearance(caches["train"], batch))
         if args.target == "answer":
             task = F.cross_entropy(outputs, torch.tensor([question.answer for question in batch]))
         elif args.target == "position":

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation import run_eval, run_inference  # noqa: E402
 from evaluation.benchmarks import build_benchmark_dataset  # noqa: E402
 from evaluation.prediction_store import PredictionStore  # noqa: E402
-from scripts import generate_synthetic_dynamic  # noqa: E402
+from scripts import generate_synthetic_dynamic, probe_gsm  # noqa: E402
 from utils.data.dsr_bench import option_text  # noqa: E402
 from utils.data.llava_video import question_options  # noqa: E402
 from utils.dynamic.qa_templates import QUESTION_TYPES  # noqa: E402
@@ -64,6 +64,10 @@ NUM_FRAMES = 16
 """Frames per video the model sees: every frame of the synthetic clips."""
 MAX_NEW_TOKENS = 4
 """Longest generated answer: a letter (a model trained on the options' texts is restricted to them instead)."""
+GSM_TARGET = "value"
+"""What the GSM learns alone first (:mod:`scripts.probe_gsm` ``--target``)."""
+GSM_STEPS = 1000
+"""Steps of the GSM alone (``--gsm-steps``)."""
 NUMBER = re.compile(r"^\s*([0-9.]+)\s*(m|m/s)\s*$")
 MODELS = ("gsm", "no_gsm", "swapped", "blind", "prior")
 
@@ -89,8 +93,34 @@ def pi3_checkpoint(config: Path | None, work: Path) -> Path:
     return out / "model.safetensors"
 
 
-def train(name: str, train_root: Path, pi3: Path, work: Path, steps: int | None, overrides: list[str]) -> Path:
-    """Train :data:`CONFIG` into ``work / name`` (``no_gsm``: without the geometry encoder); the final model."""
+def pretrain_gsm(root: Path, pi3: Path, work: Path, steps: int, overrides: list[str]) -> Path:
+    """The GSM of :data:`CONFIG` trained alone on the training split of the dataset at ``root``
+    (:mod:`scripts.probe_gsm` with :data:`GSM_TARGET`, its selection target on), into ``work / "gsm_alone"``; its
+    ``gsm.safetensors``."""
+    out = work / "gsm_alone"
+    checkpoint = out / "gsm.safetensors"
+    if checkpoint.is_file():
+        print(f"{checkpoint}: already trained")
+        return checkpoint
+    arguments = ["--config", str(CONFIG), "--data-root", str(root), "--out", str(out), "--target", GSM_TARGET]
+    arguments += ["--selection-weight", "1.0", "--steps", str(steps), "--save"]
+    for override in [f"model.encoders.geometry.pi3_checkpoint={pi3}", *overrides]:
+        arguments += ["--override", override]
+    probe_gsm.main(arguments)
+    return checkpoint
+
+
+def train(
+    name: str,
+    train_root: Path,
+    pi3: Path,
+    work: Path,
+    steps: int | None,
+    overrides: list[str],
+    gsm_checkpoint: Path | None = None,
+) -> Path:
+    """Train :data:`CONFIG` into ``work / name`` (``no_gsm``: without the geometry encoder; ``gsm``: its GSM started
+    from ``gsm_checkpoint`` when given); the final model."""
     out = work / name
     final = out / "final"
     if (final / "config.json").is_file():
@@ -101,6 +131,8 @@ def train(name: str, train_root: Path, pi3: Path, work: Path, steps: int | None,
         arguments.append("model.encoders.geometry=null")
     else:
         arguments.append(f"model.encoders.geometry.pi3_checkpoint={pi3}")
+        if gsm_checkpoint is not None:
+            arguments.append(f"model.encoders.geometry.gsm_checkpoint={gsm_checkpoint}")
     arguments += [f"train.max_steps={steps}"] if steps is not None else []
     command = [sys.executable, "train.py", "--config", str(CONFIG), *arguments, *overrides]
     subprocess.run(command, check=True, cwd=ROOT)
@@ -201,6 +233,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-videos", type=int, default=100, help="evaluated videos (about 10 questions each)")
     parser.add_argument("--steps", type=int, default=None, help="training steps of each model (default: the config's)")
     parser.add_argument(
+        "--gsm-steps",
+        type=int,
+        default=GSM_STEPS,
+        help="steps of the GSM trained alone before the GSM model (0: it starts random; then also override "
+        "model.groups.encoder_geometry.mode=full)",
+    )
+    parser.add_argument(
         "--pi3-config", type=Path, default=None, help="train the tiny Pi3 with this config (default: the shipped one)"
     )
     parser.add_argument(
@@ -217,8 +256,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     stage(f"synthetic 4D videos (seed {args.seed}): training conversations and a DSR-Bench-format split")
     generate_videos(root, args.train_videos, args.eval_videos, args.seed)
     pi3 = pi3_checkpoint(args.pi3_config, work)
+    gsm_checkpoint = None
+    if args.gsm_steps:
+        stage(f"the GSM alone: {args.gsm_steps} steps on the training split (scripts/probe_gsm.py --save)")
+        gsm_checkpoint = pretrain_gsm(root, pi3, work, args.gsm_steps, args.override)
     stage("training: with the GSM, then the same config without it")
-    models = {name: train(name, train_root, pi3, work, args.steps, args.override) for name in ("gsm", "no_gsm")}
+    models = {
+        "gsm": train("gsm", train_root, pi3, work, args.steps, args.override, gsm_checkpoint),
+        "no_gsm": train("no_gsm", train_root, pi3, work, args.steps, args.override),
+    }
     stage("DSR-Bench-format split: with GSM, without, with another video's geometry, blind, chance prior")
     results = {
         "gsm": evaluate_model("unigr", models["gsm"], eval_root, work / "eval" / "gsm"),

@@ -66,6 +66,18 @@ def positioned_gsm_model(tiny_parts, pi3_checkpoint: Path):
     )
 
 
+@pytest.fixture(scope="module")
+def appearance_gsm_model(tiny_parts, pi3_checkpoint: Path):
+    """The GSM whose Q-Former 2 also finds geometry tokens by their video tokens (``appearance_keys``)."""
+    return _gsm_model(
+        tiny_parts["backbone"],
+        pi3_checkpoint=str(pi3_checkpoint),
+        pi3_config=PI3_TINY,
+        token_positions=True,
+        appearance_keys=True,
+    )
+
+
 def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
     video = make_video(seed, "train", 0, WorldConfig(height=size, width=size, num_frames=num_frames))
     return Sample(
@@ -171,7 +183,7 @@ def test_the_question_mask_marks_the_same_user_text_in_training_and_inference(gs
     assert "assistant" not in marked and "square" not in marked
 
 
-@pytest.mark.parametrize("fixture", ["gsm_model", "positioned_gsm_model"])
+@pytest.mark.parametrize("fixture", ["gsm_model", "positioned_gsm_model", "appearance_gsm_model"])
 def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(fixture: str, request) -> None:
     model, processor = request.getfixturevalue(fixture)
     first, second = _video(0), _video(1, num_frames=3, size=96, question="Is anything moving at all in this clip?")
@@ -577,3 +589,25 @@ def test_an_imposed_selection_reads_only_the_selected_geometry_tokens(positioned
         torch.testing.assert_close(encoder.select_batch(question, others, codes, None, selection)[0], tokens)
         assert not torch.allclose(encoder.select_batch(question, chosen, codes, None, selection)[0], tokens, atol=1e-4)
     torch.testing.assert_close(attention, selection[:, None].expand(-1, NUM_QUERIES, -1))
+
+
+def test_appearance_keys_change_where_q_former_2_looks_but_not_what_it_reads(appearance_gsm_model) -> None:
+    """With ``appearance_keys`` the video tokens steer Q-Former 2's attention but are never passed on: over geometry
+    tokens that are all alike, other video tokens move the attention and leave the output as it is; over distinct
+    geometry tokens they change the output; without them the GSM refuses to select."""
+    torch.manual_seed(0)
+    encoder = appearance_gsm_model[0].input_assembly.encoders["geometry"]
+    width = appearance_gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    question = torch.randn(1, 5, width)
+    looks, other_looks = torch.randn(1, 12, width), torch.randn(1, 12, width)
+    alike, distinct = torch.randn(1, 1, width).expand(1, 12, width), torch.randn(1, 12, width)
+    codes = torch.zeros(12, encoder.queries.shape[1])  # no place or time: the tokens differ only in their looks
+    with torch.no_grad():
+        tokens, attention = encoder.select_batch(question, alike, codes, appearance=looks)
+        other_tokens, other_attention = encoder.select_batch(question, alike, codes, appearance=other_looks)
+        torch.testing.assert_close(other_tokens, tokens)
+        assert (other_attention - attention).abs().max() > 1e-3
+        steered = encoder.select_batch(question, distinct, codes, appearance=looks)[0]
+        assert not torch.allclose(encoder.select_batch(question, distinct, codes, appearance=other_looks)[0], steered)
+        with pytest.raises(ValueError, match="appearance_keys needs the video tokens"):
+            encoder.select_batch(question, distinct, codes)

@@ -35,12 +35,14 @@ def test_quickstart_dynamic_trains_with_and_without_the_gsm_and_scores_both_agai
     tmp_path: Path, capsys
 ) -> None:
     args = ["--data-root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"), "--seed", "5"]
-    args += ["--train-videos", "4", "--eval-videos", "2", "--steps", "2"]
+    args += ["--train-videos", "4", "--eval-videos", "2", "--steps", "2", "--gsm-steps", "2"]
     rows = quickstart_dynamic.main(args)
     work = tmp_path / "work"
     with_gsm = json.loads((work / "gsm" / "final" / "config.json").read_text())["encoders"]
     without = json.loads((work / "no_gsm" / "final" / "config.json").read_text())["encoders"]
     assert with_gsm["geometry"]["pi3_checkpoint"].endswith("assets/pi3_tiny_dynamic/model.safetensors")
+    assert with_gsm["geometry"]["gsm_checkpoint"] == str(work / "gsm_alone" / "gsm.safetensors")  # the GSM alone first
+    assert json.loads((work / "gsm_alone" / "metrics.json").read_text())["target"] == quickstart_dynamic.GSM_TARGET
     assert "geometry" not in without and set(with_gsm) - {"geometry"} == set(without)
     assert (tmp_path / "data" / "synthetic_dynamic_seed5" / "eval" / "benchmark.parquet").is_file()
     assert rows["overall"]["questions"] == sum(row["questions"] for name, row in rows.items() if name != "overall")

@@ -87,19 +87,23 @@ class QFormerLayer(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         attention: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory (``memory_mask`` ``(B, M)`` bool: the entries to read, default
         all) -> ``(B, N, H)`` queries and ``(B, N, M)`` their cross-attention weights (mean over heads).
 
         ``attention`` ``(B, N, M)``: weights that replace the cross-attention's own (every head reads the memory's
         values with them), a diagnostic of what the layer passes on when it looks where it should.
+        ``keys`` ``(B, M, H)``: added to the memory where it is matched (the attention's keys) but not where it is
+        read (its values): what helps find an entry without being passed on.
         """
         normed = self.self_norm(queries)
         queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
         memory = self.memory_norm(memory)
         if attention is None:
             ignored = None if memory_mask is None else ~memory_mask
-            read, weights = self.cross_attention(self.cross_norm(queries), memory, memory, key_padding_mask=ignored)
+            matched = memory if keys is None else memory + keys
+            read, weights = self.cross_attention(self.cross_norm(queries), matched, memory, key_padding_mask=ignored)
         else:
             width = memory.shape[-1]
             attend = self.cross_attention
@@ -124,13 +128,14 @@ class QFormer(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         last_attention: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory, optional ``(B, M)`` mask of the entries to read ->
         ``(B, N, H)`` queries and the last layer's ``(B, N, M)`` cross-attention weights (``last_attention``: imposed
-        on the last layer, see :meth:`QFormerLayer.forward`)."""
+        on the last layer; ``keys``: added to the memory's keys in every layer; see :meth:`QFormerLayer.forward`)."""
         for index, layer in enumerate(self.layers):
             imposed = last_attention if index == len(self.layers) - 1 else None
-            queries, weights = layer(queries, memory, memory_mask, imposed)
+            queries, weights = layer(queries, memory, memory_mask, imposed, keys)
         return queries, weights
 
 
@@ -157,6 +162,12 @@ class GeometryEncoder(InputEncoder):
         qformer_hidden_size: H, the Q-Formers' width; question and geometry tokens are projected from D to H
             (unless H = D) and the outputs back to D. At Qwen2.5-VL-7B's D = 3584 and the defaults the GSM has
             175 M parameters (spatial merger 97 M, Q-Formers 67 M); H = D would give 932 M.
+        appearance_keys: Q-Former 2 also finds the geometry tokens by what their cells look like: each geometry
+            token's key adds the sample's video token of the same cell (Qwen's merged visual feature, before any
+            encoder adds to it, through a layer norm and a projection), its value stays geometry alone
+            (:meth:`QFormerLayer.forward`'s ``keys``), so what the GSM passes on is still geometry. Pi3's released
+            encoder is DINOv2, whose tokens tell things apart by their look; a Pi3 trained on geometry alone (the
+            tiny one) hardly does, and a question names objects by their look ("the red ball").
         gsm_checkpoint: a safetensors file of the GSM's own weights (:meth:`gsm_state_dict`) that a new GSM starts
             from instead of random ones (``scripts/probe_gsm.py --save`` writes one: the GSM trained alone first).
     """
@@ -182,6 +193,7 @@ class GeometryEncoder(InputEncoder):
         pi3_features: str = "encoder",
         token_positions: bool = False,
         center_tokens: bool = False,
+        appearance_keys: bool = False,
         gsm_checkpoint: str | None = None,
     ):
         super().__init__()
@@ -211,6 +223,9 @@ class GeometryEncoder(InputEncoder):
         self.output_proj = nn.Linear(hidden, llm)
         self.position_proj = nn.Linear(hidden, hidden) if token_positions else None
         self.question_position_proj = nn.Linear(hidden, hidden) if token_positions else None
+        self.appearance_proj = (
+            nn.Sequential(nn.LayerNorm(llm), nn.Linear(llm, hidden)) if appearance_keys else None
+        )  # video tokens -> Q-Former 2's keys
 
     @classmethod
     def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> GeometryEncoder:
@@ -300,10 +315,18 @@ class GeometryEncoder(InputEncoder):
         order[:, 0] = torch.arange(length, device=self.queries.device)
         return sinusoidal_position_code(order, self.queries.shape[1])
 
-    def select(self, question: torch.Tensor, geometry: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+    def select(
+        self,
+        question: torch.Tensor,
+        geometry: torch.Tensor,
+        codes: torch.Tensor | None = None,
+        appearance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens (and, with ``token_positions``, their ``(N, H)``
-        :meth:`token_codes`) -> ``(num_queries, D)`` appended tokens."""
-        return self.select_batch(question[None], geometry[None], codes)[0][0]
+        :meth:`token_codes`; with ``appearance_keys``, the ``(N, D)`` video tokens of the same cells) ->
+        ``(num_queries, D)`` appended tokens."""
+        appearance = None if appearance is None else appearance[None]
+        return self.select_batch(question[None], geometry[None], codes, appearance=appearance)[0][0]
 
     def select_batch(
         self,
@@ -312,13 +335,15 @@ class GeometryEncoder(InputEncoder):
         codes: torch.Tensor | None = None,
         question_mask: torch.Tensor | None = None,
         selection: torch.Tensor | None = None,
+        appearance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`select` for ``B`` samples of one video grid: ``(B, Q, D)`` question embeddings (``question_mask``
         ``(B, Q)``: the real tokens of padded questions), ``(B, N, D)`` geometry tokens, their ``(N, H)`` codes ->
         ``(B, num_queries, D)`` appended tokens and Q-Former 2's last ``(B, num_queries, N)`` attention over the
         geometry tokens (what the queries selected). ``selection`` ``(B, N)``: a distribution over the geometry tokens
         that every query of Q-Former 2's last layer reads with instead of its own attention (a diagnostic:
-        ``scripts/probe_gsm.py --oracle-selection``)."""
+        ``scripts/probe_gsm.py --oracle-selection``). ``appearance`` ``(B, N, D)``: the video tokens of the geometry
+        tokens' cells, required with ``appearance_keys``."""
         dtype = self.queries.dtype
         question = self.question_proj(question.to(dtype))  # (B, Q, H)
         geometry = self.geometry_proj(geometry.to(dtype))  # (B, N, H)
@@ -329,8 +354,13 @@ class GeometryEncoder(InputEncoder):
             question = question + self.question_position_proj(self.question_codes(question.shape[1]).to(dtype))[None]
         queries = self.queries[None].expand(len(question), -1, -1)
         asked, _ = self.question_qformer(queries, question, question_mask)  # (B, num_queries, H)
+        keys = None
+        if self.appearance_proj is not None:
+            if appearance is None:
+                raise ValueError("a GSM with appearance_keys needs the video tokens of the geometry tokens' cells")
+            keys = self.appearance_proj(appearance.to(dtype))  # (B, N, H)
         imposed = None if selection is None else selection[:, None].expand(-1, len(self.queries), -1)
-        selected, attention = self.geometry_qformer(asked, geometry, None, imposed)  # (B, n, H), (B, n, N)
+        selected, attention = self.geometry_qformer(asked, geometry, None, imposed, keys)  # (B, n, H), (B, n, N)
         return self.output_proj(self.output_norm(selected)), attention
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
@@ -357,6 +387,7 @@ class GeometryEncoder(InputEncoder):
         seconds = context.batch.get("second_per_grid_ts")
         seconds = iter(seconds.tolist() if seconds is not None else [])
         rows = list(embeds.unbind(0))
+        video_order = context.video_mask.flatten().cumsum(0).view_as(context.video_mask) - 1  # (B, L) feature index
         for sample, ((row, start, end), sample_frames) in enumerate(zip(segments, frames, strict=True)):
             video = context.video_mask[row, start:end]
             grid = next(grids) if bool(video.any()) else None  # Qwen's rows follow the video samples, in order
@@ -379,7 +410,10 @@ class GeometryEncoder(InputEncoder):
                 if slot_seconds is None:
                     raise ValueError(f"{where}: token_positions needs the batch's second_per_grid_ts")
                 codes = self.token_codes(grid, slot_seconds)
-            tokens = self.select(question, geometry, codes)  # (num_queries, D)
+            appearance = None
+            if self.appearance_proj is not None:  # Qwen's own video tokens of the sample, before any encoder adds
+                appearance = context.visual_features["video"][video_order[row, start:end][video]]  # (N, D)
+            tokens = self.select(question, geometry, codes, appearance)  # (num_queries, D)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
         return torch.stack(rows)
 
