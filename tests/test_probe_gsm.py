@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from scripts import probe_gsm
 from scripts.generate_synthetic_dynamic import main as generate_main
@@ -70,3 +71,17 @@ def test_the_oracle_selection_spreads_evenly_over_the_asked_tokens_and_the_probe
     args = ["--data-root", str(dataset), "--out", str(tmp_path), "--steps", "2", "--batch-size", "4"]
     metrics = probe_gsm.main([*args, "--target", "position", "--oracle-selection"])
     assert metrics["oracle_selection"] and metrics["own"]["attention_on_asked"] == pytest.approx(1.0)
+
+
+def test_a_gsm_with_appearance_keys_reads_the_models_own_video_tokens_beside_pi3s(dataset, tmp_path) -> None:
+    """With ``appearance_keys`` the probe caches every video's tokens as the model makes them (one per geometry token)
+    and trains with them; the swapped control keeps the question's own video tokens and takes another's geometry."""
+    args = ["--data-root", str(dataset), "--out", str(tmp_path), "--steps", "2", "--batch-size", "4", "--save"]
+    metrics = probe_gsm.main([*args, "--override", "model.encoders.geometry.appearance_keys=true"])
+    cache = torch.load(tmp_path / "pi3_eval.pt", weights_only=True)
+    assert set(cache["appearance"]) == set(cache["groups"])
+    for video, groups in cache["groups"].items():
+        assert cache["appearance"][video].shape[0] == groups.shape[0] == 8 * 4 * 5
+    saved = load_file(tmp_path / "gsm.safetensors")
+    assert any(name.startswith("appearance_proj.") for name in saved)
+    assert 0.0 <= metrics["swapped"]["accuracy"] <= 1.0
