@@ -61,6 +61,7 @@ from utils.data.collate import resize_geometry_frames  # noqa: E402
 from utils.data.dsr_bench import dsr_questions, option_text  # noqa: E402
 from utils.data.llava_video import question_options  # noqa: E402
 from utils.data.prompts import multiple_choice_question  # noqa: E402
+from utils.data.question_times import token_seconds  # noqa: E402
 from utils.dynamic.qa_templates import DIRECTIONS, QUESTION_TYPES  # noqa: E402
 from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read_world, split_questions  # noqa: E402
 from utils.synthetic.dynamic_selection import asked_position, query_cells  # noqa: E402
@@ -292,10 +293,11 @@ class GSMProbe:
         ``(B, N, 8, C)`` (and, with ``appearance_keys``, the ``(B, N, D)`` video tokens of the questions' own
         videos)."""
         ids, mask = self.padded([question.prompt for question in questions])
+        seconds = token_seconds(ids, mask, self.tokenizer) if self.encoder.question_times else None
         geometry = self.encoder.merge_groups(groups)  # (B, N, D)
         selection = oracle_selection(questions, geometry.shape[1]) if self.oracle_selection else None
         tokens, attention = self.encoder.select_batch(
-            self.embeddings(ids), geometry, codes, mask, selection, appearance
+            self.embeddings(ids), geometry, codes, mask, selection, appearance, seconds
         )
         options = None
         if self.head.target == "answer":

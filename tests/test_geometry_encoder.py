@@ -4,6 +4,7 @@ Q-Formers, appended after the video; the collator's question mask and geometry f
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,18 @@ def appearance_gsm_model(tiny_parts, pi3_checkpoint: Path):
         pi3_config=PI3_TINY,
         token_positions=True,
         appearance_keys=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def question_times_gsm_model(tiny_parts, pi3_checkpoint: Path):
+    """The GSM whose question tokens that name a time carry its code (``question_times``)."""
+    return _gsm_model(
+        tiny_parts["backbone"],
+        pi3_checkpoint=str(pi3_checkpoint),
+        pi3_config=PI3_TINY,
+        token_positions=True,
+        question_times=True,
     )
 
 
@@ -183,10 +196,12 @@ def test_the_question_mask_marks_the_same_user_text_in_training_and_inference(gs
     assert "assistant" not in marked and "square" not in marked
 
 
-@pytest.mark.parametrize("fixture", ["gsm_model", "positioned_gsm_model", "appearance_gsm_model"])
+@pytest.mark.parametrize(
+    "fixture", ["gsm_model", "positioned_gsm_model", "appearance_gsm_model", "question_times_gsm_model"]
+)
 def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(fixture: str, request) -> None:
     model, processor = request.getfixturevalue(fixture)
-    first, second = _video(0), _video(1, num_frames=3, size=96, question="Is anything moving at all in this clip?")
+    first, second = _video(0), _video(1, num_frames=3, size=96, question="Is anything moving at 0.5 s in this clip?")
     collate = SampleCollator.for_model(model, processor)
     alone = [collate([sample]) for sample in (first, second)]
     expected = [_appended(model, batch, _assemble(model, batch))[0] for batch in alone]
@@ -194,7 +209,7 @@ def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(fixture: str, r
     lengths = [batch["input_ids"].shape[1] for batch in alone]
     packed = {
         key: torch.cat([batch[key] for batch in alone], dim=1)
-        for key in ("input_ids", "attention_mask", "question_mask")
+        for key in ("input_ids", "attention_mask", "question_mask", "question_seconds")
     }
     for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
         packed[key] = torch.cat([batch[key] for batch in alone])
@@ -611,3 +626,38 @@ def test_appearance_keys_change_where_q_former_2_looks_but_not_what_it_reads(app
         assert not torch.allclose(encoder.select_batch(question, distinct, codes, appearance=other_looks)[0], steered)
         with pytest.raises(ValueError, match="appearance_keys needs the video tokens"):
             encoder.select_batch(question, distinct, codes)
+
+
+def test_question_times_code_the_named_time_where_the_geometry_codes_its_slots(question_times_gsm_model) -> None:
+    """The collator marks the tokens of "0.75 s" with 0.75 (and nothing else: not "4.9 m"), the same in training and
+    inference; with ``question_times`` those tokens' codes carry it on the time axis, the appended tokens follow the
+    named time, and a GSM without the batch's times refuses to select."""
+    model, processor = question_times_gsm_model
+    question = "How far away is the red square at 0.75 s? (A) 4.9 m (B) 1.2 m"
+    sample = _video(0, question=question)
+    train = SampleCollator.for_model(model, processor)([sample])
+    infer = SampleCollator.for_model(model, processor, inference=True)([sample])
+    for batch in (train, infer):
+        seconds = batch["question_seconds"][0]
+        named = seconds[~seconds.isnan()]
+        assert len(named) and (named == 0.75).all() and batch["question_mask"][0][~seconds.isnan()].all()
+        marked = processor.tokenizer.decode(batch["input_ids"][0][~seconds.isnan()])
+        assert "".join(marked.split()) == "0.75s"
+    encoder = model.input_assembly.encoders["geometry"]
+    codes = encoder.question_codes(4, torch.tensor([[math.nan, 0.75, 0.75, math.nan]]))[0]
+    plain = encoder.question_codes(4)
+    torch.testing.assert_close(codes[[0, 3]], plain[[0, 3]])
+    slot = encoder.token_codes([2, 2, 2], seconds_per_slot=0.75)[-1]  # the last slot starts at 0.75 s
+    third = codes.shape[1] // 6 * 4  # the time axis's block
+    torch.testing.assert_close(codes[1, third:], slot[third:])
+    assert not torch.allclose(codes[1, third:], plain[1, third:])
+    later = dataclasses.replace(
+        sample,
+        conversation=[{**sample.conversation[0], "content": question.replace("0.75", "2.5")}, sample.conversation[1]],
+    )
+    tokens = _appended(model, train, _assemble(model, train))[0]
+    batch = SampleCollator.for_model(model, processor)([later])
+    assert not torch.allclose(_appended(model, batch, _assemble(model, batch))[0], tokens)
+    del train["question_seconds"]
+    with pytest.raises(ValueError, match="question_times needs the batch's question_seconds"):
+        _assemble(model, train)

@@ -162,6 +162,10 @@ class GeometryEncoder(InputEncoder):
         qformer_hidden_size: H, the Q-Formers' width; question and geometry tokens are projected from D to H
             (unless H = D) and the outputs back to D. At Qwen2.5-VL-7B's D = 3584 and the defaults the GSM has
             175 M parameters (spatial merger 97 M, Q-Formers 67 M); H = D would give 932 M.
+        question_times: with ``token_positions``, the question tokens that name a time ("at 2.5 s", the batch's
+            ``question_seconds``, :func:`utils.data.question_times.token_seconds`) carry that time in their code, on
+            the axis where a geometry token's code carries its slot's time, so matching a question's moment to its
+            frames needs no reading of digits (the tiny model's tokenizer spells numbers digit by digit).
         appearance_keys: Q-Former 2 also finds the geometry tokens by what their cells look like: each geometry
             token's key adds the sample's video token of the same cell (Qwen's merged visual feature, before any
             encoder adds to it, through a layer norm and a projection), its value stays geometry alone
@@ -194,9 +198,13 @@ class GeometryEncoder(InputEncoder):
         token_positions: bool = False,
         center_tokens: bool = False,
         appearance_keys: bool = False,
+        question_times: bool = False,
         gsm_checkpoint: str | None = None,
     ):
         super().__init__()
+        if question_times and not token_positions:
+            raise ValueError("question_times codes the question's times as token_positions codes the geometry's")
+        self.question_times = question_times
         self.gsm_checkpoint = gsm_checkpoint
         if num_queries < 1:
             raise ValueError(f"num_queries must be positive, got {num_queries}")
@@ -307,13 +315,19 @@ class GeometryEncoder(InputEncoder):
         )  # (slots * h' * w', 3)
         return sinusoidal_position_code(coordinates, self.queries.shape[1])
 
-    def question_codes(self, length: int) -> torch.Tensor:
+    def question_codes(self, length: int, seconds: torch.Tensor | None = None) -> torch.Tensor:
         """``(length, H)`` parameter-free codes of the question tokens' order (token ``i`` at ``i`` on the first axis of
         :func:`~model.encoders.position3d.sinusoidal_position_code`), so Q-Former 1 reads the question as a
-        sequence (who is the observer, which time) rather than a bag of words."""
-        order = torch.zeros(length, 3, device=self.queries.device)
-        order[:, 0] = torch.arange(length, device=self.queries.device)
-        return sinusoidal_position_code(order, self.queries.shape[1])
+        sequence (who is the observer, which time) rather than a bag of words. With ``seconds`` ``(B, length)`` (the
+        time each token names, NaN if none): ``(B, length, H)``, a token that names a time also carrying it on the
+        third axis in :meth:`token_codes`' units (the others at 0 there, as without ``seconds``)."""
+        device = self.queries.device
+        shape = (length,) if seconds is None else tuple(seconds.shape)
+        coordinates = torch.zeros(*shape, 3, device=device)
+        coordinates[..., 0] = torch.arange(length, device=device)
+        if seconds is not None:
+            coordinates[..., 2] = torch.nan_to_num(seconds.to(device, torch.float32), nan=0.0) * TIME_RESOLUTION
+        return sinusoidal_position_code(coordinates.view(-1, 3), self.queries.shape[1]).view(*shape, -1)
 
     def select(
         self,
@@ -321,12 +335,16 @@ class GeometryEncoder(InputEncoder):
         geometry: torch.Tensor,
         codes: torch.Tensor | None = None,
         appearance: torch.Tensor | None = None,
+        question_seconds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(Q, D)`` question embeddings, ``(N, D)`` geometry tokens (and, with ``token_positions``, their ``(N, H)``
-        :meth:`token_codes`; with ``appearance_keys``, the ``(N, D)`` video tokens of the same cells) ->
-        ``(num_queries, D)`` appended tokens."""
+        :meth:`token_codes`; with ``appearance_keys``, the ``(N, D)`` video tokens of the same cells; with
+        ``question_times``, the ``(Q,)`` seconds each question token names) -> ``(num_queries, D)`` appended tokens."""
         appearance = None if appearance is None else appearance[None]
-        return self.select_batch(question[None], geometry[None], codes, appearance=appearance)[0][0]
+        seconds = None if question_seconds is None else question_seconds[None]
+        return self.select_batch(
+            question[None], geometry[None], codes, appearance=appearance, question_seconds=seconds
+        )[0][0]
 
     def select_batch(
         self,
@@ -336,6 +354,7 @@ class GeometryEncoder(InputEncoder):
         question_mask: torch.Tensor | None = None,
         selection: torch.Tensor | None = None,
         appearance: torch.Tensor | None = None,
+        question_seconds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`select` for ``B`` samples of one video grid: ``(B, Q, D)`` question embeddings (``question_mask``
         ``(B, Q)``: the real tokens of padded questions), ``(B, N, D)`` geometry tokens, their ``(N, H)`` codes ->
@@ -343,7 +362,8 @@ class GeometryEncoder(InputEncoder):
         geometry tokens (what the queries selected). ``selection`` ``(B, N)``: a distribution over the geometry tokens
         that every query of Q-Former 2's last layer reads with instead of its own attention (a diagnostic:
         ``scripts/probe_gsm.py --oracle-selection``). ``appearance`` ``(B, N, D)``: the video tokens of the geometry
-        tokens' cells, required with ``appearance_keys``."""
+        tokens' cells, required with ``appearance_keys``. ``question_seconds`` ``(B, Q)``: the time each question token
+        names (NaN: none), required with ``question_times``."""
         dtype = self.queries.dtype
         question = self.question_proj(question.to(dtype))  # (B, Q, H)
         geometry = self.geometry_proj(geometry.to(dtype))  # (B, N, H)
@@ -351,7 +371,10 @@ class GeometryEncoder(InputEncoder):
             if codes is None:
                 raise ValueError("a GSM with token_positions needs the geometry tokens' codes")
             geometry = geometry + self.position_proj(codes.to(dtype))[None]
-            question = question + self.question_position_proj(self.question_codes(question.shape[1]).to(dtype))[None]
+            if self.question_times and question_seconds is None:
+                raise ValueError("a GSM with question_times needs the time each question token names")
+            order = self.question_codes(question.shape[1], question_seconds if self.question_times else None)
+            question = question + self.question_position_proj(order.to(dtype)).expand_as(question)
         queries = self.queries[None].expand(len(question), -1, -1)
         asked, _ = self.question_qformer(queries, question, question_mask)  # (B, num_queries, H)
         keys = None
@@ -413,7 +436,13 @@ class GeometryEncoder(InputEncoder):
             appearance = None
             if self.appearance_proj is not None:  # Qwen's own video tokens of the sample, before any encoder adds
                 appearance = context.visual_features["video"][video_order[row, start:end][video]]  # (N, D)
-            tokens = self.select(question, geometry, codes, appearance)  # (num_queries, D)
+            named = None
+            if self.question_times:
+                if "question_seconds" not in context.batch:
+                    raise ValueError(f"{where}: question_times needs the batch's question_seconds")
+                named = context.batch["question_seconds"].to(embeds.device)[row, start:end]
+                named = named[question_mask[row, start:end]]  # (Q,) the time each question token names
+            tokens = self.select(question, geometry, codes, appearance, named)  # (num_queries, D)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
         return torch.stack(rows)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from transformers import ProcessorMixin
 
 from utils.data.prompts import GRD_TOKEN, IMAGE_PLACEHOLDER, SIT_TOKEN, VIDEO_PLACEHOLDER
+from utils.data.question_times import token_seconds
 from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.scene3d.proposal_views import ProposalViews, proposal_views
 from utils.scene3d.token_positions import token_world_positions
@@ -305,9 +306,14 @@ def _proposal_views(
 def question_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:
     """``question_mask`` ``(B, L)`` bool, for collators with ``question_inputs`` (the encoders that read the
     question: the geometry encoder, object tokens with ``question_match``): the tokens of the user turns' text
-    (:func:`question_mask`), the same tokens in a training and an inference batch of a sample."""
+    (:func:`question_mask`), the same tokens in a training and an inference batch of a sample; with
+    ``geometry_inputs`` also ``question_seconds`` ``(B, L)`` float, the time each question token names, NaN for the
+    others (:func:`utils.data.question_times.token_seconds`)."""
     if collator.question_inputs:
-        batch["question_mask"] = question_mask(batch["input_ids"], collator.processor.tokenizer)
+        tokenizer = collator.processor.tokenizer
+        batch["question_mask"] = question_mask(batch["input_ids"], tokenizer)
+        if collator.geometry_inputs:
+            batch["question_seconds"] = token_seconds(batch["input_ids"], batch["question_mask"], tokenizer)
 
 
 def geometry_step(collator: SampleCollator, samples: list[Sample], batch: dict) -> None:

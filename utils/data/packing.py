@@ -18,11 +18,19 @@ user turn), so no loss crosses from one sample into the next.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from utils.data.collate import IGNORE_INDEX
 
-TOKEN_FIELDS = {"input_ids": None, "labels": IGNORE_INDEX, "attention_mask": 0, "mm_token_type_ids": 0}
+TOKEN_FIELDS = {
+    "input_ids": None,
+    "labels": IGNORE_INDEX,
+    "attention_mask": 0,
+    "mm_token_type_ids": 0,
+    "question_seconds": math.nan,
+}
 """``(B, L)`` fields packed token by token -> their padding value (``input_ids``: the tokenizer's pad id)."""
 MASK_FIELDS = ("question_mask",)
 """``(B, L)`` bool fields packed token by token (padding: ``False``)."""
