@@ -25,8 +25,9 @@ computed once per video (``<out>/pi3_<split>.pt``, reused).
 
 The evaluated split is scored with each question's own geometry and with another evaluated video's
 (:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
-what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens (own and
-swapped). Results go to ``<out>/metrics.json`` and the console; the loss curve to TensorBoard (``<out>/tb``).
+what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens, and on the
+tokens of the asked frames (own and swapped). Results go to ``<out>/metrics.json`` and the console; the loss curve
+to TensorBoard (``<out>/tb``).
 
     python scripts/probe_gsm.py --config configs/quickstart_dynamic.yaml --data-root data/synthetic_dynamic \\
         --out work_dirs/gsm_probe [--target answer|value] [--steps 1000] [--selection-weight 1.0]
@@ -40,7 +41,7 @@ import math
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ from utils.data.prompts import multiple_choice_question  # noqa: E402
 from utils.data.question_times import token_seconds  # noqa: E402
 from utils.dynamic.qa_templates import DIRECTIONS, QUESTION_TYPES  # noqa: E402
 from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read_world, split_questions  # noqa: E402
-from utils.synthetic.dynamic_selection import asked_position, query_cells  # noqa: E402
+from utils.synthetic.dynamic_selection import asked_position, query_cells, query_frames  # noqa: E402
 from utils.training.config import load_config  # noqa: E402
 from utils.video.clip import read_clip  # noqa: E402
 from utils.video.model_inputs import QwenVideo, qwen_video  # noqa: E402
@@ -89,6 +90,8 @@ class ProbeQuestion:
     value: float | str
     cells: list[int]
     position: list[float]
+    slots: list[int] = field(default_factory=list)
+    """The temporal slots of the merged token grid that hold the question's frames."""
 
 
 def pi3_cache(model, processor, videos: dict[str, Path], path: Path) -> dict:
@@ -167,6 +170,7 @@ def split_probe_questions(
             worlds[video] = read_world(root / split / "worlds" / f"{video}.npz")
         grid = (slots, height // merge, width // merge)
         cells = query_cells(worlds[video], truth.query, tuple(cache["frame_size"]), grid, temporal)
+        frames = worlds[video].num_video_frames
         questions.append(
             ProbeQuestion(
                 video=video,
@@ -177,6 +181,7 @@ def split_probe_questions(
                 value=truth.value,
                 cells=cells,
                 position=asked_position(worlds[video], truth.query),
+                slots=sorted({frame // temporal for frame in query_frames(truth.query, frames)}),
             )
         )
     return questions
@@ -332,6 +337,9 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                     scores = results[name]
                     if question.cells:
                         scores["attention_on_asked"].append(float(weights.mean(0)[question.cells].sum()))
+                    per_slot = weights.shape[1] // cache["grid"][0]
+                    on_slots = weights.mean(0).view(-1, per_slot)[question.slots].sum()
+                    scores["attention_on_asked_frames"].append(float(on_slots))
                     if probe.head.target == "position":
                         for field, predicted, true in zip(POSITION_FIELDS, output.tolist(), question.position):
                             scores[field].append((predicted, true))
@@ -358,7 +366,7 @@ def _summary(scores: dict[str, list]) -> dict[str, float]:
             summary[f"{name}_r2"] = round(float(1 - ((predicted - true) ** 2).mean() / max(true.var(), 1e-12)), 3)
         else:
             summary[name] = round(float(np.mean(values)), 3)
-            correct += values if name != "attention_on_asked" else []
+            correct += values if not name.startswith("attention_on_asked") else []
     if correct:
         summary["accuracy"] = round(float(np.mean(correct)), 3)
     return summary

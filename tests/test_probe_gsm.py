@@ -31,9 +31,10 @@ def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(d
     assert set(metrics) >= {"own", "swapped"} and metrics["target"] == target
     expected = set(probe_gsm.POSITION_FIELDS) if target == "position" else set(QUESTION_TYPES)
     for scores in (metrics["own"], metrics["swapped"]):
-        assert 0.0 <= scores["attention_on_asked"] <= 1.0
+        assert 0.0 <= scores["attention_on_asked"] <= 1.0 and 0.0 <= scores["attention_on_asked_frames"] <= 1.0
         assert target == "position" or 0.0 <= scores["accuracy"] <= 1.0
-        assert {name.removesuffix("_r2") for name in scores} - {"attention_on_asked", "accuracy"} <= expected
+        reported = {name.removesuffix("_r2") for name in scores}
+        assert reported - {"attention_on_asked", "attention_on_asked_frames", "accuracy"} <= expected
     assert (out / "pi3_train.pt").is_file() and any((out / "tb").iterdir())
     cache = torch.load(out / "pi3_eval.pt", weights_only=True)
     assert cache["grid"] == [8, 8, 10] and cache["frame_size"] == [96, 128] and cache["seconds_per_slot"] == 0.5
@@ -47,6 +48,8 @@ def test_every_probe_question_knows_its_value_and_the_tokens_that_show_its_objec
     assert all(question.cells and max(question.cells) < 8 * 4 * 5 for question in questions)
     assert all(question.prompt.count("\n(") == 4 and len(question.options) == 4 for question in questions)
     assert all(len(question.position) == 6 and question.position[2] > 0 for question in questions)  # depth > 1 m
+    for question in questions:  # the asked objects' tokens lie in the asked frames' slots
+        assert question.slots and {cell // (4 * 5) for cell in question.cells} <= set(question.slots)
 
 
 def test_a_selection_loss_is_low_where_the_attention_is_on_the_asked_tokens() -> None:
