@@ -4,14 +4,17 @@ chance.
 
 Videos come from :mod:`scripts.generate_synthetic_dynamic` (``--seed``, default :data:`SEED`): the training
 conversations of its train split and the DSR-Bench-format parquet of its eval split, whose worlds use other
-generation seeds, so no evaluated video is trained on. The GSM reads the tiny Pi3 that
-:mod:`scripts.pretrain_pi3` trains on the train split's worlds (:data:`PI3_ASSET`, shipped; with
-``--pi3-config`` the script trains its own). Both models start from the shipped quick-start model with
-:data:`CONFIG` (``configs/quickstart_dynamic.yaml``), the second with ``model.encoders.geometry=null``: everything
-else (data, steps, seed, position encoding, learning rates) is the same. Training conversations are worded as
-DSR-Bench asks (``mc_prompt=benchmark``), and every video is read with all its :data:`NUM_FRAMES` frames, in
-training and evaluation alike. The eval split is predicted and scored by the real scripts
-(:mod:`evaluation.run_inference`, :mod:`evaluation.run_eval`: DSR-Bench's accuracy overall and per question type).
+generation seeds, so no evaluated video is trained on. The GSM reads the tiny Pi3 that :mod:`scripts.pretrain_pi3`
+trains on the train split's worlds (:data:`PI3_ASSET`, shipped; with ``--pi3-config`` the script trains its own).
+Both models start from the shipped quick-start model with :data:`CONFIG` (``configs/quickstart_dynamic.yaml``), the
+second with ``model.encoders.geometry=null``: everything else (data, steps, seed, position encoding, learning rates)
+is the same. The GSM is first trained alone on the same training split (:mod:`scripts.probe_gsm` ``--target``
+:data:`GSM_TARGET` ``--save``, ``--gsm-steps``: the right option from the question and its geometry, with Q-Former 2
+told which tokens show the asked objects), as real UniGR starts from parts that already work, and the GSM model
+starts from it (``gsm_checkpoint``; the config keeps it frozen). Training conversations are worded as DSR-Bench asks
+(``mc_prompt=benchmark``), and every video is read with all its :data:`NUM_FRAMES` frames, in training and
+evaluation alike. The eval split is predicted and scored by the real scripts (:mod:`evaluation.run_inference`,
+:mod:`evaluation.run_eval`: DSR-Bench's accuracy overall and per question type).
 
 Baselines:
 
@@ -64,7 +67,7 @@ NUM_FRAMES = 16
 """Frames per video the model sees: every frame of the synthetic clips."""
 MAX_NEW_TOKENS = 4
 """Longest generated answer: a letter (a model trained on the options' texts is restricted to them instead)."""
-GSM_TARGET = "value"
+GSM_TARGET = "answer"
 """What the GSM learns alone first (:mod:`scripts.probe_gsm` ``--target``)."""
 GSM_STEPS = 1000
 """Steps of the GSM alone (``--gsm-steps``)."""
