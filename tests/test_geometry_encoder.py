@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Dinov2WithRegistersModel
 
 from model.builder import build_unigr, load_unigr
-from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder
+from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder, QFormerLayer
 from model.geometry import Pi3Config, Pi3Model, encoder_state_dict_to_pi3, pi3_encoder_config, pi3_state_dict
 from model.input_assembly import InputAssembly
 from utils.data.collate import IGNORE_INDEX, SampleCollator
@@ -661,3 +661,36 @@ def test_question_times_code_the_named_time_where_the_geometry_codes_its_slots(q
     del train["question_seconds"]
     with pytest.raises(ValueError, match="question_times needs the batch's question_seconds"):
         _assemble(model, train)
+
+
+def test_q_former_cross_attention_is_torchs_and_top_k_reads_only_the_best_matched_entries() -> None:
+    """The Q-Former's cross-attention equals ``nn.MultiheadAttention`` on its weights; with ``top_k`` every query and
+    head reads only its ``top_k`` best-matched entries (``top_k=1``: exactly that entry's value), while the returned
+    weights stay the full attention."""
+    torch.manual_seed(0)
+    layer = QFormerLayer(16, num_heads=2).eval()
+    queries, memory = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
+    with torch.no_grad():
+        read, weights = layer.cross_attend(queries, memory, None, None, None)
+        expected, expected_weights = layer.cross_attention(queries, memory, memory)
+        torch.testing.assert_close(read, expected)
+        torch.testing.assert_close(weights, expected_weights)
+        layer.top_k = 7
+        torch.testing.assert_close(layer.cross_attend(queries, memory, None, None, None)[0], read)
+        layer.top_k = 1
+        top_read, top_weights = layer.cross_attend(queries, memory, None, None, None)
+        torch.testing.assert_close(top_weights, weights)
+        attend = layer.cross_attention
+        q, k, v = (
+            memory_or_queries @ attend.in_proj_weight[i * 16 : (i + 1) * 16].T
+            + attend.in_proj_bias[i * 16 : (i + 1) * 16]
+            for i, memory_or_queries in enumerate((queries, memory, memory))
+        )
+        by_hand = torch.zeros(2, 3, 16)
+        for head in range(2):
+            part = slice(8 * head, 8 * head + 8)
+            best = (q[..., part] @ k[..., part].transpose(1, 2)).argmax(-1)  # (2, 3)
+            by_hand[..., part] = torch.gather(v[..., part], 1, best[..., None].expand(-1, -1, 8))
+        torch.testing.assert_close(top_read, attend.out_proj(by_hand))
+    with pytest.raises(ValueError, match="top_k must be positive"):
+        QFormerLayer(16, num_heads=2, top_k=0)

@@ -34,9 +34,11 @@ Q-Formers, output projection), declared as the module groups ``encoder_geometry_
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 from transformers import Dinov2WithRegistersModel
@@ -65,12 +67,18 @@ class QFormerLayer(nn.Module):
         hidden_size: H, the queries' and the memory's width.
         num_heads: attention heads (must divide ``hidden_size``).
         mlp_ratio: the MLP's width over ``hidden_size``.
+        top_k: each query and head reads only the ``top_k`` memory entries it matches best (its attention
+            renormalised over them); ``None``: all of them. The weights the layer returns stay the full attention,
+            so a target on them reaches every entry.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: int = 4):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: int = 4, top_k: int | None = None):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"Q-Former width {hidden_size} is not a multiple of its {num_heads} heads")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        self.top_k = top_k
         self.self_norm = nn.LayerNorm(hidden_size)
         self.self_attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
         self.cross_norm = nn.LayerNorm(hidden_size)
@@ -99,28 +107,60 @@ class QFormerLayer(nn.Module):
         """
         normed = self.self_norm(queries)
         queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
-        memory = self.memory_norm(memory)
-        if attention is None:
-            ignored = None if memory_mask is None else ~memory_mask
-            matched = memory if keys is None else memory + keys
-            read, weights = self.cross_attention(self.cross_norm(queries), matched, memory, key_padding_mask=ignored)
-        else:
-            width = memory.shape[-1]
-            attend = self.cross_attention
-            values = memory @ attend.in_proj_weight[2 * width :].T + attend.in_proj_bias[2 * width :]  # (B, M, H)
-            read, weights = attend.out_proj(attention.to(values.dtype) @ values), attention
+        read, weights = self.cross_attend(
+            self.cross_norm(queries), self.memory_norm(memory), memory_mask, attention, keys
+        )
         queries = queries + read
         return queries + self.mlp(self.mlp_norm(queries)), weights
 
+    def cross_attend(
+        self,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None,
+        attention: torch.Tensor | None,
+        keys: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention with ``cross_attention``'s weights (as ``nn.MultiheadAttention`` computes it, plus
+        ``top_k`` and the imposed ``attention``): normed ``(B, N, H)`` queries and ``(B, M, H)`` memory -> ``(B, N, H)``
+        read and the ``(B, N, M)`` weights (mean over heads; the imposed ones if given)."""
+        attend = self.cross_attention
+        batch, count, width = queries.shape
+        heads = attend.num_heads
+        weight, bias = attend.in_proj_weight, attend.in_proj_bias
+
+        def split(x: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, H / heads)
+            return x.view(batch, x.shape[1], heads, width // heads).transpose(1, 2)
+
+        query = split(F.linear(queries, weight[:width], bias[:width]))
+        key = split(
+            F.linear(memory if keys is None else memory + keys, weight[width : 2 * width], bias[width : 2 * width])
+        )
+        value = split(F.linear(memory, weight[2 * width :], bias[2 * width :]))
+        logits = query @ key.transpose(-1, -2) / math.sqrt(width // heads)  # (B, heads, N, M)
+        if memory_mask is not None:
+            logits = logits.masked_fill(~memory_mask[:, None, None], float("-inf"))
+        weights = logits.softmax(-1)
+        if attention is not None:
+            reading = attention[:, None].to(value.dtype)  # every head reads with the imposed weights
+        elif self.top_k is not None and self.top_k < logits.shape[-1]:
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            reading = logits.masked_fill(logits < kth, float("-inf")).softmax(-1)
+        else:
+            reading = weights
+        read = (reading @ value).transpose(1, 2).reshape(batch, count, width)
+        return attend.out_proj(read), (weights.mean(1) if attention is None else attention)
+
 
 class QFormer(nn.Module):
-    """``num_layers`` :class:`QFormerLayer` s: queries read a memory (the question, or the geometry tokens)."""
+    """``num_layers`` :class:`QFormerLayer` s: queries read a memory (the question, or the geometry tokens), each
+    reading its ``top_k`` best-matched entries (``None``: all)."""
 
-    def __init__(self, hidden_size: int, num_layers: int, num_heads: int):
+    def __init__(self, hidden_size: int, num_layers: int, num_heads: int, top_k: int | None = None):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a Q-Former needs at least one layer, got {num_layers}")
-        self.layers = nn.ModuleList(QFormerLayer(hidden_size, num_heads) for _ in range(num_layers))
+        self.layers = nn.ModuleList(QFormerLayer(hidden_size, num_heads, top_k=top_k) for _ in range(num_layers))
 
     def forward(
         self,
@@ -172,6 +212,10 @@ class GeometryEncoder(InputEncoder):
             (:meth:`QFormerLayer.forward`'s ``keys``), so what the GSM passes on is still geometry. Pi3's released
             encoder is DINOv2, whose tokens tell things apart by their look; a Pi3 trained on geometry alone (the
             tiny one) hardly does, and a question names objects by their look ("the red ball").
+        selection_top_k: each query (and head) of Q-Former 2 reads only the ``selection_top_k`` geometry tokens it
+            matches best (``None``: all, softly): a learned soft selection that puts half its weight on the asked
+            tokens still mixes in what the rest hold, while the weights it returns (for the probe's selection
+            target) stay the full attention.
         gsm_checkpoint: a safetensors file of the GSM's own weights (:meth:`gsm_state_dict`) that a new GSM starts
             from instead of random ones (``scripts/probe_gsm.py --save`` writes one: the GSM trained alone first).
     """
@@ -199,6 +243,7 @@ class GeometryEncoder(InputEncoder):
         center_tokens: bool = False,
         appearance_keys: bool = False,
         question_times: bool = False,
+        selection_top_k: int | None = None,
         gsm_checkpoint: str | None = None,
     ):
         super().__init__()
@@ -226,7 +271,7 @@ class GeometryEncoder(InputEncoder):
         self.question_proj = nn.Linear(llm, hidden) if hidden != llm else nn.Identity()
         self.geometry_proj = nn.Linear(llm, hidden) if hidden != llm else nn.Identity()
         self.question_qformer = QFormer(hidden, qformer_layers, qformer_heads)
-        self.geometry_qformer = QFormer(hidden, qformer_layers, qformer_heads)
+        self.geometry_qformer = QFormer(hidden, qformer_layers, qformer_heads, selection_top_k)
         self.output_norm = nn.LayerNorm(hidden)
         self.output_proj = nn.Linear(hidden, llm)
         self.position_proj = nn.Linear(hidden, hidden) if token_positions else None
