@@ -59,36 +59,28 @@ def gsm_model(tiny_parts, pi3_checkpoint: Path):
     return _gsm_model(tiny_parts["backbone"], pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY)
 
 
+def _positioned_gsm_model(tiny_parts, pi3_checkpoint: Path, **options) -> tuple:
+    """A tiny UniGR whose GSM's geometry tokens carry their place and time (``token_positions``), with ``options``."""
+    return _gsm_model(
+        tiny_parts["backbone"], pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY, token_positions=True, **options
+    )
+
+
 @pytest.fixture(scope="module")
 def positioned_gsm_model(tiny_parts, pi3_checkpoint: Path):
-    """The GSM whose geometry tokens carry their place and time (``token_positions``)."""
-    return _gsm_model(
-        tiny_parts["backbone"], pi3_checkpoint=str(pi3_checkpoint), pi3_config=PI3_TINY, token_positions=True
-    )
+    return _positioned_gsm_model(tiny_parts, pi3_checkpoint)
 
 
 @pytest.fixture(scope="module")
 def appearance_gsm_model(tiny_parts, pi3_checkpoint: Path):
-    """The GSM whose Q-Former 2 also finds geometry tokens by their video tokens (``appearance_keys``)."""
-    return _gsm_model(
-        tiny_parts["backbone"],
-        pi3_checkpoint=str(pi3_checkpoint),
-        pi3_config=PI3_TINY,
-        token_positions=True,
-        appearance_keys=True,
-    )
+    """Q-Former 2 also finds geometry tokens by their video tokens (``appearance_keys``)."""
+    return _positioned_gsm_model(tiny_parts, pi3_checkpoint, appearance_keys=True)
 
 
 @pytest.fixture(scope="module")
 def question_times_gsm_model(tiny_parts, pi3_checkpoint: Path):
-    """The GSM whose question tokens that name a time carry its code (``question_times``)."""
-    return _gsm_model(
-        tiny_parts["backbone"],
-        pi3_checkpoint=str(pi3_checkpoint),
-        pi3_config=PI3_TINY,
-        token_positions=True,
-        question_times=True,
-    )
+    """The question tokens that name a time carry its code (``question_times``)."""
+    return _positioned_gsm_model(tiny_parts, pi3_checkpoint, question_times=True)
 
 
 def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
