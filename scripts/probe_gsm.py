@@ -68,7 +68,7 @@ from utils.synthetic.dynamic_formats import TRAINING_FILE, TRAINING_SUBSET, read
 from utils.synthetic.dynamic_selection import asked_position, query_cells, query_frames  # noqa: E402
 from utils.training.config import load_config  # noqa: E402
 from utils.video.clip import read_clip  # noqa: E402
-from utils.video.model_inputs import QwenVideo, qwen_video  # noqa: E402
+from utils.video.model_inputs import QwenVideo, qwen_video, video_processor_kwargs  # noqa: E402
 
 TARGETS = ("answer", "value", "position")
 POSITION_FIELDS = ("x/z first", "y/z first", "log depth first", "x/z last", "y/z last", "log depth last")
@@ -129,14 +129,7 @@ def pi3_cache(model, processor, videos: dict[str, Path], path: Path) -> dict:
 def video_tokens(model, processor, video: QwenVideo) -> torch.Tensor:
     """The model's ``(N, D)`` merged video tokens of one video (Qwen's vision tower and merger, as the LLM gets them
     before the input encoders add to them)."""
-    pixels = processor.video_processor(
-        videos=[video.frames],
-        video_metadata=[video.metadata],
-        do_sample_frames=False,
-        do_resize=False,
-        cap_pixels_per_frame=True,
-        return_tensors="pt",
-    )
+    pixels = processor.video_processor(videos=[video.frames], **video_processor_kwargs([video]), return_tensors="pt")
     features = model.backbone.model.get_video_features(
         pixels["pixel_values_videos"], pixels["video_grid_thw"], return_dict=True
     )
@@ -327,12 +320,13 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
     with torch.no_grad():
         for start in range(0, len(questions), batch_size):
             batch = questions[start : start + batch_size]
+            looks = appearance(cache, batch)  # the questions' own video tokens, with either geometry
             for name, videos in (
                 ("own", [question.video for question in batch]),
                 ("swapped", [questions[donors[start + k]].video for k in range(len(batch))]),
             ):
                 groups = torch.stack([cache["groups"][video] for video in videos])
-                outputs, attention = probe(batch, groups, codes, appearance(cache, batch))
+                outputs, attention = probe(batch, groups, codes, looks)
                 for question, output, weights in zip(batch, outputs, attention):
                     scores = results[name]
                     if question.cells:

@@ -448,6 +448,13 @@ class GeometryEncoder(InputEncoder):
                 "the geometry encoder needs the batch's question_mask (collate with SampleCollator.for_model)"
             )
         question_mask = question_mask.to(embeds.device)
+        question_seconds = None
+        if self.question_times:
+            if "question_seconds" not in context.batch:
+                raise ValueError(
+                    "question_times needs the batch's question_seconds (collate with SampleCollator.for_model)"
+                )
+            question_seconds = context.batch["question_seconds"].to(embeds.device)  # (B, L)
         segments = sample_segments(context.batch.get("packed_segments"), embeds.shape[:2])
         if len(frames) != len(segments):
             raise ValueError(f"{len(frames)} geometry_frames entries for {len(segments)} samples in the batch")
@@ -455,7 +462,9 @@ class GeometryEncoder(InputEncoder):
         seconds = context.batch.get("second_per_grid_ts")
         seconds = iter(seconds.tolist() if seconds is not None else [])
         rows = list(embeds.unbind(0))
-        video_order = context.video_mask.flatten().cumsum(0).view_as(context.video_mask) - 1  # (B, L) feature index
+        video_order = None  # (B, L) each video token's index among the batch's video features
+        if self.appearance_proj is not None:
+            video_order = context.video_mask.flatten().cumsum(0).view_as(context.video_mask) - 1
         for sample, ((row, start, end), sample_frames) in enumerate(zip(segments, frames, strict=True)):
             video = context.video_mask[row, start:end]
             grid = next(grids) if bool(video.any()) else None  # Qwen's rows follow the video samples, in order
@@ -482,11 +491,8 @@ class GeometryEncoder(InputEncoder):
             if self.appearance_proj is not None:  # Qwen's own video tokens of the sample, before any encoder adds
                 appearance = context.visual_features["video"][video_order[row, start:end][video]]  # (N, D)
             named = None
-            if self.question_times:
-                if "question_seconds" not in context.batch:
-                    raise ValueError(f"{where}: question_times needs the batch's question_seconds")
-                named = context.batch["question_seconds"].to(embeds.device)[row, start:end]
-                named = named[question_mask[row, start:end]]  # (Q,) the time each question token names
+            if question_seconds is not None:  # (Q,) the time each question token names
+                named = question_seconds[row, start:end][question_mask[row, start:end]]
             tokens = self.select(question, geometry, codes, appearance, named)  # (num_queries, D)
             rows[row] = rows[row].index_copy(0, slots, tokens.to(embeds.dtype))
         return torch.stack(rows)

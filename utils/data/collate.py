@@ -26,7 +26,7 @@ from utils.data.question_times import token_seconds
 from utils.data.schema import RegionPrompt, Sample, mask_box
 from utils.scene3d.proposal_views import ProposalViews, proposal_views
 from utils.scene3d.token_positions import token_world_positions
-from utils.video.model_inputs import qwen_video, sam2_frames
+from utils.video.model_inputs import qwen_video, sam2_frames, video_processor_kwargs
 
 IGNORE_INDEX = -100
 
@@ -445,12 +445,7 @@ class SampleCollator:
         kwargs: dict = {}
         if videos:
             kwargs["videos"] = [v.frames for v in videos]
-            kwargs["videos_kwargs"] = {
-                "video_metadata": [v.metadata for v in videos],
-                "do_sample_frames": False,
-                "do_resize": False,  # qwen_video sized them (smart_resize is not idempotent)
-                "cap_pixels_per_frame": True,
-            }
+            kwargs["videos_kwargs"] = video_processor_kwargs(videos)
         if images:
             kwargs["images"] = images
         batch = dict(

@@ -114,6 +114,17 @@ def qwen_video(
     return QwenVideo(resized, torch.tensor(grid), temporal_patch / fps, metadata)
 
 
+def video_processor_kwargs(videos: list[QwenVideo]) -> dict:
+    """What Qwen's video processor takes with ``videos`` already sized by :func:`qwen_video`: their metadata, no frame
+    sampling and no second resize (smart_resize is not idempotent)."""
+    return {
+        "video_metadata": [video.metadata for video in videos],
+        "do_sample_frames": False,
+        "do_resize": False,
+        "cap_pixels_per_frame": True,
+    }
+
+
 def sam2_frames_uint8(frames: np.ndarray, image_size: int) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 -> ``(T, 3, S, S)`` uint8: the square bilinear antialiased resize SAM2's own
     loader applies, rounded to uint8 (a quarter of the float frames' memory, for long videos)."""
