@@ -25,9 +25,9 @@ computed once per video (``<out>/pi3_<split>.pt``, reused).
 
 The evaluated split is scored with each question's own geometry and with another evaluated video's
 (:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
-what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens, and on the
-tokens of the asked frames (own and swapped). Results go to ``<out>/metrics.json`` and the console; the loss curve
-to TensorBoard (``<out>/tb``).
+what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens, on the tokens
+of the asked frames, and on the tokens of the scene's other objects at those frames (own and swapped). Results go to
+``<out>/metrics.json`` and the console; the loss curve to TensorBoard (``<out>/tb``).
 
     python scripts/probe_gsm.py --config configs/quickstart_dynamic.yaml --data-root data/synthetic_dynamic \\
         --out work_dirs/gsm_probe [--target answer|value] [--steps 1000] [--selection-weight 1.0]
@@ -41,7 +41,7 @@ import math
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,8 @@ class ProbeQuestion:
     position: list[float]
     slots: list[int] = field(default_factory=list)
     """The temporal slots of the merged token grid that hold the question's frames."""
+    other_cells: list[int] = field(default_factory=list)
+    """The tokens where the scene's other objects are at the question's frames (none of :attr:`cells`)."""
 
 
 def pi3_cache(model, processor, videos: dict[str, Path], path: Path) -> dict:
@@ -163,6 +165,8 @@ def split_probe_questions(
             worlds[video] = read_world(root / split / "worlds" / f"{video}.npz")
         grid = (slots, height // merge, width // merge)
         cells = query_cells(worlds[video], truth.query, tuple(cache["frame_size"]), grid, temporal)
+        every_object = replace(truth.query, targets=tuple(range(len(worlds[video].positions))), observer=None)
+        others = query_cells(worlds[video], every_object, tuple(cache["frame_size"]), grid, temporal)
         frames = worlds[video].num_video_frames
         questions.append(
             ProbeQuestion(
@@ -175,6 +179,7 @@ def split_probe_questions(
                 cells=cells,
                 position=asked_position(worlds[video], truth.query),
                 slots=sorted({frame // temporal for frame in query_frames(truth.query, frames)}),
+                other_cells=sorted(set(others) - set(cells)),
             )
         )
     return questions
@@ -331,6 +336,7 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                     scores = results[name]
                     if question.cells:
                         scores["attention_on_asked"].append(float(weights.mean(0)[question.cells].sum()))
+                        scores["attention_on_other_objects"].append(float(weights.mean(0)[question.other_cells].sum()))
                     per_slot = weights.shape[1] // cache["grid"][0]
                     on_slots = weights.mean(0).view(-1, per_slot)[question.slots].sum()
                     scores["attention_on_asked_frames"].append(float(on_slots))
@@ -360,7 +366,7 @@ def _summary(scores: dict[str, list]) -> dict[str, float]:
             summary[f"{name}_r2"] = round(float(1 - ((predicted - true) ** 2).mean() / max(true.var(), 1e-12)), 3)
         else:
             summary[name] = round(float(np.mean(values)), 3)
-            correct += values if not name.startswith("attention_on_asked") else []
+            correct += values if not name.startswith("attention_on_") else []
     if correct:
         summary["accuracy"] = round(float(np.mean(correct)), 3)
     return summary

@@ -32,9 +32,11 @@ def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(d
     expected = set(probe_gsm.POSITION_FIELDS) if target == "position" else set(QUESTION_TYPES)
     for scores in (metrics["own"], metrics["swapped"]):
         assert 0.0 <= scores["attention_on_asked"] <= 1.0 and 0.0 <= scores["attention_on_asked_frames"] <= 1.0
+        assert 0.0 <= scores["attention_on_other_objects"] <= 1.0 - scores["attention_on_asked"] + 1e-6  # disjoint
         assert target == "position" or 0.0 <= scores["accuracy"] <= 1.0
         reported = {name.removesuffix("_r2") for name in scores}
-        assert reported - {"attention_on_asked", "attention_on_asked_frames", "accuracy"} <= expected
+        attention = {"attention_on_asked", "attention_on_asked_frames", "attention_on_other_objects"}
+        assert reported - attention - {"accuracy"} <= expected
     assert (out / "pi3_train.pt").is_file() and any((out / "tb").iterdir())
     cache = torch.load(out / "pi3_eval.pt", weights_only=True)
     assert cache["grid"] == [8, 8, 10] and cache["frame_size"] == [96, 128] and cache["seconds_per_slot"] == 0.5
@@ -48,8 +50,11 @@ def test_every_probe_question_knows_its_value_and_the_tokens_that_show_its_objec
     assert all(question.cells and max(question.cells) < 8 * 4 * 5 for question in questions)
     assert all(question.prompt.count("\n(") == 4 and len(question.options) == 4 for question in questions)
     assert all(len(question.position) == 6 and question.position[2] > 0 for question in questions)  # depth > 1 m
-    for question in questions:  # the asked objects' tokens lie in the asked frames' slots
+    for question in questions:  # the asked objects' tokens, and the other objects' then, lie in the asked frames' slots
         assert question.slots and {cell // (4 * 5) for cell in question.cells} <= set(question.slots)
+        assert {cell // (4 * 5) for cell in question.other_cells} <= set(question.slots)
+        assert not set(question.other_cells) & set(question.cells)
+    assert any(question.other_cells for question in questions)  # the worlds have several objects in view
 
 
 def test_a_selection_loss_is_low_where_the_attention_is_on_the_asked_tokens() -> None:
@@ -74,6 +79,7 @@ def test_the_oracle_selection_spreads_evenly_over_the_asked_tokens_and_the_probe
     args = ["--data-root", str(dataset), "--out", str(tmp_path), "--steps", "2", "--batch-size", "4"]
     metrics = probe_gsm.main([*args, "--target", "position", "--oracle-selection"])
     assert metrics["oracle_selection"] and metrics["own"]["attention_on_asked"] == pytest.approx(1.0)
+    assert metrics["own"]["attention_on_other_objects"] == pytest.approx(0.0)
 
 
 def test_a_gsm_with_appearance_keys_reads_the_models_own_video_tokens_beside_pi3s(dataset, tmp_path) -> None:
