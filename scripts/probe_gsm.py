@@ -333,12 +333,12 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                 groups = torch.stack([cache["groups"][video] for video in videos])
                 outputs, attention = probe(batch, groups, codes, looks)
                 for question, output, weights in zip(batch, outputs, attention):
-                    scores = results[name]
+                    scores, selected = results[name], weights.mean(0)  # (N,) the queries' mean attention
                     if question.cells:
-                        scores["attention_on_asked"].append(float(weights.mean(0)[question.cells].sum()))
-                        scores["attention_on_other_objects"].append(float(weights.mean(0)[question.other_cells].sum()))
-                    per_slot = weights.shape[1] // cache["grid"][0]
-                    on_slots = weights.mean(0).view(-1, per_slot)[question.slots].sum()
+                        scores["attention_on_asked"].append(float(selected[question.cells].sum()))
+                        scores["attention_on_other_objects"].append(float(selected[question.other_cells].sum()))
+                    per_slot = len(selected) // cache["grid"][0]
+                    on_slots = selected.view(-1, per_slot)[question.slots].sum()
                     scores["attention_on_asked_frames"].append(float(on_slots))
                     if probe.head.target == "position":
                         for field, predicted, true in zip(POSITION_FIELDS, output.tolist(), question.position):
