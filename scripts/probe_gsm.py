@@ -26,7 +26,8 @@ computed once per video (``<out>/pi3_<split>.pt``, reused).
 The evaluated split is scored with each question's own geometry and with another evaluated video's
 (:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
 what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens, on the tokens
-of the asked frames, and on the tokens of the scene's other objects at those frames (own and swapped). Results go to
+of the asked frames, and on the tokens of the scene's other objects at those frames, and the asked objects' share of
+the attention on any object beside an even reader's (:func:`even_object_reader`), own and swapped. Results go to
 ``<out>/metrics.json`` and the console; the loss curve to TensorBoard (``<out>/tb``).
 
     python scripts/probe_gsm.py --config configs/quickstart_dynamic.yaml --data-root data/synthetic_dynamic \\
@@ -316,9 +317,17 @@ def appearance(cache: dict, questions: list[ProbeQuestion]) -> torch.Tensor | No
     return torch.stack([cache["appearance"][question.video] for question in questions])
 
 
+def even_object_reader(question: ProbeQuestion) -> float:
+    """The share of the asked objects' tokens among every object's tokens at the question's frames: what a reader that
+    finds the objects but not which one (all objects' tokens evenly) puts on the asked ones."""
+    return len(question.cells) / (len(question.cells) + len(question.other_cells))
+
+
 def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
     """Per question type and overall: accuracy (answers, directions) or R^2 of the log value, and the attention on the
-    asked objects' tokens, each with the question's own geometry and with another video's."""
+    asked objects' tokens, each with the question's own geometry and with another video's. The attention on the
+    objects is also reported as the asked objects' share of it (``attention_on_asked_among_objects``: which object),
+    beside what an even reader over every object's tokens would give (:func:`even_object_reader`)."""
     donors = donor_indices([question.video for question in questions])
     results: dict[str, dict[str, list]] = {"own": defaultdict(list), "swapped": defaultdict(list)}
     probe.encoder.eval()
@@ -335,8 +344,12 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                 for question, output, weights in zip(batch, outputs, attention):
                     scores, selected = results[name], weights.mean(0)  # (N,) the queries' mean attention
                     if question.cells:
-                        scores["attention_on_asked"].append(float(selected[question.cells].sum()))
-                        scores["attention_on_other_objects"].append(float(selected[question.other_cells].sum()))
+                        asked = float(selected[question.cells].sum())
+                        others = float(selected[question.other_cells].sum())
+                        scores["attention_on_asked"].append(asked)
+                        scores["attention_on_other_objects"].append(others)
+                        scores["attention_on_asked_among_objects"].append(asked / max(asked + others, 1e-12))
+                        scores["attention_on_asked_among_objects_even_reader"].append(even_object_reader(question))
                     per_slot = len(selected) // cache["grid"][0]
                     on_slots = selected.view(-1, per_slot)[question.slots].sum()
                     scores["attention_on_asked_frames"].append(float(on_slots))

@@ -35,7 +35,10 @@ def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(d
         assert 0.0 <= scores["attention_on_other_objects"] <= 1.0 - scores["attention_on_asked"] + 1e-6  # disjoint
         assert target == "position" or 0.0 <= scores["accuracy"] <= 1.0
         reported = {name.removesuffix("_r2") for name in scores}
+        among, even = scores["attention_on_asked_among_objects"], scores["attention_on_asked_among_objects_even_reader"]
+        assert 0.0 <= among <= 1.0 and 0.0 < even <= 1.0
         attention = {"attention_on_asked", "attention_on_asked_frames", "attention_on_other_objects"}
+        attention |= {"attention_on_asked_among_objects", "attention_on_asked_among_objects_even_reader"}
         assert reported - attention - {"accuracy"} <= expected
     assert (out / "pi3_train.pt").is_file() and any((out / "tb").iterdir())
     cache = torch.load(out / "pi3_eval.pt", weights_only=True)
@@ -80,6 +83,14 @@ def test_the_oracle_selection_spreads_evenly_over_the_asked_tokens_and_the_probe
     metrics = probe_gsm.main([*args, "--target", "position", "--oracle-selection"])
     assert metrics["oracle_selection"] and metrics["own"]["attention_on_asked"] == pytest.approx(1.0)
     assert metrics["own"]["attention_on_other_objects"] == pytest.approx(0.0)
+    assert metrics["own"]["attention_on_asked_among_objects"] == pytest.approx(1.0)  # the asked object, never another
+
+
+def test_an_even_reader_over_the_objects_puts_the_asked_tokens_share_on_the_asked_objects() -> None:
+    question = probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [1, 4], [0.0] * 6, other_cells=[2, 5, 6])
+    alone = probe_gsm.ProbeQuestion("v", "q", [], 0, "abs_dis", 1.0, [3], [0.0] * 6)
+    assert probe_gsm.even_object_reader(question) == pytest.approx(2 / 5)
+    assert probe_gsm.even_object_reader(alone) == 1.0  # no other object in view: nothing to confuse it with
 
 
 def test_a_gsm_with_appearance_keys_reads_the_models_own_video_tokens_beside_pi3s(dataset, tmp_path) -> None:
