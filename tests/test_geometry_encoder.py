@@ -3,6 +3,7 @@ Q-Formers, appended after the video; the collator's question mask and geometry f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Dinov2WithRegistersModel
 
 from model.builder import build_unigr, load_unigr
-from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder, QFormerLayer
+from model.encoders.geometry import GEOMETRY_PLACEHOLDER, GeometryEncoder, QFormerLayer, WordMatching
 from model.geometry import Pi3Config, Pi3Model, encoder_state_dict_to_pi3, pi3_encoder_config, pi3_state_dict
 from model.input_assembly import InputAssembly
 from utils.data.collate import IGNORE_INDEX, SampleCollator
@@ -81,6 +82,12 @@ def appearance_gsm_model(tiny_parts, pi3_checkpoint: Path):
 def question_times_gsm_model(tiny_parts, pi3_checkpoint: Path):
     """The question tokens that name a time carry its code (``question_times``)."""
     return _positioned_gsm_model(tiny_parts, pi3_checkpoint, question_times=True)
+
+
+@pytest.fixture(scope="module")
+def word_matching_gsm_model(tiny_parts, pi3_checkpoint: Path):
+    """Q-Former 2's attention also gets the question words' prior (``word_matching``)."""
+    return _positioned_gsm_model(tiny_parts, pi3_checkpoint, word_matching=True)
 
 
 def _video(seed: int, num_frames: int = 4, size: int = 64, question: str = QUESTION) -> Sample:
@@ -189,7 +196,14 @@ def test_the_question_mask_marks_the_same_user_text_in_training_and_inference(gs
 
 
 @pytest.mark.parametrize(
-    "fixture", ["gsm_model", "positioned_gsm_model", "appearance_gsm_model", "question_times_gsm_model"]
+    "fixture",
+    [
+        "gsm_model",
+        "positioned_gsm_model",
+        "appearance_gsm_model",
+        "question_times_gsm_model",
+        "word_matching_gsm_model",
+    ],
 )
 def test_a_packed_row_gives_each_sample_the_tokens_it_gets_alone(fixture: str, request) -> None:
     model, processor = request.getfixturevalue(fixture)
@@ -531,12 +545,14 @@ def test_centred_pi3_features_keep_only_what_tells_the_samples_patches_apart(
     assert abs(float(in_proj.std()) - xavier) < 0.2 * xavier
 
 
-def test_a_batch_of_padded_questions_selects_what_each_sample_selects_alone(positioned_gsm_model) -> None:
+@pytest.mark.parametrize("fixture", ["positioned_gsm_model", "word_matching_gsm_model"])
+def test_a_batch_of_padded_questions_selects_what_each_sample_selects_alone(fixture: str, request) -> None:
     """``select_batch`` (the GSM probe's batched path) reads only each question's real tokens: padding changes nothing,
     and its attention over the geometry tokens is a distribution per query."""
     torch.manual_seed(0)
-    encoder = positioned_gsm_model[0].input_assembly.encoders["geometry"]
-    width = positioned_gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    model = request.getfixturevalue(fixture)[0]
+    encoder = model.input_assembly.encoders["geometry"]
+    width = model.config.backbone_config.get_text_config().hidden_size
     questions = [torch.randn(5, width), torch.randn(3, width)]
     geometry = torch.randn(2, 12, width)
     codes = encoder.token_codes([2, 4, 6], seconds_per_slot=0.5)
@@ -686,3 +702,56 @@ def test_q_former_cross_attention_is_torchs_and_top_k_reads_only_the_best_matche
         torch.testing.assert_close(top_read, attend.out_proj(by_hand))
     with pytest.raises(ValueError, match="top_k must be positive"):
         QFormerLayer(16, num_heads=2, top_k=0)
+
+
+def test_word_matching_scores_each_geometry_token_by_its_best_matching_real_word() -> None:
+    """Per head, a geometry token's score is its best scaled dot product with a real question token (padding is never
+    read), summed over heads; changing the word that matches a token best changes that token's score."""
+    torch.manual_seed(0)
+    matching = WordMatching(16, num_heads=2).eval()
+    question, tokens = torch.randn(1, 4, 16), torch.randn(1, 6, 16)
+    mask = torch.tensor([[True, True, True, False]])
+    with torch.no_grad():
+        prior = matching(question, tokens, mask)
+        words, keys = matching.word_proj(question[:, :3]), matching.token_proj(tokens)
+        by_hand = sum(
+            (words[0, :, part] @ keys[0, :, part].T / math.sqrt(8)).amax(0) for part in (slice(0, 8), slice(8, 16))
+        )
+        torch.testing.assert_close(prior[0], by_hand)
+        padded = question.clone()
+        padded[:, 3] = 100.0
+        torch.testing.assert_close(matching(padded, tokens, mask), prior)
+        assert not torch.allclose(matching(padded, tokens), prior)
+        changed = question.clone()
+        changed[:, 0] = torch.randn(16)
+        assert not torch.allclose(matching(changed, tokens, mask), prior)
+    assert prior.shape == (1, 6)
+    with pytest.raises(ValueError, match="multiple of its 3 heads"):
+        WordMatching(16, num_heads=3)
+
+
+def test_a_logit_bias_steers_every_query_of_q_former_2(word_matching_gsm_model) -> None:
+    """A large logit bias on one entry makes the cross-attention read exactly that entry's value; with
+    ``word_matching`` the GSM's selection follows the question's words even where its learned queries read the same
+    question (only the words matter to the prior)."""
+    torch.manual_seed(0)
+    layer = QFormerLayer(16, num_heads=2).eval()
+    queries, memory = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
+    bias = torch.zeros(2, 7)
+    bias[:, 4] = 1e4
+    with torch.no_grad():
+        read, weights = layer.cross_attend(queries, memory, None, None, None, bias)
+        attend = layer.cross_attention
+        value = memory[:, 4] @ attend.in_proj_weight[32:].T + attend.in_proj_bias[32:]
+        torch.testing.assert_close(read, attend.out_proj(value)[:, None].expand(-1, 3, -1))
+        torch.testing.assert_close(weights[..., 4], torch.ones(2, 3))
+    encoder = copy.deepcopy(word_matching_gsm_model[0].input_assembly.encoders["geometry"])
+    width = word_matching_gsm_model[0].config.backbone_config.get_text_config().hidden_size
+    question, geometry = torch.randn(1, 5, width), torch.randn(1, 12, width)
+    codes = encoder.token_codes([2, 4, 6], seconds_per_slot=0.5)
+    with torch.no_grad():
+        _, attention = encoder.select_batch(question, geometry, codes)
+        encoder.word_matching.token_proj[1].weight.zero_()  # a prior that is the same for every token: no steering
+        encoder.word_matching.token_proj[1].bias.zero_()
+        _, unsteered = encoder.select_batch(question, geometry, codes)
+    assert (attention - unsteered).abs().max() > 1e-3

@@ -96,6 +96,7 @@ class QFormerLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         attention: torch.Tensor | None = None,
         keys: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory (``memory_mask`` ``(B, M)`` bool: the entries to read, default
         all) -> ``(B, N, H)`` queries and ``(B, N, M)`` their cross-attention weights (mean over heads).
@@ -104,11 +105,13 @@ class QFormerLayer(nn.Module):
         values with them), a diagnostic of what the layer passes on when it looks where it should.
         ``keys`` ``(B, M, H)``: added to the memory where it is matched (the attention's keys) but not where it is
         read (its values): what helps find an entry without being passed on.
+        ``logit_bias`` ``(B, M)``: added to every query's and head's attention logits over the memory (a prior on which
+        entries to read: :class:`WordMatching`'s).
         """
         normed = self.self_norm(queries)
         queries = queries + self.self_attention(normed, normed, normed, need_weights=False)[0]
         read, weights = self.cross_attend(
-            self.cross_norm(queries), self.memory_norm(memory), memory_mask, attention, keys
+            self.cross_norm(queries), self.memory_norm(memory), memory_mask, attention, keys, logit_bias
         )
         queries = queries + read
         return queries + self.mlp(self.mlp_norm(queries)), weights
@@ -120,10 +123,11 @@ class QFormerLayer(nn.Module):
         memory_mask: torch.Tensor | None,
         attention: torch.Tensor | None,
         keys: torch.Tensor | None,
+        logit_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The cross-attention with ``cross_attention``'s weights (as ``nn.MultiheadAttention`` computes it, plus
-        ``top_k`` and the imposed ``attention``): normed ``(B, N, H)`` queries and ``(B, M, H)`` memory -> ``(B, N, H)``
-        read and the ``(B, N, M)`` weights (mean over heads; the imposed ones if given)."""
+        ``top_k``, the ``logit_bias`` and the imposed ``attention``): normed ``(B, N, H)`` queries and ``(B, M, H)``
+        memory -> ``(B, N, H)`` read and the ``(B, N, M)`` weights (mean over heads; the imposed ones if given)."""
         attend = self.cross_attention
         batch, count, width = queries.shape
         heads = attend.num_heads
@@ -138,6 +142,8 @@ class QFormerLayer(nn.Module):
         )
         value = split(F.linear(memory, weight[2 * width :], bias[2 * width :]))
         logits = query @ key.transpose(-1, -2) / math.sqrt(width // heads)  # (B, heads, N, M)
+        if logit_bias is not None:
+            logits = logits + logit_bias[:, None, None].to(logits.dtype)
         if memory_mask is not None:
             logits = logits.masked_fill(~memory_mask[:, None, None], float("-inf"))
         weights = logits.softmax(-1)
@@ -169,14 +175,54 @@ class QFormer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         last_attention: torch.Tensor | None = None,
         keys: torch.Tensor | None = None,
+        logit_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, H)`` queries, ``(B, M, H)`` memory, optional ``(B, M)`` mask of the entries to read ->
         ``(B, N, H)`` queries and the last layer's ``(B, N, M)`` cross-attention weights (``last_attention``: imposed
-        on the last layer; ``keys``: added to the memory's keys in every layer; see :meth:`QFormerLayer.forward`)."""
+        on the last layer; ``keys``: added to the memory's keys in every layer; ``logit_bias``: added to every layer's
+        logits; see :meth:`QFormerLayer.forward`)."""
         for index, layer in enumerate(self.layers):
             imposed = last_attention if index == len(self.layers) - 1 else None
-            queries, weights = layer(queries, memory, memory_mask, imposed, keys)
+            queries, weights = layer(queries, memory, memory_mask, imposed, keys, logit_bias)
         return queries, weights
+
+
+class WordMatching(nn.Module):
+    """Which geometry tokens the question's words name: a prior for Q-Former 2's attention, by late interaction.
+
+    Each of ``num_heads`` heads projects the question's tokens and the geometry tokens (their keys, as Q-Former 2
+    matches them) to ``hidden_size / num_heads`` and scores every geometry token by its best-matching question token
+    (the maximum over the real tokens of their scaled dot product); the heads' scores add up. As Grounding DINO's
+    language-guided query selection scores image tokens by their best-matching word, a word ("red", a time) finds its
+    tokens directly, without the learned queries first having to find the word in a long prompt; with several heads
+    one can match the object's name and another its moment, and their sum picks that object at that moment.
+
+    Args:
+        hidden_size: H, the width of the question and geometry tokens it reads.
+        num_heads: heads (must divide ``hidden_size``).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"word matching width {hidden_size} is not a multiple of its {num_heads} heads")
+        self.num_heads = num_heads
+        self.word_proj = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, hidden_size))
+        self.token_proj = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, hidden_size))
+
+    def forward(
+        self, question: torch.Tensor, tokens: torch.Tensor, question_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, Q, H)`` question tokens (``question_mask`` ``(B, Q)`` bool: the real ones, default all), ``(B, M, H)``
+        geometry tokens -> ``(B, M)`` logit bias: per token, the sum over heads of its best word match."""
+        batch, length, width = question.shape
+        size = width // self.num_heads
+        words = self.word_proj(question).view(batch, length, self.num_heads, size)
+        keys = self.token_proj(tokens).view(batch, tokens.shape[1], self.num_heads, size)
+        scores = torch.einsum("bqhd,bmhd->bhqm", words, keys) / math.sqrt(size)  # (B, heads, Q, M)
+        if question_mask is not None:
+            scores = scores.masked_fill(~question_mask[:, None, :, None], float("-inf"))
+        return scores.amax(2).sum(1)
 
 
 @register_encoder("geometry")
@@ -216,6 +262,12 @@ class GeometryEncoder(InputEncoder):
             matches best (``None``: all, softly): a learned soft selection that puts half its weight on the asked
             tokens still mixes in what the rest hold, while the weights it returns (for the probe's selection
             target) stay the full attention.
+        word_matching: Q-Former 2's attention logits also get :class:`WordMatching`'s prior (with ``qformer_heads``
+            heads): each geometry token scored by the question token that matches it best. Trained from scratch,
+            Q-Former 1's learned queries find the time a question names but not its object's name in a prompt of
+            dozens of tokens, so Q-Former 2 picks the asked object among the objects in view barely better than
+            evenly (``scripts/probe_gsm.py``'s ``attention_on_asked_among_objects``); a word scoring tokens directly
+            needs no such search.
         gsm_checkpoint: a safetensors file of the GSM's own weights (:meth:`gsm_state_dict`) that a new GSM starts
             from instead of random ones (``scripts/probe_gsm.py --save`` writes one: the GSM trained alone first).
     """
@@ -244,6 +296,7 @@ class GeometryEncoder(InputEncoder):
         appearance_keys: bool = False,
         question_times: bool = False,
         selection_top_k: int | None = None,
+        word_matching: bool = False,
         gsm_checkpoint: str | None = None,
     ):
         super().__init__()
@@ -279,6 +332,7 @@ class GeometryEncoder(InputEncoder):
         self.appearance_proj = (
             nn.Sequential(nn.LayerNorm(llm), nn.Linear(llm, hidden)) if appearance_keys else None
         )  # video tokens -> Q-Former 2's keys
+        self.word_matching = WordMatching(hidden, qformer_heads) if word_matching else None
 
     @classmethod
     def from_options(cls, options: dict, llm_hidden_size: int, backbone_config=None) -> GeometryEncoder:
@@ -427,8 +481,11 @@ class GeometryEncoder(InputEncoder):
             if appearance is None:
                 raise ValueError("a GSM with appearance_keys needs the video tokens of the geometry tokens' cells")
             keys = self.appearance_proj(appearance.to(dtype))  # (B, N, H)
+        prior = None
+        if self.word_matching is not None:  # (B, N) each geometry token's best word match, as Q-Former 2 keys it
+            prior = self.word_matching(question, geometry if keys is None else geometry + keys, question_mask)
         imposed = None if selection is None else selection[:, None].expand(-1, len(self.queries), -1)
-        selected, attention = self.geometry_qformer(asked, geometry, None, imposed, keys)  # (B, n, H), (B, n, N)
+        selected, attention = self.geometry_qformer(asked, geometry, None, imposed, keys, prior)  # (B, n, H), (B, n, N)
         return self.output_proj(self.output_norm(selected)), attention
 
     def forward(self, embeds: torch.Tensor, context: AssemblyContext) -> torch.Tensor:
