@@ -27,7 +27,8 @@ The evaluated split is scored with each question's own geometry and with another
 (:func:`baselines.swapped_geometry.donor_indices`, as ``run_inference --predictor swapped_geometry``): the gap is
 what the geometry gives. Also reported: the attention Q-Former 2 puts on the asked objects' tokens, on the tokens
 of the asked frames, and on the tokens of the scene's other objects at those frames, and the asked objects' share of
-the attention on any object beside an even reader's (:func:`even_object_reader`), own and swapped. Results go to
+the attention on any object beside an even reader's (:func:`even_object_reader`), and the share on the tokens of
+the question's first target (the object the ``position`` target asks about), own and swapped. Results go to
 ``<out>/metrics.json`` and the console; the loss curve to TensorBoard (``<out>/tb``).
 
     python scripts/probe_gsm.py --config configs/quickstart_dynamic.yaml --data-root data/synthetic_dynamic \\
@@ -95,6 +96,9 @@ class ProbeQuestion:
     """The temporal slots of the merged token grid that hold the question's frames."""
     other_cells: list[int] = field(default_factory=list)
     """The tokens where the scene's other objects are at the question's frames (none of :attr:`cells`)."""
+    position_cells: list[int] = field(default_factory=list)
+    """The tokens where the object of :attr:`position` (the question's first target) is at its frames (of
+    :attr:`cells`, which also hold the other targets and the observer)."""
 
 
 def pi3_cache(model, processor, videos: dict[str, Path], path: Path) -> dict:
@@ -168,6 +172,8 @@ def split_probe_questions(
         cells = query_cells(worlds[video], truth.query, tuple(cache["frame_size"]), grid, temporal)
         every_object = replace(truth.query, targets=tuple(range(len(worlds[video].positions))), observer=None)
         others = query_cells(worlds[video], every_object, tuple(cache["frame_size"]), grid, temporal)
+        first_target = replace(truth.query, targets=truth.query.targets[:1], observer=None)
+        position_cells = query_cells(worlds[video], first_target, tuple(cache["frame_size"]), grid, temporal)
         frames = worlds[video].num_video_frames
         questions.append(
             ProbeQuestion(
@@ -181,6 +187,7 @@ def split_probe_questions(
                 position=asked_position(worlds[video], truth.query),
                 slots=sorted({frame // temporal for frame in query_frames(truth.query, frames)}),
                 other_cells=sorted(set(others) - set(cells)),
+                position_cells=position_cells,
             )
         )
     return questions
@@ -327,7 +334,9 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
     """Per question type and overall: accuracy (answers, directions) or R^2 of the log value, and the attention on the
     asked objects' tokens, each with the question's own geometry and with another video's. The attention on the
     objects is also reported as the asked objects' share of it (``attention_on_asked_among_objects``: which object),
-    beside what an even reader over every object's tokens would give (:func:`even_object_reader`)."""
+    beside what an even reader over every object's tokens would give (:func:`even_object_reader`), and the share on
+    the tokens of the object the ``position`` target asks about (``attention_on_position_object``: the question's
+    first target, without its other targets and its observer)."""
     donors = donor_indices([question.video for question in questions])
     results: dict[str, dict[str, list]] = {"own": defaultdict(list), "swapped": defaultdict(list)}
     probe.encoder.eval()
@@ -350,6 +359,8 @@ def evaluate(probe: GSMProbe, questions, cache, codes, batch_size: int) -> dict:
                         scores["attention_on_other_objects"].append(others)
                         scores["attention_on_asked_among_objects"].append(asked / max(asked + others, 1e-12))
                         scores["attention_on_asked_among_objects_even_reader"].append(even_object_reader(question))
+                        on_target = float(selected[question.position_cells].sum())
+                        scores["attention_on_position_object"].append(on_target)
                     per_slot = len(selected) // cache["grid"][0]
                     on_slots = selected.view(-1, per_slot)[question.slots].sum()
                     scores["attention_on_asked_frames"].append(float(on_slots))

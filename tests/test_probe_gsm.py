@@ -37,8 +37,10 @@ def test_the_probe_trains_only_the_gsm_and_scores_own_against_swapped_geometry(d
         reported = {name.removesuffix("_r2") for name in scores}
         among, even = scores["attention_on_asked_among_objects"], scores["attention_on_asked_among_objects_even_reader"]
         assert 0.0 <= among <= 1.0 and 0.0 < even <= 1.0
+        assert 0.0 <= scores["attention_on_position_object"] <= scores["attention_on_asked"] + 1e-6  # one of them
         attention = {"attention_on_asked", "attention_on_asked_frames", "attention_on_other_objects"}
         attention |= {"attention_on_asked_among_objects", "attention_on_asked_among_objects_even_reader"}
+        attention |= {"attention_on_position_object"}
         assert reported - attention - {"accuracy"} <= expected
     assert (out / "pi3_train.pt").is_file() and any((out / "tb").iterdir())
     cache = torch.load(out / "pi3_eval.pt", weights_only=True)
@@ -57,7 +59,9 @@ def test_every_probe_question_knows_its_value_and_the_tokens_that_show_its_objec
         assert question.slots and {cell // (4 * 5) for cell in question.cells} <= set(question.slots)
         assert {cell // (4 * 5) for cell in question.other_cells} <= set(question.slots)
         assert not set(question.other_cells) & set(question.cells)
+        assert question.position_cells and set(question.position_cells) <= set(question.cells)
     assert any(question.other_cells for question in questions)  # the worlds have several objects in view
+    assert any(len(question.position_cells) < len(question.cells) for question in questions)  # other asked objects
 
 
 def test_a_selection_loss_is_low_where_the_attention_is_on_the_asked_tokens() -> None:
@@ -84,6 +88,7 @@ def test_the_oracle_selection_spreads_evenly_over_the_asked_tokens_and_the_probe
     assert metrics["oracle_selection"] and metrics["own"]["attention_on_asked"] == pytest.approx(1.0)
     assert metrics["own"]["attention_on_other_objects"] == pytest.approx(0.0)
     assert metrics["own"]["attention_on_asked_among_objects"] == pytest.approx(1.0)  # the asked object, never another
+    assert 0.0 < metrics["own"]["attention_on_position_object"] <= 1.0  # its even share of the asked tokens
 
 
 def test_an_even_reader_over_the_objects_puts_the_asked_tokens_share_on_the_asked_objects() -> None:
